@@ -1,0 +1,17 @@
+"""Exception and warning types that the command-line tools turn into one line."""
+
+
+class PspnetError(Exception):
+    """Base class for every failure a user can cause (bad path, file, flag)."""
+
+
+class DataError(PspnetError, ValueError):
+    """A data folder or image file is missing, unreadable or malformed."""
+
+
+class ConfigError(PspnetError, ValueError):
+    """A configuration value or command-line flag is invalid."""
+
+
+class PspnetWarning(UserWarning):
+    """A recoverable problem with the input (skipped files, odd label colours)."""
