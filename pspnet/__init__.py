@@ -1,3 +1,10 @@
 """PSPNet semantic segmentation of Cityscapes street scenes in Keras 3."""
 
 __version__ = "0.1.0"
+
+# Importing the layers registers them with Keras, so that saved models load
+# with keras.saving.load_model(path) without custom_objects.
+from pspnet import layers  # noqa: E402,F401
+from pspnet.model import PRESETS, build_pspnet  # noqa: E402
+
+__all__ = ["PRESETS", "build_pspnet", "layers"]

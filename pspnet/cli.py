@@ -57,16 +57,158 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
 
 
 def data_main(argv: Sequence[str] | None = None) -> int:
-    """``pspnet-data synth OUT ...`` and ``pspnet-data inspect DIR``."""
-    raise SystemExit(EXIT_ERROR)  # filled in by the data layer
+    """``pspnet-data synth OUT ...`` and ``pspnet-data inspect DIR``.
+
+    ``pspnet-data synth OUT --train N --val M --seed S [--size 256]`` writes a
+    synthetic set (OUT/train, OUT/val) in the real format;
+    ``pspnet-data inspect DIR [--cache-dir D]`` prints, for a split folder (or
+    each of DIR/train and DIR/val), the file count, the image size, the share
+    of pixels per class and a summary of the label decode distances.
+    """
+
+    def count(text: str) -> int:
+        value = int(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+        return value
+
+    def side(text: str) -> int:
+        value = int(text)
+        if value < 8 or value % 8:
+            raise argparse.ArgumentTypeError(f"expected a multiple of 8, at least 8, got {text!r}")
+        return value
+
+    parser = _Parser(prog="pspnet-data", description="Make and inspect Cityscapes-pair data folders.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    synth = commands.add_parser(
+        "synth", help="write a synthetic data set in the real format",
+        description="Write OUT/train/1.jpg.. and OUT/val/1.jpg..: synthetic street scenes as "
+        "photo|label JPEG composites like the Kaggle cityscapes-image-pairs files.",
+    )
+    synth.add_argument("out", metavar="OUT", help="data folder to create")
+    synth.add_argument("--train", type=count, default=200, help="training pairs (200)")
+    synth.add_argument("--val", type=count, default=40, help="validation pairs (40)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    synth.add_argument("--size", type=side, default=256, help="side of each half in pixels (256)")
+    synth.add_argument("--overwrite", action="store_true", help="replace existing OUT/train and OUT/val")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    inspect = commands.add_parser(
+        "inspect", help="summarise a folder of pairs",
+        description="File count, image size, per-class pixel shares and decode distances of a "
+        "split folder, or of DIR/train and DIR/val. Decoded splits are cached (see --cache-dir).",
+    )
+    inspect.add_argument("folder", metavar="DIR", help="a split folder, or a folder holding train/ and val/")
+    inspect.add_argument(
+        "--cache-dir", default=None,
+        help="cache folder for decoded splits (default: $PSPNET_CACHE/splits or ~/.cache/pspnet/splits)",
+    )
+    inspect.add_argument("--no-cache", action="store_true", help="decode in memory, write no cache")
+    inspect.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning")
+    inspect.add_argument("--far", type=int, default=None, help="distance counted as far from the palette (30)")
+    inspect.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def run_synth() -> int:
+        from pathlib import Path
+
+        from pspnet.synth import write_synthetic_set
+
+        out = write_synthetic_set(
+            args.out, train=args.train, val=args.val, seed=args.seed, size=args.size,
+            overwrite=args.overwrite, progress=not args.quiet,
+        )
+        for split, number in (("train", args.train), ("val", args.val)):
+            print(f"wrote {number} pairs of {args.size}x{2 * args.size} to {Path(out) / split}")
+        return 0
+
+    def run_inspect() -> int:
+        from pathlib import Path
+
+        from pspnet.data import FAR_DISTANCE, summarize_split
+        from pspnet.errors import DataError
+        from pspnet.palette import CLASSES, IGNORE_INDEX
+
+        folder = Path(args.folder)
+        if not folder.is_dir():
+            raise DataError(f"data folder not found: {folder}" if not folder.exists() else f"not a folder: {folder}")
+        splits = [folder / name for name in ("train", "val") if (folder / name).is_dir()] or [folder]
+        far = FAR_DISTANCE if args.far is None else args.far
+        cache_dir = False if args.no_cache else args.cache_dir
+        for number, split in enumerate(splits):
+            summary = summarize_split(split, cache_dir=cache_dir, skip_bad=args.skip_bad, progress=not args.quiet)
+            height, width = summary.image_size
+            shares = summary.class_shares()
+            if number:
+                print()
+            print(f"folder: {split}")
+            print(f"files: {summary.num_images} composites of {2 * width}x{height} "
+                  f"(photo and label {width}x{height} each)"
+                  + (f", {len(summary.skipped)} skipped" if summary.skipped else ""))
+            print(f"{'class':<16}{'train id':>9}{'pixels %':>10}")
+            for info in CLASSES:
+                print(f"{info.name:<16}{info.train_id:>9}{100 * shares[info.train_id]:>10.2f}")
+            print(f"{'void (ignored)':<16}{IGNORE_INDEX:>9}{100 * shares[-1]:>10.2f}")
+            percentiles = ", ".join(f"p{q} {summary.distance_percentile(q)}" for q in (50, 90, 99))
+            print(f"decode distance to the nearest palette colour: mean {summary.mean_distance():.1f}, "
+                  f"{percentiles}; {100 * summary.far_share(far):.1f}% of label pixels farther than {far}")
+            if summary.far_images:
+                print(f"label halves mostly far from the palette: {len(summary.far_images)}")
+        return 0
+
+    return _run(parser.prog, run_synth if args.command == "synth" else run_inspect)
 
 
 # --- pspnet-train -----------------------------------------------------------
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """``pspnet-train``: every TrainConfig field as a flag."""
-    raise SystemExit(EXIT_ERROR)  # filled in with training
+    """``pspnet-train``: every TrainConfig field as a flag.
+
+    The flags are generated from the dataclass fields (names, types, choices,
+    and the field comments as help), so they cannot drift from the config.
+    A flag left out keeps the field's default.
+    """
+    import dataclasses
+    import typing
+
+    from pspnet import train as training
+
+    parser = _Parser(
+        prog="pspnet-train",
+        argument_default=argparse.SUPPRESS,
+        description="Trains a PSPNet into a run folder; the same command again resumes it. "
+        "With no --data it trains the fast preset on a synthetic demo set (a few minutes on a CPU).",
+        epilog="examples: pspnet-train | pspnet-train --data ../shared/data/cityscapes_data --epochs 50 | "
+        "pspnet-train --data DIR --preset pspnet50 --optimizer sgd --lr 0.01 --weight-decay 1e-4 --distribute",
+    )
+    help_texts = training.config_field_help()
+    field_types = training.config_field_types()
+    for field in dataclasses.fields(training.TrainConfig):
+        kind = field_types[field.name]
+        kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
+        flags = [training.flag_name(field.name)]
+        if field.name == "learning_rate":
+            flags.append("--learning-rate")
+        text = f"{help_texts.get(field.name, field.name)} (default: {field.default})"
+        options: dict = {"help": text.replace("%", "%%"), "dest": field.name}
+        if bool in kinds:
+            options["action"] = argparse.BooleanOptionalAction
+        elif field.name == "image_size":
+            options.update(type=str, metavar="N|HxW")
+        else:
+            scalar = kinds[0] if kinds[0] in (int, float, str) else str
+            options.update(type=scalar, metavar=field.name.upper())
+            if field.name in training.CHOICES:
+                options["choices"] = training.CHOICES[field.name]
+                options.pop("metavar")
+        parser.add_argument(*flags, **options)
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        training.train(training.TrainConfig(**vars(args)))
+        return 0
+
+    return _run("pspnet-train", body)
 
 
 # --- pspnet-evaluate --------------------------------------------------------
@@ -74,7 +216,43 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``pspnet-evaluate --model RUN/best.keras --data DIR [--out DIR]``."""
-    raise SystemExit(EXIT_ERROR)  # filled in with evaluation
+    parser = _Parser(
+        prog="pspnet-evaluate",
+        description="Score a saved model on a labelled split: per-class IoU, mean IoU, "
+        "pixel accuracy, mean class accuracy, frequency-weighted IoU. Writes metrics.json "
+        "and confusion_matrix.png.",
+    )
+    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
+    parser.add_argument(
+        "--data", required=True,
+        help="a split folder of composite pairs, a data folder whose val/ is used, or 'demo'",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: the model's folder)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="side of the square input for models that take any size (default 256)",
+    )
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    parser.add_argument("--head", choices=("classes", "rgb"), default=None,
+                        help="override the detected output head")
+    parser.add_argument("--cache-dir", default=None, help="cache folder for the decoded split")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from pspnet.evaluate import EvalConfig, evaluate
+
+        evaluate(
+            EvalConfig(
+                model=args.model, data=args.data, out=args.out, batch_size=args.batch_size,
+                image_size=args.image_size, tta_flip=args.tta, cache_dir=args.cache_dir,
+                head=args.head, verbose=not args.quiet,
+            )
+        )
+        return 0
+
+    return _run(parser.prog, body)
 
 
 # --- pspnet-predict ---------------------------------------------------------
@@ -89,5 +267,87 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
-    """``pspnet-bench``: the speed table of docs/BENCHMARKS.md."""
-    raise SystemExit(EXIT_ERROR)  # filled in with the benchmarks
+    """``pspnet-bench SECTION ...``: the speed tables of docs/BENCHMARKS.md, one subcommand each.
+
+    ``pspnet-bench models [--presets ...] [--image-size 256] [--batch-size N] [--steps N]``
+    prints, per preset: parameters, forward GFLOPs per image, training and inference
+    images/s. Further tables are further subcommands.
+    """
+    from pspnet.model import PRESETS
+
+    def image_size(text: str) -> tuple[int, int]:
+        """``256`` -> (256, 256); ``256x512`` -> (256, 512)."""
+        try:
+            sizes = tuple(int(v) for v in text.lower().split("x"))
+        except ValueError:
+            sizes = ()
+        if len(sizes) == 1:
+            sizes = sizes * 2
+        if len(sizes) != 2 or min(sizes) < 1:
+            raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}")
+        return sizes
+
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        return value
+
+    parser = _Parser(
+        prog="pspnet-bench",
+        description="Speed benchmarks on this machine (backend: KERAS_BACKEND, default tensorflow).",
+    )
+    sections = parser.add_subparsers(dest="section", required=True, metavar="SECTION")
+    models = sections.add_parser(
+        "models",
+        help="parameters, GFLOPs and training/inference images/s of each preset",
+        description="For each preset: parameters, forward GFLOPs per image, training images/s "
+        "(train_on_batch, Adam, sparse cross-entropy from logits) and inference images/s "
+        "(predict_on_batch), timed after warm-up steps on random photos.",
+    )
+    models.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure")
+    models.add_argument("--image-size", type=image_size, default=(256, 256), help="SIZE or HEIGHTxWIDTH (256)")
+    models.add_argument("--batch-size", type=positive, default=2, help="images per step (2)")
+    models.add_argument("--steps", type=positive, default=3, help="timed steps per measurement (3)")
+    models.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (1)")
+    models.add_argument("--num-classes", type=positive, default=19, help="classes of the logits head (19)")
+    models.add_argument(
+        "--dtype-policy", default=None, help="Keras dtype policy, e.g. mixed_float16 or mixed_bfloat16"
+    )
+    models.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        import dataclasses
+        import json
+
+        import keras
+
+        from pspnet.bench import benchmark_models, format_models_table
+
+        def progress(row) -> None:
+            print(
+                f"{row.preset}: {row.train_images_per_s:.2f} training, "
+                f"{row.infer_images_per_s:.2f} inference images/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
+        rows = benchmark_models(
+            args.presets,
+            progress=progress,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            warmup=args.warmup,
+            num_classes=args.num_classes,
+            dtype_policy=args.dtype_policy,
+        )
+        print(format_models_table(rows))
+        if args.json:
+            with open(args.json, "w") as file:
+                json.dump([dataclasses.asdict(row) for row in rows], file, indent=2)
+        return 0
+
+    return _run(parser.prog, body)

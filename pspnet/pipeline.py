@@ -1,0 +1,275 @@
+"""Training batches from decoded arrays: shuffling and PSPNet's augmentations.
+
+``SegmentationDataset`` is a ``keras.utils.PyDataset``, so the same object
+feeds ``model.fit`` on the TensorFlow, JAX and PyTorch backends. Each batch
+draws its randomness from ``np.random.default_rng([seed, epoch, index])``:
+batches are the same for the same seed whatever the number of workers.
+
+Per image: optional photometric jitter, then the random scale and crop (or
+padding, for scales below 1) as one ``cv2.resize`` of a source window,
+bilinear for the photo and nearest for the labels, and the horizontal flip as
+a mirrored copy into the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import keras
+import numpy as np
+
+from pspnet.errors import ConfigError, DataError
+from pspnet.palette import IGNORE_INDEX
+
+__all__ = ["SegmentationDataset"]
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    """``256`` -> (256, 256); ``(h, w)`` unchanged; positive ints only."""
+    if isinstance(value, (int, np.integer)):
+        value = (int(value), int(value))
+    try:
+        height, width = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an int or (height, width), got {value!r}") from None
+    if height < 1 or width < 1:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    return height, width
+
+
+class SegmentationDataset(keras.utils.PyDataset):
+    """Batches of (photos, train ids) with PSPNet's augmentations.
+
+    Args:
+        photos: uint8 (N, H, W, 3) RGB, e.g. from ``load_split`` (memory maps are fine).
+        targets: uint8/int (N, H, W) train ids (255 = ignore), or float
+            (N, H, W, 3) colour targets in [0, 1] (the seed's colour mode).
+        batch_size: images per batch.
+        image_size: output (height, width), or one int for a square.
+        augment: random scale, crop, flip (and jitter); False: resize only
+            (bilinear photos, nearest labels).
+        scale_range: (low, high) of the uniform random scale, relative to the
+            image resized to ``image_size``. Scales below 1 pad the photo with
+            0 and the labels with 255; above 1 a random crop is taken.
+        flip: random horizontal flip (with ``augment``).
+        jitter: random brightness, contrast and saturation (with ``augment``).
+        shuffle: reshuffle the order every epoch (from ``seed`` and the epoch).
+        seed: seed of the order and of every augmentation.
+        drop_remainder: leave out the last, smaller batch.
+        **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
+
+    Yields (``dataset[i]``):
+        ``(photos, targets)``: photos float32 (B, h, w, 3) in 0-255; targets
+        int32 (B, h, w) train ids, or float32 (B, h, w, 3) for colour targets.
+
+    The epoch (``dataset.epoch``) advances in ``on_epoch_end``, which ``fit``
+    calls; call ``set_epoch(e)`` when resuming at epoch e. Pass
+    ``shuffle=False`` to ``fit``: Keras would otherwise also permute the
+    batch order with Python's ``random``.
+
+    Example::
+
+        photos, train_ids = load_split("cityscapes_data/train")
+        dataset = SegmentationDataset(photos, train_ids, batch_size=8, workers=2)
+        model.fit(dataset, epochs=10, shuffle=False)  # the dataset shuffles itself
+    """
+
+    def __init__(
+        self,
+        photos: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        image_size: int | tuple[int, int] = (256, 256),
+        augment: bool = True,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        flip: bool = True,
+        jitter: bool = False,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_remainder: bool = False,
+        **pydataset_kwargs,
+    ):
+        super().__init__(**pydataset_kwargs)
+        if photos.ndim != 4 or photos.shape[-1] != 3 or photos.dtype != np.uint8:
+            raise DataError(f"photos must be uint8 (N, H, W, 3), got {photos.dtype} {photos.shape}")
+        if len(targets) != len(photos):
+            raise DataError(f"{len(photos)} photos but {len(targets)} targets")
+        self.colour_targets = targets.ndim == 4
+        if self.colour_targets:
+            if targets.shape[-1] != 3 or not np.issubdtype(targets.dtype, np.floating):
+                raise DataError(f"colour targets must be float (N, H, W, 3), got {targets.dtype} {targets.shape}")
+        elif targets.ndim != 3 or not np.issubdtype(targets.dtype, np.integer):
+            raise DataError(f"targets must be integer (N, H, W) train ids, got {targets.dtype} {targets.shape}")
+        if tuple(targets.shape[1:3]) != tuple(photos.shape[1:3]):
+            raise DataError(f"photos are {photos.shape[1:3]} but targets {targets.shape[1:3]}")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        low, high = (float(v) for v in scale_range)
+        if not 0 < low <= high:
+            raise ConfigError(f"scale_range must be 0 < low <= high, got {scale_range!r}")
+        self.photos = photos
+        self.targets = targets
+        self.batch_size = int(batch_size)
+        self.image_size = _pair(image_size, "image_size")
+        self.augment = bool(augment)
+        self.scale_range = (low, high)
+        self.flip = bool(flip)
+        self.jitter = bool(jitter)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_remainder = bool(drop_remainder)
+        self.epoch = 0
+        self._order_cache: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        count = len(self.photos)
+        if self.drop_remainder:
+            return count // self.batch_size
+        return math.ceil(count / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch whose order and augmentations the next batches use (for resuming)."""
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """The image indices of an epoch, in batch order.
+
+        Args:
+            epoch: the epoch (default: the current one).
+
+        Returns:
+            int64 (N,): a permutation from (seed, epoch), or 0..N-1 without shuffle.
+        """
+        epoch = self.epoch if epoch is None else int(epoch)
+        cached = self._order_cache
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.photos))
+        else:
+            order = np.arange(len(self.photos))
+        self._order_cache = (epoch, order)
+        return order
+
+    def __getitem__(self, index: int):
+        count = len(self)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError(f"batch {index} out of range for {count} batches")
+        epoch = self.epoch
+        indices = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        height, width = self.image_size
+        size = len(indices)
+        # Padding values: 0 for photos and colour targets, 255 (ignore) for train ids.
+        photos_out = np.zeros((size, height, width, 3), dtype=np.uint8)
+        if self.colour_targets:
+            targets_out = np.zeros((size, height, width, 3), dtype=np.float32)
+        else:
+            targets_out = np.full((size, height, width), IGNORE_INDEX, dtype=np.uint8)
+        # Every random number is drawn up front, in a fixed order, so that the
+        # batch depends only on (seed, epoch, index).
+        if self.augment:
+            scales = rng.uniform(*self.scale_range, size=size)
+            flips = rng.random(size) < 0.5 if self.flip else np.zeros(size, dtype=bool)
+            offsets = rng.random((size, 2))
+            jitters = rng.uniform(-1.0, 1.0, size=(size, 3)) if self.jitter else None
+        for slot, image_index in enumerate(indices):
+            photo = np.asarray(self.photos[image_index])
+            target = np.asarray(self.targets[image_index])
+            if not self.colour_targets:
+                target = _as_uint8_ids(target)
+            if not self.augment:
+                photos_out[slot] = _resize(photo, (height, width), cv2.INTER_LINEAR)
+                targets_out[slot] = _resize(target, (height, width), self._target_interpolation)
+                continue
+            if jitters is not None:
+                photo = _jitter(photo, jitters[slot])
+            # Random scale then random crop (scale >= 1) or padding (scale < 1),
+            # per axis: a window of the source, resized, placed in the output.
+            (top, window_h, place_y, out_h) = _axis(photo.shape[0], height, scales[slot], offsets[slot, 0])
+            (left, window_w, place_x, out_w) = _axis(photo.shape[1], width, scales[slot], offsets[slot, 1])
+            if flips[slot]:
+                place_x = width - place_x - out_w
+            for source, destination, interpolation in (
+                (photo, photos_out, cv2.INTER_LINEAR),
+                (target, targets_out, self._target_interpolation),
+            ):
+                window = source[top : top + window_h, left : left + window_w]
+                resized = _resize(window, (out_h, out_w), interpolation)
+                if flips[slot]:
+                    resized = resized[:, ::-1]
+                destination[slot, place_y : place_y + out_h, place_x : place_x + out_w] = resized
+        photos_float = photos_out.astype(np.float32)
+        if self.colour_targets:
+            return photos_float, targets_out
+        return photos_float, targets_out.astype(np.int32)
+
+    @property
+    def _target_interpolation(self) -> int:
+        # Colour targets blend like photos; class ids never do. NEAREST_EXACT
+        # samples pixel centres, as INTER_LINEAR does, so labels stay aligned.
+        return cv2.INTER_LINEAR if self.colour_targets else cv2.INTER_NEAREST_EXACT
+
+
+def _axis(source: int, output: int, scale: float, offset: float) -> tuple[int, int, int, int]:
+    """One axis of scale-and-crop: (window start, window length, output start, output length).
+
+    The scale is relative to resizing the source to the output length. At
+    scale >= 1 a random window of about output/scale' source pixels fills the
+    output; below 1 the whole source shrinks to about scale*output pixels at a
+    random place in the output, the rest is padding.
+    """
+    factor = scale * output / source  # source pixel -> output pixels
+    if scale >= 1.0:
+        window = min(max(int(round(output / factor)), 1), source)
+        start = min(int(offset * (source - window + 1)), source - window)
+        return start, window, 0, output
+    length = min(max(int(round(source * factor)), 1), output)
+    place = min(int(offset * (output - length + 1)), output - length)
+    return 0, source, place, length
+
+
+def _resize(image: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+    """cv2.resize to (height, width); a copy-free no-op when the size already matches."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=interpolation)
+
+
+def _as_uint8_ids(target: np.ndarray) -> np.ndarray:
+    """Integer train ids as contiguous uint8 (ids outside 0-255 become 255)."""
+    if target.dtype == np.uint8:
+        return np.ascontiguousarray(target)
+    return np.where((target >= 0) & (target <= 255), target, IGNORE_INDEX).astype(np.uint8)
+
+
+# Jitter strengths: brightness in 0-255 units, contrast and saturation as factors.
+_BRIGHTNESS = 32.0
+_CONTRAST = 0.25
+_SATURATION = 0.25
+
+
+def _jitter(photo: np.ndarray, amounts: np.ndarray) -> np.ndarray:
+    """Random brightness, contrast (about the mean grey) and saturation; uint8 in and out.
+
+    Args:
+        photo: uint8 (H, W, 3) RGB.
+        amounts: three numbers in [-1, 1] (brightness, contrast, saturation).
+    """
+    brightness = _BRIGHTNESS * amounts[0]
+    contrast = 1.0 + _CONTRAST * amounts[1]
+    saturation = 1.0 + _SATURATION * amounts[2]
+    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    grey3 = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+    # Saturation: blend with the grey image (cv2 saturates to 0-255).
+    out = cv2.addWeighted(photo, saturation, grey3, 1.0 - saturation, 0.0)
+    # Contrast about the mean grey level, then brightness.
+    mean = float(grey.mean())
+    return cv2.addWeighted(out, contrast, out, 0.0, brightness + (1.0 - contrast) * mean)

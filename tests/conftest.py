@@ -1,0 +1,60 @@
+"""Shared test helpers: tiny folders of synthetic pairs in the real on-disk format.
+
+``make_pairs(folder, n, size=32, seed=0)`` writes n composites (size x 2*size
+JPEGs) with ``pspnet.synth``; the ``tiny_pairs`` fixture gives a data folder
+with train/ (4 pairs) and val/ (2 pairs). Every test session keeps its caches
+(decoded splits, demo sets) in a temporary $PSPNET_CACHE, never in ~/.cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "cityscapes_data"
+
+
+def make_pairs(folder, n: int, size: int = 32, seed: int = 0, split: str = "train") -> Path:
+    """Writes n synthetic composites 1.jpg..n.jpg of size x 2*size into folder.
+
+    Args:
+        folder: the folder to fill (created).
+        n: number of pairs.
+        size: side of each half in pixels (a multiple of 8).
+        seed: random seed; the same (seed, split, n) gives the same files.
+        split: "train" or "val" (part of each image's seed).
+
+    Returns:
+        The folder as a Path.
+    """
+    from pspnet.synth import write_pairs
+
+    return write_pairs(folder, n, seed=seed, size=size, split=split)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Points $PSPNET_CACHE at a temporary folder for the whole session."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PSPNET_CACHE", str(tmp_path_factory.mktemp("pspnet-cache")))
+        yield
+
+
+@pytest.fixture
+def tiny_pairs(tmp_path) -> Path:
+    """A data folder with train/ (4 pairs) and val/ (2 pairs) of 32x64 composites."""
+    root = tmp_path / "data"
+    make_pairs(root / "train", 4, size=32, seed=0, split="train")
+    make_pairs(root / "val", 2, size=32, seed=0, split="val")
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    """An empty folder for load_split caches."""
+    return tmp_path / "cache"

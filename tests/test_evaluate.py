@@ -1,0 +1,296 @@
+"""Tests for pspnet.evaluate and pspnet-evaluate on tiny generated pairs and hand-made models."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from pspnet.cli import evaluate_main  # noqa: E402
+from pspnet.evaluate import EvalConfig, detect_head, evaluate, format_table  # noqa: E402
+from pspnet.palette import CLASS_NAMES, CLASSES, NUM_CLASSES  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ROAD, VEGETATION, CAR = 0, 8, 13
+# Photo colour (RGB) that stands for each class: the oracle reads it back.
+PHOTO_CODES = {ROAD: (200, 0, 0), VEGETATION: (0, 200, 0), CAR: (0, 0, 200)}
+# (left half, right half) class of each 32x32 sample; the last has a void top.
+LAYOUTS = [(ROAD, CAR), (VEGETATION, ROAD), (CAR, VEGETATION)]
+METRIC_KEYS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy",
+               "frequency_weighted_iou", "per_class_iou")
+
+
+def _write_split(folder: Path) -> Path:
+    """Writes three 32x64 composites: photo left, colour label right.
+
+    Regions are 16-pixel aligned and JPEG chroma is not subsampled, so the
+    flat colours survive compression and decode exactly.
+    """
+    folder.mkdir(parents=True)
+    for index, (left, right) in enumerate(LAYOUTS, start=1):
+        photo = np.zeros((32, 32, 3), np.uint8)
+        label = np.zeros((32, 32, 3), np.uint8)
+        for class_id, columns in ((left, slice(0, 16)), (right, slice(16, 32))):
+            photo[:, columns] = PHOTO_CODES[class_id]
+            label[:, columns] = CLASSES[class_id].color
+        if index == len(LAYOUTS):
+            label[:16] = (0, 0, 0)  # void (unlabeled): must be ignored
+        composite = np.concatenate([photo, label], axis=1)[..., ::-1]  # RGB -> BGR
+        cv2.imwrite(
+            str(folder / f"{index}.jpg"), composite,
+            [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+        )
+    return folder
+
+
+def _oracle_logits(inputs):
+    """A 1x1 convolution whose logits pick the class coded by the photo colour."""
+    layer = keras.layers.Conv2D(NUM_CLASSES, 1, name="oracle_logits")
+    outputs = layer(inputs)
+    kernel = np.zeros((1, 1, 3, NUM_CLASSES), np.float32)
+    bias = np.full((NUM_CLASSES,), -100.0, np.float32)
+    for class_id, code in PHOTO_CODES.items():
+        kernel[0, 0, int(np.argmax(code)), class_id] = 1.0
+        bias[class_id] = 0.0
+    layer.set_weights([kernel, bias])
+    return outputs
+
+
+def _save(model, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    return _write_split(tmp_path_factory.mktemp("data") / "val")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """Points the split cache at a temporary folder, so tests never write to ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PSPNET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def oracle_path(tmp_path_factory):
+    # A fixed 16x16 input: photos are resized down and logits back up.
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, _oracle_logits(inputs))
+    return _save(model, tmp_path_factory.mktemp("oracle") / "best.keras")
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    outputs = keras.layers.Conv2D(NUM_CLASSES, 1)(x)
+    model = keras.Model(inputs, outputs)
+    return _save(model, tmp_path_factory.mktemp("tiny") / "model.keras")
+
+
+def test_cli_writes_metrics_json_with_every_key_and_the_figure(split, tiny_path, tmp_path, capsys):
+    code = evaluate_main(["--model", str(tiny_path), "--data", str(split.parent),
+                          "--out", str(tmp_path / "out"), "--batch-size", "2",
+                          "--image-size", "32"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for key in METRIC_KEYS:
+        assert key in metrics
+    assert list(metrics["per_class_iou"]) == list(CLASS_NAMES)
+    assert metrics["num_images"] == 3 and metrics["head"] == "classes"
+    assert metrics["data"] == str(split)  # the data folder's val/ was used
+    assert metrics["image_size"] == [32, 32]
+    assert 0.0 <= metrics["pixel_accuracy"] <= 1.0
+    # The confusion matrix counts every labelled pixel: 3 x 32 x 32 minus the void 16 x 32.
+    assert np.sum(metrics["confusion_matrix"]) == 3 * 32 * 32 - 16 * 32
+    png = tmp_path / "out" / "confusion_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "mean_iou" in printed and "vegetation" in printed
+
+
+def test_oracle_scores_perfectly_and_absent_classes_are_null(split, oracle_path, tmp_path):
+    results = evaluate(EvalConfig(model=oracle_path, data=split, out=tmp_path,
+                                  batch_size=2, verbose=False))
+    assert results["image_size"] == [16, 16]  # the model's own input size
+    assert results["mean_iou"] == pytest.approx(1.0)
+    assert results["pixel_accuracy"] == pytest.approx(1.0)
+    assert results["frequency_weighted_iou"] == pytest.approx(1.0)
+    present = {CLASS_NAMES[i] for i in PHOTO_CODES}
+    for name, value in results["per_class_iou"].items():
+        assert (value == pytest.approx(1.0)) if name in present else math.isnan(value)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["per_class_iou"]["sky"] is None
+    assert written["mean_class_accuracy"] == pytest.approx(1.0)
+
+
+def test_flip_tta_maps_predictions_back(split, oracle_path, tmp_path):
+    # Left and right halves differ, so a mirrored prediction left unmirrored would score 0.
+    results = evaluate(EvalConfig(model=oracle_path, data=split, out=tmp_path,
+                                  batch_size=3, tta_flip=True, verbose=False))
+    assert results["tta"] is True
+    assert results["pixel_accuracy"] == pytest.approx(1.0)
+
+
+def test_dict_output_model_is_scored_on_main(split, tmp_path):
+    inputs = keras.Input((None, None, 3))
+    junk = keras.layers.Conv2D(NUM_CLASSES, 1, name="aux")(inputs)
+    main = keras.layers.Identity(name="main")(_oracle_logits(inputs))
+    model = keras.Model(inputs, {"aux": junk, "main": main})
+    path = _save(model, tmp_path / "dict.keras")
+    results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, image_size=32,
+                                  verbose=False))
+    assert results["mean_iou"] == pytest.approx(1.0)
+
+
+def test_rgb_head_is_scored_by_decoding_its_colours(split, tmp_path):
+    # A sigmoid colour head that paints everything road.
+    road = np.array(CLASSES[ROAD].color, np.float64) / 255.0
+    inputs = keras.Input((32, 32, 3))
+    head = keras.layers.Conv2D(3, 1, activation="sigmoid", name="last_conv")
+    model = keras.Model(inputs, head(inputs))
+    head.set_weights([np.zeros((1, 1, 3, 3), np.float32),
+                      np.log(road / (1 - road)).astype(np.float32)])
+    assert detect_head(model) == "rgb"
+    path = _save(model, tmp_path / "rgb.keras")
+    results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, verbose=False))
+    assert results["head"] == "rgb"
+    # Truth: road 2 halves, car 1.5 halves, vegetation 1.5 halves (of 512 px each).
+    assert results["per_class_iou"]["road"] == pytest.approx(1024 / 2560)
+    assert results["per_class_iou"]["car"] == 0.0
+    assert results["per_class_iou"]["vegetation"] == 0.0
+    assert results["pixel_accuracy"] == pytest.approx(1024 / 2560)
+    assert results["mean_iou"] == pytest.approx((1024 / 2560) / 3)
+
+
+def test_seed_style_flattened_rgb_output_is_detected_and_reshaped(split, tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(3, 1, name="last_conv")(inputs)
+    x = keras.layers.Activation("sigmoid", name="last_conv_relu")(x)
+    model = keras.Model(inputs, keras.layers.Flatten(name="last_conv_flatten")(x))
+    assert detect_head(model) == "rgb"
+    path = _save(model, tmp_path / "seed.keras")
+    results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, verbose=False))
+    assert results["head"] == "rgb" and results["num_images"] == 3
+
+
+@pytest.mark.parametrize("head", ["classes", "rgb"])
+def test_built_pspnet_loads_and_scores_with_its_head(split, tmp_path, head):
+    from pspnet import build_pspnet
+
+    model = build_pspnet("fast", input_shape=(32, 32, 3), head=head)
+    assert detect_head(model) == head
+    path = _save(model, tmp_path / "best.keras")
+    results = evaluate(EvalConfig(model=path, data=split, batch_size=2, verbose=False))
+    assert results["head"] == head and results["num_images"] == 3
+    assert 0.0 <= results["pixel_accuracy"] <= 1.0
+
+
+def test_classes_head_with_wrong_channel_count_is_one_clear_error(split, tmp_path, capsys):
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(inputs))
+    path = _save(model, tmp_path / "five.keras")
+    assert evaluate_main(["--model", str(path), "--data", str(split), "--quiet"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pspnet-evaluate: error:") and "19 channels" in error
+    assert "five.keras" in error
+
+
+def test_fixed_size_model_rejects_another_image_size(split, oracle_path, capsys):
+    assert evaluate_main(["--model", str(oracle_path), "--data", str(split),
+                          "--image-size", "32", "--quiet"]) == 1
+    assert "takes 16x16 images" in capsys.readouterr().err
+
+
+def test_default_out_dir_is_the_model_folder(split, tmp_path):
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, _oracle_logits(inputs))
+    (tmp_path / "run").mkdir()
+    path = _save(model, tmp_path / "run" / "best.keras")
+    evaluate(EvalConfig(model=path, data=split, image_size=32, verbose=False))
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (tmp_path / "run" / "confusion_matrix.png").is_file()
+
+
+def test_data_demo_scores_the_training_demo_val_split(tmp_path):
+    from pspnet.train import DEMO_SIZE, DEMO_VAL
+
+    inputs = keras.Input((DEMO_SIZE, DEMO_SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(NUM_CLASSES, 1)(inputs))
+    path = _save(model, tmp_path / "demo.keras")
+    results = evaluate(EvalConfig(model=path, data="demo", batch_size=8, verbose=False))
+    assert results["num_images"] == DEMO_VAL
+    assert Path(results["data"]).name == "val" and Path(results["data"]).is_dir()
+
+
+def test_format_table_lists_classes_and_na():
+    table = format_table({
+        "per_class_iou": {"road": 0.5, "sky": float("nan")},
+        "per_class_accuracy": {"road": 0.75, "sky": float("nan")},
+        "mean_iou": 0.5, "pixel_accuracy": 0.75, "mean_class_accuracy": 0.75,
+        "frequency_weighted_iou": 0.5,
+    })
+    lines = table.splitlines()
+    assert lines[2].split() == ["road", "0.500", "0.750"]
+    assert lines[3].split() == ["sky", "n/a", "n/a"]
+    assert "mean_iou" in table
+
+
+# TensorFlow's native start-up log (cudart_stub, cpu_feature_guard) reaches stderr
+# before absl is initialised, whatever TF_CPP_MIN_LOG_LEVEL says: not ours to judge.
+TF_NATIVE_LOG = re.compile(
+    r"^(WARNING: All log messages before absl|[IWE]\d{4} |To enable the following)"
+)
+
+
+def _run_cli(*args):
+    """Runs scripts/evaluate.py; returns (exit code, stderr lines of our own)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line and not TF_NATIVE_LOG.match(line)]
+    return done.returncode, lines
+
+
+def test_bad_model_path_is_one_line_without_traceback(split, tmp_path):
+    code, lines = _run_cli("--model", str(tmp_path / "missing.keras"), "--data", str(split))
+    assert code == 1
+    assert lines == [f"pspnet-evaluate: error: model file not found: {tmp_path / 'missing.keras'}"]
+
+
+def test_bad_data_path_and_corrupt_model_file_are_one_line(split, tmp_path, capsys):
+    # In-process (an escaping exception would fail the test): saves a 15 s start-up.
+    nowhere = tmp_path / "nowhere"
+    assert evaluate_main(["--model", str(tmp_path / "x.keras"), "--data", str(nowhere)]) == 1
+    assert capsys.readouterr().err == f"pspnet-evaluate: error: data folder not found: {nowhere}\n"
+
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    assert evaluate_main(["--model", str(corrupt), "--data", str(split), "--quiet"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pspnet-evaluate: error: cannot load model")
+    assert "corrupt.keras" in error
+    assert "\n" not in error
+
+
+def test_bad_flag_is_one_usage_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--model", "m.keras", "--data", "d", "--batch-size", "two"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pspnet-evaluate: error: argument --batch-size") and "\n" not in error

@@ -1,0 +1,362 @@
+"""Tests of pspnet.model: shapes of every preset, seed parity, saving, training, dtypes."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import pspnet
+from pspnet.errors import ConfigError, PspnetWarning
+from pspnet.layers import InputNormalization, ResizeToMatch
+from pspnet.model import PRESETS, build_pspnet, copy_backbone_weights
+
+NUM_CLASSES = 3
+_MODELS = {}
+
+
+def cached_model(preset, input_shape, **kwargs):
+    """Builds each configuration once per test session (pspnet50 takes seconds)."""
+    key = (preset, input_shape, tuple(sorted(kwargs.items())))
+    if key not in _MODELS:
+        keras.utils.set_random_seed(0)
+        _MODELS[key] = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs)
+    return _MODELS[key]
+
+
+def photos(batch, height, width, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, 3)).astype("float32")
+
+
+def predict(model, x):
+    """Inference-mode forward pass as NumPy (dicts stay dicts)."""
+    out = model(x, training=False)
+    if isinstance(out, dict):
+        return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+    return keras.ops.convert_to_numpy(out)
+
+
+def batch_for(preset):
+    return 1 if preset == "pspnet50" else 2
+
+
+# --- shapes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("size", [(64, 64), (64, 128)])
+def test_output_shape_with_known_size(preset, size):
+    model = cached_model(preset, (*size, 3))
+    assert model.output.shape == (None, *size, NUM_CLASSES)
+    batch = batch_for(preset)
+    logits = predict(model, photos(batch, *size))
+    assert logits.shape == (batch, *size, NUM_CLASSES)
+    assert logits.dtype == np.float32 and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_output_shape_with_unknown_size(preset):
+    model = cached_model(preset, (None, None, 3))
+    assert model.output.shape == (None, None, None, NUM_CLASSES)
+    batch = batch_for(preset)
+    for size in [(64, 64), (64, 128)]:
+        logits = predict(model, photos(batch, *size))
+        assert logits.shape == (batch, *size, NUM_CLASSES)
+        assert np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("preset", ["seed", "fast"])
+def test_unknown_size_model_takes_odd_sizes(preset):
+    # Sizes that are not multiples of the pools or strides still come back whole.
+    model = cached_model(preset, (None, None, 3))
+    assert predict(model, photos(1, 36, 52)).shape == (1, 36, 52, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("preset", ["seed", "fast"])
+def test_rgb_head_is_a_sigmoid_image(preset):
+    model = cached_model(preset, (None, None, 3), head="rgb")
+    rgb = predict(model, photos(2, 32, 48))
+    assert rgb.shape == (2, 32, 48, 3) and rgb.dtype == np.float32
+    assert rgb.min() > 0.0 and rgb.max() < 1.0
+
+
+def test_pspnet50_aux_head_returns_main_and_aux():
+    model = cached_model("pspnet50", (None, None, 3), aux_head=True)
+    out = predict(model, photos(1, 64, 64))
+    assert sorted(out) == ["aux", "main"]
+    assert out["main"].shape == out["aux"].shape == (1, 64, 64, NUM_CLASSES)
+    assert not np.allclose(out["main"], out["aux"])
+    assert {"main", "aux"} <= {layer.name for layer in model.layers}
+
+
+def test_fast_output_stride():
+    model8 = cached_model("fast", (64, 64, 3))
+    model4 = cached_model("fast", (64, 64, 3), output_stride=4)
+    assert model8.get_layer("block_3_relu").output.shape == (None, 8, 8, 256)
+    assert model4.get_layer("block_3_relu").output.shape == (None, 16, 16, 256)
+
+
+def test_pspnet50_backbone_is_resnet50_at_output_stride_8():
+    model = cached_model("pspnet50", (64, 64, 3))
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    ours = {layer.name: layer for layer in model.layers}
+    for layer in reference.layers[1:]:
+        assert type(ours[layer.name]) is type(layer), layer.name
+        assert [w.shape for w in ours[layer.name].weights] == [w.shape for w in layer.weights], layer.name
+    assert model.get_layer("conv3_block4_out").output.shape == (None, 8, 8, 512)
+    assert model.get_layer("conv4_block6_out").output.shape == (None, 8, 8, 1024)
+    assert model.get_layer("conv5_block3_out").output.shape == (None, 8, 8, 2048)
+    assert model.get_layer("conv4_block2_2_conv").dilation_rate == (2, 2)
+    assert model.get_layer("conv5_block1_2_conv").dilation_rate == (4, 4)
+    assert model.get_layer("ppm_concat").output.shape == (None, 8, 8, 2048 + 4 * 512)
+
+
+# --- the seed notebook's network ----------------------------------------------
+
+
+def notebook_model():
+    """The Kaggle notebook's model, transcribed with keras.layers (Keras 3 names)."""
+    from keras.layers import (
+        Activation,
+        Add,
+        AveragePooling2D,
+        BatchNormalization,
+        GlobalAveragePooling2D,
+        LeakyReLU,
+        ReLU,
+        UpSampling2D,
+    )
+    from keras.layers import Conv2D as Convolution2D
+
+    def conv_block(X, filters, block):
+        b = "block_" + str(block) + "_"
+        f1, f2, f3 = filters
+        X_skip = X
+        X = Convolution2D(filters=f1, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
+                          kernel_initializer="he_normal", name=b + "a")(X)
+        X = BatchNormalization(name=b + "batch_norm_a")(X)
+        X = LeakyReLU(negative_slope=0.2, name=b + "leakyrelu_a")(X)
+        X = Convolution2D(filters=f2, kernel_size=(3, 3), dilation_rate=(2, 2), padding="same",
+                          kernel_initializer="he_normal", name=b + "b")(X)
+        X = BatchNormalization(name=b + "batch_norm_b")(X)
+        X = LeakyReLU(negative_slope=0.2, name=b + "leakyrelu_b")(X)
+        X = Convolution2D(filters=f3, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
+                          kernel_initializer="he_normal", name=b + "c")(X)
+        X = BatchNormalization(name=b + "batch_norm_c")(X)
+        X_skip = Convolution2D(filters=f3, kernel_size=(3, 3), padding="same", name=b + "skip_conv")(X_skip)
+        X_skip = BatchNormalization(name=b + "batch_norm_skip_conv")(X_skip)
+        X = Add(name=b + "add")([X, X_skip])
+        X = ReLU(name=b + "relu")(X)
+        return X
+
+    def base_feature_maps(input_layer):
+        base = conv_block(input_layer, [32, 32, 64], "1")
+        base = conv_block(base, [64, 64, 128], "2")
+        base = conv_block(base, [128, 128, 256], "3")
+        return base
+
+    def pyramid_feature_maps(input_layer):
+        base = base_feature_maps(input_layer)
+        red = GlobalAveragePooling2D(name="red_pool")(base)
+        red = keras.layers.Reshape((1, 1, 256))(red)
+        red = Convolution2D(filters=64, kernel_size=(1, 1), name="red_1_by_1")(red)
+        red = UpSampling2D(size=256, interpolation="bilinear", name="red_upsampling")(red)
+        yellow = AveragePooling2D(pool_size=(2, 2), name="yellow_pool")(base)
+        yellow = Convolution2D(filters=64, kernel_size=(1, 1), name="yellow_1_by_1")(yellow)
+        yellow = UpSampling2D(size=2, interpolation="bilinear", name="yellow_upsampling")(yellow)
+        blue = AveragePooling2D(pool_size=(4, 4), name="blue_pool")(base)
+        blue = Convolution2D(filters=64, kernel_size=(1, 1), name="blue_1_by_1")(blue)
+        blue = UpSampling2D(size=4, interpolation="bilinear", name="blue_upsampling")(blue)
+        green = AveragePooling2D(pool_size=(8, 8), name="green_pool")(base)
+        green = Convolution2D(filters=64, kernel_size=(1, 1), name="green_1_by_1")(green)
+        green = UpSampling2D(size=8, interpolation="bilinear", name="green_upsampling")(green)
+        return keras.layers.concatenate([base, red, yellow, blue, green])
+
+    def last_conv_module(input_layer):
+        X = pyramid_feature_maps(input_layer)
+        X = Convolution2D(filters=3, kernel_size=3, padding="same", name="last_conv_3_by_3")(X)
+        X = BatchNormalization(name="last_conv_3_by_3_batch_norm")(X)
+        X = Activation("sigmoid", name="last_conv_relu")(X)
+        X = keras.layers.Flatten(name="last_conv_flatten")(X)
+        return X
+
+    input_layer = keras.Input(shape=(256, 256, 3), name="input")
+    return keras.Model(inputs=input_layer, outputs=last_conv_module(input_layer))
+
+
+def test_seed_matches_the_notebook():
+    keras.utils.set_random_seed(0)
+    notebook = notebook_model()
+    ours = build_pspnet("seed", head="rgb", input_shape=(256, 256, 3))
+    assert notebook.count_params() == ours.count_params() == 713_839
+
+    # Layer types in graph order, with the documented differences mapped.
+    def kinds(model):
+        return [type(layer).__name__ for layer in model.layers]
+
+    expected = kinds(notebook)
+    expected.remove("Flatten")  # no flattening: the output stays (B, H, W, 3)
+    expected[expected.index("UpSampling2D")] = "ResizeToMatch"  # red: resize to the base's size
+    expected.insert(1, "InputNormalization")  # 0-255 photos / 255 inside the model
+    assert kinds(ours) == expected
+    assert isinstance(ours.get_layer("red_upsampling"), ResizeToMatch)
+    assert isinstance(ours.get_layer("normalization"), InputNormalization)
+
+    # Same names and weight shapes; the notebook's two unnamed layers got names.
+    renamed = {"reshape": "red_reshape", "concatenate": "pyramid_concat"}
+    for layer in notebook.layers:
+        if layer.name == "last_conv_flatten":
+            continue
+        mine = ours.get_layer(renamed.get(layer.name, layer.name))
+        assert [w.shape for w in mine.weights] == [w.shape for w in layer.weights], layer.name
+        if hasattr(layer, "kernel_initializer"):
+            assert type(mine.kernel_initializer) is type(layer.kernel_initializer), layer.name
+        mine.set_weights(layer.get_weights())
+
+    # Same weights -> same output: the notebook fed photos in [0, 1], ours takes 0-255.
+    x = photos(1, 256, 256)
+    expected_rgb = keras.ops.convert_to_numpy(notebook(x / 255.0, training=False)).reshape(1, 256, 256, 3)
+    np.testing.assert_allclose(predict(ours, x), expected_rgb, rtol=1e-4, atol=1e-5)
+
+
+def test_seed_keeps_upsampling_layers_only_for_multiples_of_8():
+    fixed = cached_model("seed", (64, 128, 3))
+    free = cached_model("seed", (None, None, 3))
+    assert isinstance(fixed.get_layer("green_upsampling"), keras.layers.UpSampling2D)
+    assert isinstance(free.get_layer("green_upsampling"), ResizeToMatch)
+
+
+# --- saving, training, precision ---------------------------------------------
+
+
+@pytest.mark.parametrize("preset, head", [("fast", "classes"), ("seed", "rgb")])
+def test_keras_file_round_trip(tmp_path, preset, head):
+    model = cached_model(preset, (None, None, 3), head=head)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)  # safe mode, no custom_objects
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    x = photos(2, 40, 56, seed=1)
+    np.testing.assert_allclose(predict(loaded, x), predict(model, x), rtol=1e-5, atol=1e-5)
+
+
+def _training_loss(model, loss, x, y):
+    return float(keras.ops.convert_to_numpy(loss(y, model(x, training=True))))
+
+
+@pytest.mark.parametrize("preset, head", [("fast", "classes"), ("seed", "rgb")])
+def test_one_fit_step_lowers_the_loss(preset, head):
+    keras.utils.set_random_seed(1)
+    model = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=(32, 32, 3), head=head, dropout=0.0)
+    rng = np.random.default_rng(2)
+    x = photos(2, 32, 32, seed=3)
+    if head == "classes":
+        y = rng.integers(0, NUM_CLASSES, (2, 32, 32)).astype("int32")
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        y = rng.uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+        loss = keras.losses.MeanSquaredError()
+    # A small step: Adam's first update moves every weight by about the learning rate.
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+    before = _training_loss(model, loss, x, y)
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    after = _training_loss(model, loss, x, y)
+    assert np.isfinite(history.history["loss"][0])
+    assert after < before
+
+
+@pytest.fixture
+def policy():
+    """Sets a global dtype policy for one test and restores the previous one."""
+    previous = keras.config.dtype_policy()
+    yield keras.config.set_dtype_policy
+    keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize(
+    "name, preset, options",
+    [
+        ("mixed_float16", "fast", {}),
+        ("mixed_bfloat16", "fast", {}),
+        ("mixed_float16", "seed", {"head": "rgb"}),
+        ("mixed_bfloat16", "pspnet50", {"aux_head": True}),
+    ],
+)
+def test_mixed_precision_outputs_float32(policy, name, preset, options):
+    policy(name)
+    model = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=(None, None, 3), **options)
+    assert model.get_layer("block_1_a" if preset != "pspnet50" else "conv1_conv").compute_dtype != "float32"
+    out = predict(model, photos(1, 32, 32))
+    for value in out.values() if isinstance(out, dict) else [out]:
+        assert value.dtype == np.float32 and value.shape == (1, 32, 32, NUM_CLASSES if preset != "seed" else 3)
+        assert np.isfinite(value).all()
+
+
+# --- arguments and weights ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"preset": "pspnet101"}, "unknown preset 'pspnet101'"),
+        ({"head": "softmax"}, "unknown head 'softmax'"),
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"num_classes": 2.5}, "num_classes must be a positive integer"),
+        ({"num_classes": True}, "num_classes must be a positive integer"),
+        ({"input_shape": (64, 64)}, r"input_shape must be \(height, width, 3\)"),
+        ({"input_shape": (64, 64, 1)}, r"input_shape must be \(height, width, 3\)"),
+        ({"input_shape": 64}, r"input_shape must be \(height, width, 3\)"),
+        ({"input_shape": (4, 64, 3)}, "integers >= 8 for the fast preset"),
+        ({"input_shape": (64.0, 64, 3)}, "integers >= 8"),
+        ({"preset": "pspnet50", "input_shape": (16, 64, 3)}, ">= 32 for the pspnet50 preset"),
+        ({"dropout": 1.0}, r"dropout must be a rate in \[0, 1\)"),
+        ({"aux_head": True}, "aux_head is for the pspnet50 preset only"),
+        ({"preset": "seed", "backbone_weights": "imagenet"}, "backbone_weights is for the pspnet50"),
+        ({"output_stride": 16}, "output_stride must be 4 or 8"),
+        ({"preset": "seed", "output_stride": 8}, "output_stride is for the fast preset only"),
+    ],
+)
+def test_invalid_arguments_raise_config_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        build_pspnet(**kwargs)
+
+
+def test_backbone_weights_from_a_local_file(tmp_path):
+    keras.utils.set_random_seed(4)
+    resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "resnet50.weights.h5"
+    resnet.save_weights(path)
+    model = build_pspnet("pspnet50", num_classes=NUM_CLASSES, input_shape=(32, 32, 3), backbone_weights=path)
+    weighted = [layer for layer in resnet.layers if layer.weights]
+    assert len(weighted) == 106  # 53 convolutions, 53 batch norms
+    for layer in weighted:
+        for mine, theirs in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(mine, theirs)
+    assert copy_backbone_weights(resnet, model) == 106
+
+
+def test_backbone_weights_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such weights file"):
+        build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights=tmp_path / "missing.h5")
+    (tmp_path / "notes.h5").write_text("not an HDF5 file")
+    with pytest.raises(ConfigError, match="not ResNet50 weights"):
+        build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights=tmp_path / "notes.h5")
+
+
+def test_imagenet_weights_offline_warn_and_start_from_scratch(monkeypatch):
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- offline")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", offline)
+    with pytest.warns(PspnetWarning, match="could not load the ImageNet ResNet50 weights"):
+        model = build_pspnet("pspnet50", num_classes=NUM_CLASSES, input_shape=(32, 32, 3), backbone_weights="imagenet")
+    assert model.output.shape == (None, 32, 32, NUM_CLASSES)
+
+
+def test_package_exports():
+    assert pspnet.build_pspnet is build_pspnet
+    assert pspnet.PRESETS == ("fast", "seed", "pspnet50")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # building warns about nothing
+        assert build_pspnet().name == "pspnet_fast"
+    assert build_pspnet("seed", name="mine", input_shape=(32, 32, 3)).name == "mine"
