@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from pspnet._quiet import import_keras_quietly as _import_keras_quietly
+
+_import_keras_quietly()
+
 # Importing the layers registers them with Keras, so that saved models load
 # with keras.saving.load_model(path) without custom_objects.
 from pspnet import layers  # noqa: E402,F401

@@ -259,8 +259,53 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    """``pspnet-predict --model RUN/best.keras --input PATH --out DIR``."""
-    raise SystemExit(EXIT_ERROR)  # filled in with prediction
+    """``pspnet-predict --model RUN/best.keras --input PATH --out DIR [--with-truth] [--native]``."""
+
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        return value
+
+    parser = _Parser(
+        prog="pspnet-predict",
+        description="Run a saved model on a photo, a photo|label composite, or a folder of them. "
+        "Writes NAME_color.png, NAME_overlay.png and NAME_ids.png (raw train ids) per image, "
+        "and NAME_panel.png (photo | truth | prediction) with --with-truth.",
+    )
+    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--with-truth", action="store_true",
+                        help="composites: also write photo | truth | prediction panels")
+    parser.add_argument("--native", action="store_true",
+                        help="run at each photo's own size (models built with any input size)")
+    parser.add_argument("--batch-size", type=positive, default=4, help="images per forward pass (4)")
+    parser.add_argument(
+        "--pairs", choices=("auto", "always", "never"), default="auto",
+        help="auto: an image twice as wide as high is a photo|label composite (left half "
+        "predicted); never: every image is a plain photo; always: every image is a composite",
+    )
+    parser.add_argument("--image-size", type=positive, default=None,
+                        help="side of the square input for models that take any size (default 256)")
+    parser.add_argument("--head", choices=("classes", "rgb"), default=None,
+                        help="override the detected output head")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        from pspnet.predict import PredictConfig, predict
+
+        predict(
+            PredictConfig(
+                model=args.model, input=args.input, out=args.out, with_truth=args.with_truth,
+                native=args.native, batch_size=args.batch_size, pairs=args.pairs,
+                image_size=args.image_size, head=args.head, verbose=not args.quiet,
+            )
+        )
+        return 0
+
+    return _run(parser.prog, body)
 
 
 # --- pspnet-bench -----------------------------------------------------------

@@ -441,7 +441,7 @@ def _draw_scene(rng: np.random.Generator, side: int) -> _Canvas:
     vanish_x = side * rng.uniform(0.35, 0.65)
     _sky(rng, canvas, horizon)
 
-    # Buildings along the street, some gaps with hedges or trees.
+    # Facades along the street; some gaps show the sky over a hedge.
     x = -int(side * rng.uniform(0, 0.1))
     while x < side:
         width = int(side * rng.uniform(0.12, 0.45))

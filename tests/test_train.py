@@ -356,7 +356,11 @@ def test_config_json_round_trip_and_resolved_defaults():
     resolved = config.resolved()
     assert resolved.out == str(Path("runs") / "demo-fast-classes")
     assert (resolved.learning_rate, resolved.schedule) == (1e-2, "poly")
-    assert TrainConfig().resolved().image_size == (64, 64)
+    demo = TrainConfig().resolved()
+    assert (demo.image_size, demo.scale, demo.output_stride, demo.learning_rate) == ((64, 64), False, 4, 3e-3)
+    data = TrainConfig(data="somewhere", preset="seed").resolved()
+    assert (data.image_size, data.scale, data.output_stride, data.class_weighting) == ((256, 256), True, None, "none")
+    assert data.out == str(Path("runs") / "somewhere-seed-classes") and Path(data.data).is_absolute()
     with pytest.raises(ConfigError, match="unknown config fields: colour"):
         TrainConfig.from_json('{"colour": 1}')
 
