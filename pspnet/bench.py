@@ -70,10 +70,16 @@ def benchmark_model(
     """
     height, width = (int(v) for v in image_size)
     if batch_size < 1 or steps < 1 or warmup < 0:
-        raise ConfigError(f"batch_size and steps must be >= 1 and warmup >= 0, got {batch_size}, {steps}, {warmup}")
+        raise ConfigError(
+            "batch_size and steps must be >= 1 and warmup >= 0, "
+            f"got {batch_size}, {steps}, {warmup}"
+        )
     previous_policy = keras.config.dtype_policy()
     if dtype_policy is not None:
-        keras.config.set_dtype_policy(dtype_policy)
+        try:
+            keras.config.set_dtype_policy(dtype_policy)
+        except ValueError as error:
+            raise ConfigError(f"invalid dtype policy {dtype_policy!r}: {error}") from None
     try:
         keras.utils.set_random_seed(seed)
         model = build_pspnet(preset, num_classes=num_classes, input_shape=(height, width, 3))
@@ -86,8 +92,12 @@ def benchmark_model(
         photos = rng.uniform(0, 255, (batch_size, height, width, 3)).astype("float32")
         labels = rng.integers(0, num_classes, (batch_size, height, width)).astype("int32")
 
-        train_rate = _images_per_second(lambda: model.train_on_batch(photos, labels), batch_size, steps, warmup)
-        infer_rate = _images_per_second(lambda: model.predict_on_batch(photos), batch_size, steps, warmup)
+        train_rate = _images_per_second(
+            lambda: model.train_on_batch(photos, labels), batch_size, steps, warmup
+        )
+        infer_rate = _images_per_second(
+            lambda: model.predict_on_batch(photos), batch_size, steps, warmup
+        )
         return ModelBenchmark(
             preset=preset,
             parameters=int(model.count_params()),
@@ -105,7 +115,9 @@ def benchmark_model(
         keras.backend.clear_session()
 
 
-def _images_per_second(step: Callable[[], object], batch_size: int, steps: int, warmup: int) -> float:
+def _images_per_second(
+    step: Callable[[], object], batch_size: int, steps: int, warmup: int
+) -> float:
     """Runs ``step`` warmup + steps times; images per second over the timed steps.
 
     ``train_on_batch`` and ``predict_on_batch`` return NumPy values, so each call
@@ -136,7 +148,9 @@ def benchmark_models(
     """
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
-        raise ConfigError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+        raise ConfigError(
+            f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}"
+        )
     rows = []
     for preset in presets:
         row = benchmark_model(preset, **kwargs)
@@ -155,8 +169,9 @@ def format_models_table(rows: Sequence[ModelBenchmark]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.preset} | {row.parameters:,} | {row.gflops:.1f} | {row.train_images_per_s:.2f} "
-            f"| {row.infer_images_per_s:.2f} | {row.image_size[0]}x{row.image_size[1]} "
-            f"| {row.batch_size} | {row.steps} | {row.backend}, {row.dtype_policy} |"
+            f"| {row.preset} | {row.parameters:,} | {row.gflops:.1f} "
+            f"| {row.train_images_per_s:.2f} | {row.infer_images_per_s:.2f} "
+            f"| {row.image_size[0]}x{row.image_size[1]} | {row.batch_size} | {row.steps} "
+            f"| {row.backend}, {row.dtype_policy} |"
         )
     return "\n".join(lines)

@@ -340,7 +340,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
 
     parser = _Parser(
         prog="pspnet-bench",
-        description="Speed benchmarks on this machine (backend: KERAS_BACKEND, default tensorflow).",
+        description="Speed benchmarks on this machine "
+        "(backend: KERAS_BACKEND, default tensorflow).",
     )
     sections = parser.add_subparsers(dest="section", required=True, metavar="SECTION")
     models = sections.add_parser(
@@ -350,14 +351,20 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "(train_on_batch, Adam, sparse cross-entropy from logits) and inference images/s "
         "(predict_on_batch), timed after warm-up steps on random photos.",
     )
-    models.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure")
-    models.add_argument("--image-size", type=image_size, default=(256, 256), help="SIZE or HEIGHTxWIDTH (256)")
+    models.add_argument(
+        "--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure"
+    )
+    models.add_argument(
+        "--image-size", type=image_size, default=(256, 256), help="SIZE or HEIGHTxWIDTH (256)"
+    )
     models.add_argument("--batch-size", type=positive, default=2, help="images per step (2)")
     models.add_argument("--steps", type=positive, default=3, help="timed steps per measurement (3)")
     models.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (1)")
-    models.add_argument("--num-classes", type=positive, default=19, help="classes of the logits head (19)")
     models.add_argument(
-        "--dtype-policy", default=None, help="Keras dtype policy, e.g. mixed_float16 or mixed_bfloat16"
+        "--num-classes", type=positive, default=19, help="classes of the logits head (19)"
+    )
+    models.add_argument(
+        "--dtype-policy", default=None, help="a Keras dtype policy, e.g. mixed_bfloat16"
     )
     models.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)

@@ -24,13 +24,14 @@ Dropout, Concatenate, Reshape, Flatten,     0 (data movement only)
 ZeroPadding2D, Cropping2D, InputLayer
 ==========================================  ============================================
 
-Other layer types count 0 and raise a ``PspnetWarning`` naming them. Convolutions
+Other layer types count 0, with a ``PspnetWarning`` naming them. Convolutions
 dominate every model of this package, so the elementwise conventions move the
 totals by a few percent at most.
 
 Example:
-    >>> count_flops(build_pspnet("seed", input_shape=(None, None, 3)), (256, 256)) / 1e9
-    84.9...
+    >>> seed = build_pspnet("seed", head="rgb", input_shape=(None, None, 3))
+    >>> count_flops(seed, input_size=(256, 256)) / 1e9
+    85.302149184
 """
 
 from __future__ import annotations
@@ -76,7 +77,12 @@ _MERGES = (
     layers.Minimum,
 )
 _WINDOW_POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
-_GLOBAL_POOLS = (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D, AdaptiveAveragePooling2D)
+_GLOBAL_POOLS = (
+    layers.GlobalAveragePooling2D,
+    layers.GlobalMaxPooling2D,
+    layers.AdaptiveAveragePooling2D,
+    AdaptiveAveragePooling2D,
+)
 _BILINEAR_FLOPS = 7  # per output element: 4 multiplies and 3 adds
 
 
@@ -95,7 +101,9 @@ def layer_flops(model: keras.Model, input_size: Sequence[int] | None = None) -> 
         ConfigError: the size is unknown or the model has several inputs.
     """
     if len(model.inputs) != 1:
-        raise ConfigError(f"model {model.name!r} has {len(model.inputs)} inputs; expected one image input")
+        raise ConfigError(
+            f"model {model.name!r} has {len(model.inputs)} inputs; expected one image input"
+        )
     shape = tuple(model.inputs[0].shape)
     if input_size is not None:
         height, width = (int(v) for v in input_size)
@@ -105,7 +113,9 @@ def layer_flops(model: keras.Model, input_size: Sequence[int] | None = None) -> 
             new_input = keras.Input(shape=(height, width, *shape[3:]), name=input_name)
             model = keras.models.clone_model(model, input_tensors=new_input)
     elif None in shape[1:]:
-        raise ConfigError(f"model {model.name!r} has input shape {shape}; pass input_size=(height, width)")
+        raise ConfigError(
+            f"model {model.name!r} has input shape {shape}; pass input_size=(height, width)"
+        )
 
     counts = {}
     unknown = set()

@@ -52,7 +52,9 @@ def _floats(value, argument: str) -> list[float]:
     try:
         values = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise ConfigError(f"{argument} must be a number or a sequence of numbers, got {value!r}") from None
+        raise ConfigError(
+            f"{argument} must be a number or a sequence of numbers, got {value!r}"
+        ) from None
     if not values:
         raise ConfigError(f"{argument} must not be empty")
     return values

@@ -83,7 +83,10 @@ def build_pspnet(
             mixed precision.
         backbone_weights: ``"pspnet50"`` only: ``None`` (random), ``"imagenet"``
             (Keras' ResNet50 weights, downloaded once; offline it warns and stays
-            random) or the path of a ResNet50 weights file.
+            random) or the path of a weights file of
+            ``keras.applications.ResNet50(include_top=False)`` (Keras' own
+            ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, or
+            ``save_weights`` output).
         aux_head: ``"pspnet50"`` only: also return the auxiliary FCN head on conv4;
             the outputs are then a dict ``{"main": ..., "aux": ...}``.
         dropout: dropout rate before the classifier (``"fast"``, ``"pspnet50"``; the
@@ -181,7 +184,9 @@ def _seed_block(x, filters: Sequence[int], block: str):
     prefix = f"block_{block}_"
     filters_a, filters_b, filters_c = filters
     shortcut = x
-    x = layers.Conv2D(filters_a, 1, padding="same", kernel_initializer="he_normal", name=prefix + "a")(x)
+    x = layers.Conv2D(
+        filters_a, 1, padding="same", kernel_initializer="he_normal", name=prefix + "a"
+    )(x)
     x = layers.BatchNormalization(name=prefix + "batch_norm_a")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name=prefix + "leakyrelu_a")(x)
     x = layers.Conv2D(
@@ -194,7 +199,9 @@ def _seed_block(x, filters: Sequence[int], block: str):
     )(x)
     x = layers.BatchNormalization(name=prefix + "batch_norm_b")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name=prefix + "leakyrelu_b")(x)
-    x = layers.Conv2D(filters_c, 1, padding="same", kernel_initializer="he_normal", name=prefix + "c")(x)
+    x = layers.Conv2D(
+        filters_c, 1, padding="same", kernel_initializer="he_normal", name=prefix + "c"
+    )(x)
     x = layers.BatchNormalization(name=prefix + "batch_norm_c")(x)
     # The notebook leaves the shortcut conv at Keras' default (glorot_uniform) init.
     shortcut = layers.Conv2D(filters_c, 3, padding="same", name=prefix + "skip_conv")(shortcut)
@@ -233,7 +240,7 @@ def _build_seed(inputs, channels: int, head: str):
       batch-normalised output as logits (layer ``logits``).
     """
     height, width = inputs.shape[1], inputs.shape[2]
-    fixed_upsampling = height is not None and width is not None and height % 8 == 0 and width % 8 == 0
+    fixed_upsampling = all(size is not None and size % 8 == 0 for size in (height, width))
     x = InputNormalization(mean=0.0, std=255.0, name="normalization")(inputs)
     base = _seed_blocks(x)  # (B, H, W, 256)
 
@@ -246,7 +253,9 @@ def _build_seed(inputs, channels: int, head: str):
         y = layers.AveragePooling2D(pool_size=pool, name=f"{colour}_pool")(base)
         y = layers.Conv2D(64, 1, name=f"{colour}_1_by_1")(y)
         if fixed_upsampling:
-            y = layers.UpSampling2D(size=pool, interpolation="bilinear", name=f"{colour}_upsampling")(y)
+            y = layers.UpSampling2D(
+                size=pool, interpolation="bilinear", name=f"{colour}_upsampling"
+            )(y)
         else:
             y = ResizeToMatch(name=f"{colour}_upsampling")([y, base])
         branches.append(y)
@@ -294,12 +303,14 @@ def _build_fast(inputs, channels: int, head: str, dropout: float, output_stride:
     At 256x256 this costs about 3 GFLOPs per image forward, against 85 for the
     seed; docs/BENCHMARKS.md has the measured speeds.
     """
-    x = InputNormalization(mean=_IMAGENET_MEAN_RGB, std=_IMAGENET_STD_RGB, name="normalization")(inputs)
+    x = InputNormalization(
+        mean=_IMAGENET_MEAN_RGB, std=_IMAGENET_STD_RGB, name="normalization"
+    )(inputs)
     x = _conv_bn_relu(x, 32, 3, "stem_1", strides=2)  # (B, H/2, W/2, 32)
     x = _conv_bn_relu(x, 64, 3, "stem_2", strides=2)  # (B, H/4, W/4, 64)
     if output_stride == 8:
         x = _conv_bn_relu(x, 64, 3, "stem_3", strides=2)  # (B, H/8, W/8, 64)
-    base = _seed_blocks(x)  # (B, H/8, W/8, 256)
+    base = _seed_blocks(x)  # (B, H/8, W/8, 256) at output stride 8
 
     branches = []
     for colour, bins in _FAST_BINS.items():
@@ -373,7 +384,9 @@ def _dilated_resnet50(x):
     return stage_outputs["conv4"], stage_outputs["conv5"]
 
 
-def pyramid_pooling_module(x, bin_sizes: Sequence[int] = (1, 2, 3, 6), channels: int = 512, name: str = "ppm"):
+def pyramid_pooling_module(
+    x, bin_sizes: Sequence[int] = (1, 2, 3, 6), channels: int = 512, name: str = "ppm"
+):
     """PSPNet's pyramid pooling module, as named layers of a functional graph.
 
     For each bin size: adaptive average pool to bins x bins, 1x1 conv to
@@ -392,7 +405,9 @@ def pyramid_pooling_module(x, bin_sizes: Sequence[int] = (1, 2, 3, 6), channels:
     branches = []
     for bins in bin_sizes:
         y = AdaptiveAveragePooling2D(bins, name=f"{name}_pool_{bins}")(x)
-        y = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv_{bins}")(y)
+        y = layers.Conv2D(
+            channels, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv_{bins}"
+        )(y)
         y = layers.BatchNormalization(name=f"{name}_bn_{bins}")(y)
         y = layers.ReLU(name=f"{name}_relu_{bins}")(y)
         branches.append(ResizeToMatch(name=f"{name}_upsampling_{bins}")([y, x]))
@@ -452,22 +467,23 @@ def _load_resnet50(backbone_weights) -> keras.Model | None:
             return None
     path = os.fspath(backbone_weights)
     if not os.path.isfile(path):
-        raise ConfigError(f"backbone_weights: no such weights file (expected 'imagenet' or a file): {path}")
-    errors = []
-    for include_top in (False, True):  # a "notop" file, or the full classifier's
-        try:
-            return keras.applications.ResNet50(include_top=include_top, weights=path)
-        except Exception as error:  # Keras raises ValueError/KeyError/OSError here
-            errors.append(str(error))
-    raise ConfigError(f"backbone_weights: not ResNet50 weights ({errors[0]}): {path}")
+        raise ConfigError(
+            f"backbone_weights: no such weights file (expected 'imagenet' or a file): {path}"
+        )
+    try:
+        return keras.applications.ResNet50(include_top=False, weights=path)
+    except Exception as error:  # Keras raises ValueError, KeyError or OSError here
+        raise ConfigError(
+            f"backbone_weights: not weights of ResNet50(include_top=False) ({error}): {path}"
+        ) from None
 
 
 def copy_backbone_weights(source: keras.Model, target: keras.Model) -> int:
     """Copies the weights of every layer of ``source`` into ``target``'s layer of that name.
 
     Args:
-        source: a ``keras.applications.ResNet50`` (any ``include_top``; the
-            classifier layers are skipped when the target has none of that name).
+        source: a ``keras.applications.ResNet50`` (with ``include_top=True`` its
+            ImageNet classifier ``predictions`` is skipped).
         target: a ``"pspnet50"`` model.
 
     Returns:
@@ -486,7 +502,9 @@ def copy_backbone_weights(source: keras.Model, target: keras.Model) -> int:
             continue  # the ImageNet classifier of an include_top model
         destination = target_layers.get(layer.name)
         if destination is None:
-            raise ConfigError(f"backbone layer {layer.name!r} is missing from model {target.name!r}")
+            raise ConfigError(
+                f"backbone layer {layer.name!r} is missing from model {target.name!r}"
+            )
         shapes = [tuple(w.shape) for w in destination.get_weights()]
         if shapes != [tuple(w.shape) for w in weights]:
             raise ConfigError(

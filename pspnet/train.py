@@ -44,7 +44,6 @@ import io
 import json
 import math
 import os
-import sys
 import time
 import typing
 import warnings
@@ -57,10 +56,9 @@ import numpy as np
 from keras import ops
 
 from pspnet.errors import ConfigError, PspnetError, PspnetWarning
+from pspnet.model import HEADS, PRESETS
 from pspnet.palette import IGNORE_INDEX, NUM_CLASSES
 
-PRESETS = ("fast", "seed", "pspnet50")  # pspnet.model.PRESETS, checked in the tests
-HEADS = ("classes", "rgb")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
@@ -122,7 +120,7 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips
     scale: bool | None = None  # random rescaling in [0.5, 2] and cropping (the paper's); None: on (demo: off)
     jitter: bool = False  # random brightness / contrast / saturation
-    class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq (from train/ pixel counts); None: none (demo: inverse_sqrt_freq)
+    class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq; None: none (demo: inverse_sqrt_freq)
     aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
     dropout: float = 0.1  # dropout before the classifier (fast, pspnet50)
     output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input; None: 8 (demo: 4)
@@ -861,7 +859,7 @@ def _prepare_run_folder(run: Path, config: TrainConfig) -> None:
         return
     if run.exists() and not run.is_dir():
         raise ConfigError(f"run folder {run} is a file")
-    if run.is_dir() and any(run.iterdir()):
+    if run.is_dir() and any(".tmp-" not in entry.name for entry in run.iterdir()):
         raise ConfigError(f"run folder {run} is not empty and has no config.json; choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     _atomic_write_text(config_path, config.to_json())

@@ -22,7 +22,8 @@ import pspnet
 ROOT = Path(__file__).resolve().parents[1]
 CURRENT = keras.backend.backend()
 OTHER = "tensorflow" if CURRENT == "jax" else "jax"
-PRESETS = ("fast", "seed")  # pspnet50 uses the same layer types; its 190 MB of weights would be slow
+# pspnet50 has the same layer types, and 190 MB of weights that would be slow to move.
+PRESETS = ("fast", "seed")
 SIZE = (40, 52)  # not a multiple of 8: exercises the resize-to-match paths
 
 needs_other = pytest.mark.skipif(
@@ -41,7 +42,8 @@ def run_python(args, backend, timeout):
 @needs_other
 def test_model_and_layer_tests_pass_under_the_other_backend():
     result = run_python(
-        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py", "-q", "-p", "no:cacheprovider"],
+        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py"]
+        + ["-q", "-p", "no:cacheprovider"],
         OTHER,
         timeout=1200,
     )
@@ -95,7 +97,8 @@ EXCHANGE = textwrap.dedent(
         folder, presets = sys.argv[1], sys.argv[2].split(",")
         for preset in presets:
             difference, scale = check(folder, "first", preset)
-            print(f"{preset} {keras.backend.backend()} max|difference| {difference:.2e} of {scale:.2f}")
+            backend = keras.backend.backend()
+            print(f"{preset} {backend} max|difference| {difference:.2e} of {scale:.2f}")
             if difference > 1e-4 * max(1.0, scale):
                 sys.exit(f"{preset}: outputs differ by {difference} after loading the weights")
             save(folder, "second", preset, seed=7, size=(48, 40))
@@ -113,7 +116,9 @@ def test_weights_cross_backends(tmp_path):
     script = tmp_path / "exchange.py"
     script.write_text(EXCHANGE)
     result = run_python([str(script), str(tmp_path), ",".join(PRESETS)], OTHER, timeout=600)
-    assert result.returncode == 0, f"{OTHER} could not use {CURRENT}'s weights:\n{result.stdout}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{OTHER} could not use {CURRENT}'s weights:\n{result.stdout}\n{result.stderr[-4000:]}"
+    )
     assert result.stdout.count("max|difference|") == len(PRESETS)
 
     # And back: weights saved under the other backend, loaded here.

@@ -53,10 +53,19 @@ def test_bench_models_command(row, tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].startswith("| preset | parameters |")
-    assert lines[2].startswith("| fast |") and lines[3].startswith("| seed |") and "| 32x48 |" in lines[2]
+    assert lines[2].startswith("| fast |") and lines[3].startswith("| seed |")
+    assert "| 32x48 |" in lines[2]
     assert "fast: " in captured.err and "images/s" in captured.err
     rows = json.loads(out.read_text())
     assert [r["preset"] for r in rows] == ["fast", "seed"] and rows[0]["image_size"] == [32, 48]
+
+
+def test_bad_values_exit_1_with_one_line(capsys):
+    assert bench_main(["models", "--dtype-policy", "float8", "--presets", "fast"]) == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("pspnet-bench: error: invalid dtype policy 'float8'")
+    assert bench_main(["models", "--image-size", "4", "--presets", "fast"]) == 1
+    assert "integers >= 8 for the fast preset" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

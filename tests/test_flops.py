@@ -13,7 +13,8 @@ def test_hand_counted_small_model():
     x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)  # 8x8x4
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.ReLU(name="relu")(x)
-    y = keras.layers.Conv2D(4, 3, dilation_rate=2, groups=2, use_bias=False, name="grouped")(x)  # 4x4x4
+    # 3x3 dilated by 2, valid padding: 8x8 -> 4x4; two groups of 2 input channels.
+    y = keras.layers.Conv2D(4, 3, dilation_rate=2, groups=2, use_bias=False, name="grouped")(x)
     x = keras.layers.MaxPooling2D(2, name="pool")(x)  # 4x4x4
     x = keras.layers.Add(name="add")([x, y])
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)  # 4

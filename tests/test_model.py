@@ -20,7 +20,9 @@ def cached_model(preset, input_shape, **kwargs):
     key = (preset, input_shape, tuple(sorted(kwargs.items())))
     if key not in _MODELS:
         keras.utils.set_random_seed(0)
-        _MODELS[key] = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs)
+        _MODELS[key] = build_pspnet(
+            preset, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs
+        )
     return _MODELS[key]
 
 
@@ -107,21 +109,6 @@ def test_fast_output_stride():
     assert model4.get_layer("block_3_relu").output.shape == (None, 16, 16, 256)
 
 
-def test_pspnet50_backbone_is_resnet50_at_output_stride_8():
-    model = cached_model("pspnet50", (64, 64, 3))
-    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
-    ours = {layer.name: layer for layer in model.layers}
-    for layer in reference.layers[1:]:
-        assert type(ours[layer.name]) is type(layer), layer.name
-        assert [w.shape for w in ours[layer.name].weights] == [w.shape for w in layer.weights], layer.name
-    assert model.get_layer("conv3_block4_out").output.shape == (None, 8, 8, 512)
-    assert model.get_layer("conv4_block6_out").output.shape == (None, 8, 8, 1024)
-    assert model.get_layer("conv5_block3_out").output.shape == (None, 8, 8, 2048)
-    assert model.get_layer("conv4_block2_2_conv").dilation_rate == (2, 2)
-    assert model.get_layer("conv5_block1_2_conv").dilation_rate == (4, 4)
-    assert model.get_layer("ppm_concat").output.shape == (None, 8, 8, 2048 + 4 * 512)
-
-
 # --- the seed notebook's network ----------------------------------------------
 
 
@@ -154,7 +141,8 @@ def notebook_model():
         X = Convolution2D(filters=f3, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
                           kernel_initializer="he_normal", name=b + "c")(X)
         X = BatchNormalization(name=b + "batch_norm_c")(X)
-        X_skip = Convolution2D(filters=f3, kernel_size=(3, 3), padding="same", name=b + "skip_conv")(X_skip)
+        X_skip = Convolution2D(filters=f3, kernel_size=(3, 3), padding="same",
+                               name=b + "skip_conv")(X_skip)
         X_skip = BatchNormalization(name=b + "batch_norm_skip_conv")(X_skip)
         X = Add(name=b + "add")([X, X_skip])
         X = ReLU(name=b + "relu")(X)
@@ -258,7 +246,9 @@ def _training_loss(model, loss, x, y):
 @pytest.mark.parametrize("preset, head", [("fast", "classes"), ("seed", "rgb")])
 def test_one_fit_step_lowers_the_loss(preset, head):
     keras.utils.set_random_seed(1)
-    model = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=(32, 32, 3), head=head, dropout=0.0)
+    model = build_pspnet(
+        preset, num_classes=NUM_CLASSES, input_shape=(32, 32, 3), head=head, dropout=0.0
+    )
     rng = np.random.default_rng(2)
     x = photos(2, 32, 32, seed=3)
     if head == "classes":
@@ -296,10 +286,12 @@ def policy():
 def test_mixed_precision_outputs_float32(policy, name, preset, options):
     policy(name)
     model = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=(None, None, 3), **options)
-    assert model.get_layer("block_1_a" if preset != "pspnet50" else "conv1_conv").compute_dtype != "float32"
+    first_conv = "conv1_conv" if preset == "pspnet50" else "block_1_a"
+    assert model.get_layer(first_conv).compute_dtype == name.split("_")[1]
     out = predict(model, photos(1, 32, 32))
     for value in out.values() if isinstance(out, dict) else [out]:
-        assert value.dtype == np.float32 and value.shape == (1, 32, 32, NUM_CLASSES if preset != "seed" else 3)
+        channels = 3 if options.get("head") == "rgb" else NUM_CLASSES
+        assert value.dtype == np.float32 and value.shape == (1, 32, 32, channels)
         assert np.isfinite(value).all()
 
 
@@ -322,7 +314,10 @@ def test_mixed_precision_outputs_float32(policy, name, preset, options):
         ({"preset": "pspnet50", "input_shape": (16, 64, 3)}, ">= 32 for the pspnet50 preset"),
         ({"dropout": 1.0}, r"dropout must be a rate in \[0, 1\)"),
         ({"aux_head": True}, "aux_head is for the pspnet50 preset only"),
-        ({"preset": "seed", "backbone_weights": "imagenet"}, "backbone_weights is for the pspnet50"),
+        (
+            {"preset": "seed", "backbone_weights": "imagenet"},
+            "backbone_weights is for the pspnet50 preset only",
+        ),
         ({"output_stride": 16}, "output_stride must be 4 or 8"),
         ({"preset": "seed", "output_stride": 8}, "output_stride is for the fast preset only"),
     ],
@@ -332,25 +327,42 @@ def test_invalid_arguments_raise_config_error(kwargs, message):
         build_pspnet(**kwargs)
 
 
-def test_backbone_weights_from_a_local_file(tmp_path):
+def test_pspnet50_backbone_is_resnet50_at_output_stride_8_and_takes_its_weights(tmp_path):
     keras.utils.set_random_seed(4)
-    resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
     path = tmp_path / "resnet50.weights.h5"
     resnet.save_weights(path)
-    model = build_pspnet("pspnet50", num_classes=NUM_CLASSES, input_shape=(32, 32, 3), backbone_weights=path)
-    weighted = [layer for layer in resnet.layers if layer.weights]
-    assert len(weighted) == 106  # 53 convolutions, 53 batch norms
-    for layer in weighted:
-        for mine, theirs in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
-            np.testing.assert_array_equal(mine, theirs)
+    model = build_pspnet(
+        "pspnet50", num_classes=NUM_CLASSES, input_shape=(64, 64, 3), backbone_weights=path
+    )
+
+    # Every ResNet50 layer is there, same type, same weight shapes, same weights.
+    weighted = 0
+    for layer in resnet.layers[1:]:
+        mine = model.get_layer(layer.name)
+        assert type(mine) is type(layer), layer.name
+        assert [w.shape for w in mine.weights] == [w.shape for w in layer.weights], layer.name
+        for ours, theirs in zip(mine.get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+        weighted += bool(layer.weights)
+    assert weighted == 106  # 53 convolutions, 53 batch norms
     assert copy_backbone_weights(resnet, model) == 106
+
+    # Output stride 8: conv4 and conv5 keep conv3's size and dilate instead.
+    assert model.get_layer("conv3_block4_out").output.shape == (None, 8, 8, 512)
+    assert model.get_layer("conv4_block6_out").output.shape == (None, 8, 8, 1024)
+    assert model.get_layer("conv5_block3_out").output.shape == (None, 8, 8, 2048)
+    assert model.get_layer("conv4_block1_2_conv").dilation_rate == (2, 2)
+    assert model.get_layer("conv5_block3_2_conv").dilation_rate == (4, 4)
+    assert model.get_layer("conv4_block1_1_conv").strides == (1, 1)
+    assert model.get_layer("ppm_concat").output.shape == (None, 8, 8, 2048 + 4 * 512)
 
 
 def test_backbone_weights_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such weights file"):
         build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights=tmp_path / "missing.h5")
     (tmp_path / "notes.h5").write_text("not an HDF5 file")
-    with pytest.raises(ConfigError, match="not ResNet50 weights"):
+    with pytest.raises(ConfigError, match="not weights of ResNet50"):
         build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights=tmp_path / "notes.h5")
 
 

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -274,30 +273,53 @@ print(json.dumps({{"replicas": replicas, "one": losses[False], "two": losses[Tru
 """
 
 
-def _distributed_losses(data_dir: Path, out: Path, setup: str, env: dict) -> dict:
-    script = _DISTRIBUTED_LOSSES.format(setup=textwrap.dedent(setup))
-    result = subprocess.run([sys.executable, "-c", script, str(data_dir), str(out)], env=_env(**env),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+_TWO_TF_CPUS = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+_BACKENDS = {
+    "tensorflow": (_TWO_TF_CPUS, {"KERAS_BACKEND": "tensorflow"}),
+    "jax": ("", {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
+}
 
 
-def test_distribute_on_two_tensorflow_cpus_matches_one_device(data_dir, tmp_path):
-    setup = """
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    """
-    losses = _distributed_losses(data_dir, tmp_path, setup, {"KERAS_BACKEND": "tensorflow"})
+@pytest.fixture(scope="module")
+def distributed_runs(data_dir, tmp_path_factory):
+    """Starts both backends' comparisons at once (they overlap): backend -> process."""
+    processes = {}
+    for backend, (setup, env) in _BACKENDS.items():
+        if backend == "jax" and importlib.util.find_spec("jax") is None:
+            continue
+        out = tmp_path_factory.mktemp(f"distributed-{backend}")
+        script = _DISTRIBUTED_LOSSES.format(setup=setup)
+        processes[backend] = subprocess.Popen(
+            [sys.executable, "-c", script, str(data_dir), str(out)], env=_env(**env),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    yield processes
+    for process in processes.values():
+        process.kill()
+        process.communicate()
+
+
+def _losses(distributed_runs, backend: str) -> dict:
+    if backend not in distributed_runs:
+        pytest.skip(f"{backend} is not installed")
+    stdout, stderr = distributed_runs[backend].communicate(timeout=600)
+    assert distributed_runs[backend].returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_distribute_on_two_tensorflow_cpus_matches_one_device(distributed_runs):
+    losses = _losses(distributed_runs, "tensorflow")
     assert losses["replicas"] == 2
     # Batch norm statistics are per replica under MirroredStrategy: close, not equal.
     assert losses["two"] == pytest.approx(losses["one"], rel=0.05)
 
 
-def test_distribute_on_two_jax_cpus_matches_one_device(data_dir, tmp_path):
-    pytest.importorskip("jax")
-    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    losses = _distributed_losses(data_dir, tmp_path, "", env)
+def test_distribute_on_two_jax_cpus_matches_one_device(distributed_runs):
+    losses = _losses(distributed_runs, "jax")
     assert losses["replicas"] == 2
     # One global SPMD program: equal up to float rounding, amplified over a few Adam steps.
     assert losses["two"] == pytest.approx(losses["one"], rel=2e-3)
