@@ -131,7 +131,7 @@ class TrainConfig:
     seed: int = 0  # seeds the weights, the shuffling and the augmentation
     distribute: bool = False  # data-parallel over every visible device (see the module docstring)
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU; None: off
-    cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: none
+    cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: the default cache ($PSPNET_CACHE or ~/.cache/pspnet)
     workers: int | None = None  # input pipeline threads; None: min(4, CPU count)
     verbose: int | None = None  # 0 silent, 1 progress bar, 2 one line per epoch; None: Keras's auto
 
