@@ -53,6 +53,29 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
         return EXIT_INTERRUPTED
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: int, quiet_help: str) -> None:
+    """The flags shared by the commands that run a saved model (evaluate, predict)."""
+    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
+    parser.add_argument("--batch-size", type=_positive, default=batch_size,
+                        help=f"images per forward pass ({batch_size})")
+    parser.add_argument("--image-size", type=_positive, default=None,
+                        help="side of the square input for models that take any size (default 256)")
+    parser.add_argument("--head", choices=("classes", "rgb"), default=None,
+                        help="override the detected output head")
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
 # --- pspnet-data ------------------------------------------------------------
 
 
@@ -222,22 +245,14 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         "pixel accuracy, mean class accuracy, frequency-weighted IoU. Writes metrics.json "
         "and confusion_matrix.png.",
     )
-    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
     parser.add_argument(
         "--data", required=True,
         help="a split folder of composite pairs, a data folder whose val/ is used, or 'demo'",
     )
     parser.add_argument("--out", default=None, help="output folder (default: the model's folder)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
-    parser.add_argument(
-        "--image-size", type=int, default=None,
-        help="side of the square input for models that take any size (default 256)",
-    )
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    parser.add_argument("--head", choices=("classes", "rgb"), default=None,
-                        help="override the detected output head")
     parser.add_argument("--cache-dir", default=None, help="cache folder for the decoded split")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    _add_model_arguments(parser, batch_size=8, quiet_help="no progress bar or table")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -261,36 +276,24 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """``pspnet-predict --model RUN/best.keras --input PATH --out DIR [--with-truth] [--native]``."""
 
-    def positive(text: str) -> int:
-        value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-        return value
-
     parser = _Parser(
         prog="pspnet-predict",
         description="Run a saved model on a photo, a photo|label composite, or a folder of them. "
         "Writes NAME_color.png, NAME_overlay.png and NAME_ids.png (raw train ids) per image, "
         "and NAME_panel.png (photo | truth | prediction) with --with-truth.",
     )
-    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--with-truth", action="store_true",
                         help="composites: also write photo | truth | prediction panels")
     parser.add_argument("--native", action="store_true",
                         help="run at each photo's own size (models built with any input size)")
-    parser.add_argument("--batch-size", type=positive, default=4, help="images per forward pass (4)")
     parser.add_argument(
         "--pairs", choices=("auto", "always", "never"), default="auto",
         help="auto: an image twice as wide as high is a photo|label composite (left half "
         "predicted); never: every image is a plain photo; always: every image is a composite",
     )
-    parser.add_argument("--image-size", type=positive, default=None,
-                        help="side of the square input for models that take any size (default 256)")
-    parser.add_argument("--head", choices=("classes", "rgb"), default=None,
-                        help="override the detected output head")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_arguments(parser, batch_size=4, quiet_help="no progress bar")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -332,12 +335,6 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
             raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}")
         return sizes
 
-    def positive(text: str) -> int:
-        value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-        return value
-
     parser = _Parser(
         prog="pspnet-bench",
         description="Speed benchmarks on this machine "
@@ -357,11 +354,11 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     models.add_argument(
         "--image-size", type=image_size, default=(256, 256), help="SIZE or HEIGHTxWIDTH (256)"
     )
-    models.add_argument("--batch-size", type=positive, default=2, help="images per step (2)")
-    models.add_argument("--steps", type=positive, default=3, help="timed steps per measurement (3)")
+    models.add_argument("--batch-size", type=_positive, default=2, help="images per step (2)")
+    models.add_argument("--steps", type=_positive, default=3, help="timed steps per measurement (3)")
     models.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (1)")
     models.add_argument(
-        "--num-classes", type=positive, default=19, help="classes of the logits head (19)"
+        "--num-classes", type=_positive, default=19, help="classes of the logits head (19)"
     )
     models.add_argument(
         "--dtype-policy", default=None, help="a Keras dtype policy, e.g. mixed_bfloat16"
