@@ -57,6 +57,9 @@ class SegmentationDataset(keras.utils.PyDataset):
         shuffle: reshuffle the order every epoch (from ``seed`` and the epoch).
         seed: seed of the order and of every augmentation.
         drop_remainder: leave out the last, smaller batch.
+        steps_per_epoch: batches per epoch (``len(dataset)``); None: one pass
+            over the images. Other values read the passes as one endless
+            stream, so an epoch may end or start within a pass.
         **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
 
     Yields (``dataset[i]``):
@@ -88,6 +91,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         shuffle: bool = True,
         seed: int = 0,
         drop_remainder: bool = False,
+        steps_per_epoch: int | None = None,
         **pydataset_kwargs,
     ):
         super().__init__(**pydataset_kwargs)
@@ -119,10 +123,20 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_remainder = bool(drop_remainder)
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or int(steps_per_epoch) < 1):
+            raise ConfigError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self.epoch = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return self.batches_per_pass
+
+    @property
+    def batches_per_pass(self) -> int:
+        """Batches in one pass over the images."""
         count = len(self.photos)
         if self.drop_remainder:
             return count // self.batch_size
@@ -136,13 +150,14 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.epoch += 1
 
     def order(self, epoch: int | None = None) -> np.ndarray:
-        """The image indices of an epoch, in batch order.
+        """The image indices of a pass over the images, in batch order.
 
         Args:
-            epoch: the epoch (default: the current one).
+            epoch: the pass (default: the current epoch's; it is the epoch
+                unless ``steps_per_epoch`` is set).
 
         Returns:
-            int64 (N,): a permutation from (seed, epoch), or 0..N-1 without shuffle.
+            int64 (N,): a permutation from (seed, pass), or 0..N-1 without shuffle.
         """
         epoch = self.epoch if epoch is None else int(epoch)
         cached = self._order_cache
@@ -162,6 +177,11 @@ class SegmentationDataset(keras.utils.PyDataset):
         if not 0 <= index < count:
             raise IndexError(f"batch {index} out of range for {count} batches")
         epoch = self.epoch
+        if self.steps_per_epoch is not None:  # epochs cut the stream of passes
+            per_pass = self.batches_per_pass
+            if per_pass == 0:
+                raise IndexError("no full batch in one pass over the images")
+            epoch, index = divmod(self.epoch * self.steps_per_epoch + index, per_pass)
         indices = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, index])
         height, width = self.image_size

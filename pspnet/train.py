@@ -112,6 +112,7 @@ class TrainConfig:
     batch_size: int | None = None  # global batch over all devices; None: 8
     epochs: int | None = None  # number of epochs; None: 50 (demo: 12)
     steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/
+    time_limit: float | None = None  # minutes of training steps (validation not counted, a resumed run counts on) after which the epoch ends and the run stops; None: no limit
     optimizer: str = "adam"  # adam (the seed) or sgd (the paper, with momentum)
     learning_rate: float | None = None  # initial learning rate; None: 1e-3 for adam (demo: 3e-3), 1e-2 for sgd
     schedule: str | None = None  # constant or poly (power 0.9 down to 0); None: poly for sgd, constant for adam
@@ -130,6 +131,7 @@ class TrainConfig:
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
     seed: int = 0  # seeds the weights, the shuffling and the augmentation
     distribute: bool = False  # data-parallel over every visible device (see the module docstring)
+    val_images: int | None = None  # validate each epoch on the first N val pairs (the final metrics.json uses all); None: all
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU; None: off
     cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: the default cache ($PSPNET_CACHE or ~/.cache/pspnet)
     workers: int | None = None  # input pipeline threads; None: min(4, CPU count)
@@ -148,12 +150,14 @@ class TrainConfig:
         if self.class_weighting is not None:
             _check_choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         _check_choice("precision", self.precision, PRECISIONS)
-        for name in ("batch_size", "epochs", "steps_per_epoch", "early_stopping", "workers"):
+        for name in ("batch_size", "epochs", "steps_per_epoch", "early_stopping", "workers", "val_images"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
         if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
             raise ConfigError(f"--steps-per-execution must be a positive integer, got {self.steps_per_execution!r}")
+        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float)) and self.time_limit > 0):
+            raise ConfigError(f"--time-limit must be a positive number of minutes, got {self.time_limit!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ConfigError(f"--lr must be positive, got {self.learning_rate!r}")
         for name in ("weight_decay", "aux_loss_weight", "momentum"):
@@ -659,6 +663,38 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             )
 
 
+class TrainingTime(keras.callbacks.Callback):
+    """Logs ``train_minutes``, the minutes spent in training steps so far
+    (validation and checkpointing left out), and ends the run once they pass
+    ``limit``: the epoch stops after the batch that crosses it, is validated
+    and committed as usual, and the run is marked finished.
+
+    Args:
+        limit: minutes; None: only log the time.
+        start: minutes of the epochs finished before a resumption.
+    """
+
+    def __init__(self, limit: float | None = None, start: float = 0.0):
+        super().__init__()
+        self.limit = limit
+        self.minutes = float(start)
+        self._since = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        self.minutes += (now - self._since) / 60.0
+        self._since = now
+        if self.limit is not None and self.minutes >= self.limit:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["train_minutes"] = self.minutes
+
+
 class RenameOutputLogs(keras.callbacks.Callback):
     """Renames ``main_<metric>`` logs of a model with outputs {"main", "aux"}
     to ``<metric>``, so that ``val_mean_iou`` names the main output's mIoU."""
@@ -1035,6 +1071,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         data_folder / "train", cache_dir=config.cache_dir, target=target, progress=progress
     )
     val_photos, val_targets = load_split(data_folder / "val", cache_dir=config.cache_dir, target=target, progress=progress)
+    val_photos_all = val_photos
     if config.head == "rgb":  # the colour head is scored on train ids decoded from its colours
         _, val_ids = load_split(data_folder / "val", cache_dir=config.cache_dir, target="train_ids", progress=False)
     else:
@@ -1052,22 +1089,29 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         train_data = SegmentationDataset(
             train_photos, train_targets, config.batch_size, image_size=config.image_size, augment=True,
             scale_range=(0.5, 2.0) if config.scale else (1.0, 1.0), flip=config.flip, jitter=config.jitter,
-            shuffle=True, seed=config.seed, drop_remainder=True, **pipeline,
+            shuffle=True, seed=config.seed, drop_remainder=True, steps_per_epoch=config.steps_per_epoch,
+            **pipeline,
         )
+        if len(train_data) == 0 or train_data.batches_per_pass == 0:
+            raise ConfigError(
+                f"{data_folder / 'train'} has {len(train_photos)} pairs, fewer than one batch of {config.batch_size}"
+            )
+        if config.val_images:  # per-epoch validation on a prefix; metrics.json still scores all
+            val_photos, val_targets = val_photos[: config.val_images], val_targets[: config.val_images]
         val_data = SegmentationDataset(
             val_photos, val_targets, config.batch_size, image_size=config.image_size, augment=False,
             shuffle=False, drop_remainder=placement.replicas > 1 and config.head == "rgb", **pipeline,
         )
         if placement.replicas > 1 and config.head == "classes":
             val_data = _PaddedBatches(val_data, config.batch_size)  # keeps every val image
-        val_scoring = SegmentationDataset(
-            val_photos, val_ids, config.batch_size, image_size=config.image_size, augment=False, shuffle=False,
+        epoch_scoring = SegmentationDataset(
+            val_photos, val_ids[: len(val_photos)], config.batch_size, image_size=config.image_size, augment=False,
+            shuffle=False,
         )
-        if len(train_data) == 0:
-            raise ConfigError(
-                f"{data_folder / 'train'} has {len(train_photos)} pairs, fewer than one batch of {config.batch_size}"
-            )
-        steps_per_epoch = config.steps_per_epoch or len(train_data)
+        val_scoring = SegmentationDataset(
+            val_photos_all, val_ids, config.batch_size, image_size=config.image_size, augment=False, shuffle=False,
+        )
+        steps_per_epoch = len(train_data)
         model, aux_head = _build_and_compile(config, steps_per_epoch, weights)
 
         # Where this process writes: the run folder, or (a multi-worker
@@ -1091,10 +1135,12 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         callbacks = []
         validation = val_data
         if config.head == "rgb":
-            callbacks.append(ColourScores(val_scoring, config.batch_size))
+            callbacks.append(ColourScores(epoch_scoring, config.batch_size))
         if aux_head:
             train_data, validation = _DictTargets(train_data), _DictTargets(val_data)
             callbacks.append(RenameOutputLogs("main"))
+        # First: the other callbacks' epoch ends see the stop and the time.
+        callbacks.insert(0, TrainingTime(config.time_limit, float(history[-1].get("train_minutes", 0.0)) if history else 0.0))
         callbacks += extra_callbacks
         callbacks.append(StopOnNaN(config.learning_rate, lambda: int(backup.state.get("epoch", 0))))
         if config.early_stopping:
@@ -1127,7 +1173,6 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                     train_data,
                     validation_data=validation,
                     epochs=epochs,
-                    steps_per_epoch=config.steps_per_epoch,
                     callbacks=callbacks,
                     verbose="auto" if config.verbose is None else config.verbose,
                 )

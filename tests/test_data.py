@@ -589,6 +589,28 @@ def test_dataset_deterministic_per_seed_and_epoch():
     assert not np.array_equal(other_seed[0][0], epoch0[0])
 
 
+def test_dataset_steps_per_epoch_cut_an_endless_stream_of_passes():
+    photos, ids = _arrays(count=7)
+    photos = photos.copy()
+    photos[:, 0, 0, 0] = np.arange(7) * 10  # a tag per image
+    kwargs = dict(batch_size=2, augment=False, image_size=16, seed=1, drop_remainder=True)
+    plain = _dataset(photos, ids, **kwargs)  # 3 batches per pass
+    cut = _dataset(photos, ids, **kwargs, steps_per_epoch=2)
+    assert len(plain) == 3 and len(cut) == 2 and cut.batches_per_pass == 3
+
+    def tags(dataset, epochs):
+        seen = []
+        for _ in range(epochs):
+            seen += [dataset[index][0][:, 0, 0, 0].tolist() for index in range(len(dataset))]
+            dataset.on_epoch_end()
+        return seen
+
+    # Epochs of 2 batches read the same stream as passes of 3: 6 batches either way.
+    assert tags(cut, 3) == tags(plain, 2)
+    with pytest.raises(IndexError):
+        cut[2]
+
+
 def test_dataset_no_shuffle_keeps_order():
     photos, ids = _arrays(count=4)
     dataset = _dataset(photos, ids, batch_size=4, augment=False, shuffle=False, image_size=16)

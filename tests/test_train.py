@@ -232,6 +232,60 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp
         assert np.isfinite(model.predict_on_batch(np.full((2, 32, 32, 3), 128.0, np.float32))).all()
 
 
+def test_steps_per_epoch_need_not_divide_a_pass(data_dir, tmp_path):
+    # 8 pairs, batch 2: 4 batches per pass; 3 epochs of 3 steps run into the third pass.
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 3}, steps_per_epoch=3)
+    metrics = train(config)
+    assert metrics["epochs"] == 3
+    assert [row["epoch"] for row in _rows(Path(config.out) / "history.csv")] == ["0", "1", "2"]
+
+
+class _SlowSteps(keras.callbacks.Callback):
+    """Makes every training step take at least ``seconds``."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+
+def test_time_limit_ends_the_epoch_and_the_run(data_dir, tmp_path):
+    # 0.3 s steps against a 1.2 s (0.02 min) limit: the first epoch (4 steps)
+    # ends early, and is validated, committed and the run marked finished.
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5}, time_limit=0.02)
+    metrics = train(config, callbacks=[_SlowSteps(0.3)])
+    run = Path(config.out)
+    rows = _rows(run / "history.csv")
+    assert metrics["epochs"] == len(rows) == 1
+    assert 0.02 <= float(rows[0]["train_minutes"]) < 0.2
+    assert "val_mean_iou" in rows[0]
+    assert json.loads((run / "backup" / "state.json").read_text())["stopped"] is True
+    assert train(config)["epochs"] == 1  # a rerun finds the run complete
+
+
+def test_val_images_limits_per_epoch_validation_not_the_final_scores(data_dir, tmp_path):
+    from pspnet.data import SegmentationDataset, load_split
+    from pspnet.train import score_model
+
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **TINY, val_images=1)
+    validated = []
+
+    class CountValidation(keras.callbacks.Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            validated.append(batch)
+
+    metrics = train(config, callbacks=[CountValidation()])
+    assert validated == [0]  # one pair: one batch, where the 4 pairs make 2
+    photos, ids = load_split(data_dir / "val", cache_dir=False, progress=False)
+    assert len(photos) == 4
+    model = keras.saving.load_model(Path(config.out) / "best.keras", compile=False)
+    every_pair = score_model(model, SegmentationDataset(photos, ids, 2, image_size=32, augment=False, shuffle=False),
+                             "classes", 2)
+    assert metrics["pixel_accuracy"] == pytest.approx(every_pair["pixel_accuracy"])
+
+
 # --- the rgb head -------------------------------------------------------------------
 
 
