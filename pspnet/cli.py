@@ -234,6 +234,40 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return _run("pspnet-train", body)
 
 
+def _bench_train(args) -> int:
+    """``pspnet-bench train``: measures and prints the training-speed table."""
+    import dataclasses
+    import json
+
+    from pspnet.bench import format_speed_table, speed_table
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("batch_size", "precision", "jit_compile", "steps_per_execution")
+        if getattr(args, name) is not None
+    }
+
+    def progress(row) -> None:
+        print(f"{row.name}: {row.train_images_per_s:.2f} images/s", file=sys.stderr, flush=True)
+
+    machine, (peak, source), rows = speed_table(
+        args.presets, args.image_size, steps=args.steps, warmup=args.warmup, seed_recipe=args.seed_recipe,
+        pipeline_batches=args.pipeline_batches, workers=args.workers, overrides=overrides, progress=progress,
+    )
+    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
+    print(f"{machine['device']} x{machine['devices']} ({machine['kind']}, {machine['cores']} CPU cores"
+          + (f", driver {machine['driver']}" if machine["driver"] else "") + f"); backend {machine['backend']}")
+    print(versions)
+    print(f"peak {peak:.2f} TFLOP/s ({source}); {args.image_size}x{args.image_size} images, "
+          f"{args.steps} timed steps after {args.warmup} untimed")
+    print(format_speed_table(rows))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"machine": machine, "peak_tflops": peak, "peak_source": source,
+                       "rows": [dataclasses.asdict(row) for row in rows]}, file, indent=2)
+    return 0
+
+
 # --- pspnet-evaluate --------------------------------------------------------
 
 
@@ -364,7 +398,36 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "--dtype-policy", default=None, help="a Keras dtype policy, e.g. mixed_bfloat16"
     )
     models.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    train = sections.add_parser(
+        "train",
+        help="the seed notebook's recipe against each preset trained the package's way",
+        description="One table: training images/s of the seed notebook's recipe (its model, float32, "
+        "MSE, Adam 1e-3, batch 10, fit on in-memory arrays) and of each preset trained the package's "
+        "way (augmenting input pipeline, this machine's best settings), the ratio between them, "
+        "inference images/s, the input pipeline alone, achieved TFLOP/s and share of the machine's peak.",
+    )
+    train.add_argument(
+        "--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure (all)"
+    )
+    train.add_argument("--image-size", type=_positive, default=256, help="side of the square images (256)")
+    train.add_argument("--steps", type=_positive, default=3, help="timed steps (executions) per row (3)")
+    train.add_argument("--warmup", type=_positive, default=1, help="untimed steps before timing (1)")
+    train.add_argument("--no-seed-recipe", dest="seed_recipe", action="store_false",
+                       help="leave out the seed notebook's recipe (no speed-up column)")
+    train.add_argument("--pipeline-batches", type=int, default=40,
+                       help="batches timed for the input-pipeline row (40; 0: no row)")
+    train.add_argument("--workers", type=_positive, default=None, help="input pipeline threads (min(4, cores))")
+    train.add_argument("--batch-size", type=_positive, default=None, help="override the machine's batch size")
+    train.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default=None,
+                       help="override the machine's dtype policy")
+    train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="override the machine's XLA setting")
+    train.add_argument("--steps-per-execution", type=_positive, default=None,
+                       help="override the machine's batches per compiled call")
+    train.add_argument("--json", default=None, help="also write the machine and the rows to this JSON file")
     args = parser.parse_args(argv)
+    if args.section == "train":
+        return _run(parser.prog, lambda: _bench_train(args))
 
     def body() -> int:
         import dataclasses

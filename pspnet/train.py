@@ -665,34 +665,51 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
 
 class TrainingTime(keras.callbacks.Callback):
     """Logs ``train_minutes``, the minutes spent in training steps so far
-    (validation and checkpointing left out), and ends the run once they pass
-    ``limit``: the epoch stops after the batch that crosses it, is validated
-    and committed as usual, and the run is marked finished.
+    (validation and checkpointing left out), per epoch.
 
     Args:
-        limit: minutes; None: only log the time.
         start: minutes of the epochs finished before a resumption.
     """
 
-    def __init__(self, limit: float | None = None, start: float = 0.0):
+    def __init__(self, start: float = 0.0):
         super().__init__()
-        self.limit = limit
         self.minutes = float(start)
         self._since = None
+
+    def _count(self) -> None:
+        if self._since is not None:
+            now = time.perf_counter()
+            self.minutes += (now - self._since) / 60.0
+            self._since = now
 
     def on_epoch_begin(self, epoch, logs=None):
         self._since = time.perf_counter()
 
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        self.minutes += (now - self._since) / 60.0
-        self._since = now
-        if self.limit is not None and self.minutes >= self.limit:
-            self.model.stop_training = True
+    def on_test_begin(self, logs=None):
+        self._count()  # the training part of the epoch ends where validation begins
+        self._since = None
 
     def on_epoch_end(self, epoch, logs=None):
+        self._count()
+        self._since = None
         if logs is not None:
             logs["train_minutes"] = self.minutes
+
+
+class TimeLimit(TrainingTime):
+    """``TrainingTime`` that ends the run once the minutes pass ``limit``: the
+    epoch stops after the batch that crosses it, is validated and committed as
+    usual, and the run is marked finished. (Its per-batch hook makes Keras wait
+    for each step, so it is only used when a limit is set.)"""
+
+    def __init__(self, limit: float, start: float = 0.0):
+        super().__init__(start)
+        self.limit = float(limit)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._count()
+        if self.minutes >= self.limit:
+            self.model.stop_training = True
 
 
 class RenameOutputLogs(keras.callbacks.Callback):
@@ -974,11 +991,24 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
     return optimizer
 
 
-def _build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.ndarray | None):
-    """Builds and compiles the model (inside the distribution scope)."""
+def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.ndarray | None,
+                      aux_head: bool | None = None):
+    """Builds and compiles the model of a resolved config (call it inside the distribution scope).
+
+    Args:
+        config: a resolved TrainConfig.
+        steps_per_epoch: batches per epoch (the poly schedule's length).
+        weights: per-class loss weights, or None.
+        aux_head: give pspnet50 its auxiliary head; None: when the config's
+            ``aux_loss_weight`` is positive (and the head is "classes").
+
+    Returns:
+        (compiled model, whether it has the auxiliary head).
+    """
     from pspnet.model import build_pspnet
 
-    aux_head = config.preset == "pspnet50" and config.head == "classes" and config.aux_loss_weight > 0
+    if aux_head is None:
+        aux_head = config.preset == "pspnet50" and config.head == "classes" and config.aux_loss_weight > 0
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     try:
@@ -1112,7 +1142,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             val_photos_all, val_ids, config.batch_size, image_size=config.image_size, augment=False, shuffle=False,
         )
         steps_per_epoch = len(train_data)
-        model, aux_head = _build_and_compile(config, steps_per_epoch, weights)
+        model, aux_head = build_and_compile(config, steps_per_epoch, weights)
 
         # Where this process writes: the run folder, or (a multi-worker
         # non-chief) a scratch folder, restoring from the chief's backup.
@@ -1140,7 +1170,8 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             train_data, validation = _DictTargets(train_data), _DictTargets(val_data)
             callbacks.append(RenameOutputLogs("main"))
         # First: the other callbacks' epoch ends see the stop and the time.
-        callbacks.insert(0, TrainingTime(config.time_limit, float(history[-1].get("train_minutes", 0.0)) if history else 0.0))
+        minutes = float(history[-1].get("train_minutes", 0.0)) if history else 0.0
+        callbacks.insert(0, TrainingTime(minutes) if config.time_limit is None else TimeLimit(config.time_limit, minutes))
         callbacks += extra_callbacks
         callbacks.append(StopOnNaN(config.learning_rate, lambda: int(backup.state.get("epoch", 0))))
         if config.early_stopping:

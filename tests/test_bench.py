@@ -7,6 +7,7 @@ import keras
 import pytest
 
 import pspnet.bench
+import pspnet.errors
 from pspnet.bench import benchmark_model, format_models_table
 from pspnet.cli import bench_main
 from pspnet.flops import count_flops
@@ -84,3 +85,84 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert raised.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("pspnet-bench") and message in error and error.count("\n") == 1
+
+
+# --- the training-speed table ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def speed():
+    """A real tiny table: the seed recipe, fast trained the package's way, the pipeline."""
+    from pspnet.bench import speed_table
+
+    seen = []
+    machine, peak, rows = speed_table(["fast"], image_size=32, steps=1, warmup=1, pipeline_batches=2,
+                                      workers=1, overrides={"batch_size": 2}, progress=seen.append)
+    assert seen == rows
+    return machine, peak, rows
+
+
+def test_speed_table_rows_and_ratios(speed):
+    machine, (peak, source), rows = speed
+    assert [row.name for row in rows] == ["seed recipe", "fast", "input pipeline"]
+    recipe, fast, pipeline = rows
+    assert (recipe.batch_size, recipe.precision, recipe.speedup) == (10, "float32", 1.0)
+    assert (fast.batch_size, fast.precision, fast.jit_compile) == (2, "float32", "on" if keras.backend.backend() == "jax" else "off")
+    from pspnet.seed_recipe import notebook_model
+
+    assert recipe.gflops == pytest.approx(count_flops(notebook_model(32)) / 1e9)
+    assert fast.gflops == pytest.approx(count_flops(build_pspnet("fast", input_shape=(32, 32, 3))) / 1e9)
+    for row in (recipe, fast):
+        assert row.train_images_per_s > 0 and row.infer_images_per_s > 0
+        assert row.train_tflops == pytest.approx(3 * row.gflops * row.train_images_per_s / 1e3)
+        assert row.share_of_peak == pytest.approx(row.train_tflops / peak)
+    assert fast.speedup == pytest.approx(fast.train_images_per_s / recipe.train_images_per_s)
+    assert pipeline.train_images_per_s > 0 and pipeline.speedup is None and pipeline.gflops is None
+    assert machine["kind"] in ("cpu", "gpu") and machine["backend"] == keras.backend.backend()
+    assert peak > 0 and source in ("nominal", "measured matmul")
+
+
+def test_rate_counts_the_images_after_warmup():
+    from pspnet.bench import _rate
+
+    marks = [(0, 10.0), (1, 11.0), (3, 12.0)]  # the last execution ran 2 steps
+    assert pspnet.bench._rate(marks, 4, warmup=1) == pytest.approx(4 * 3 / 2.0)
+    assert _rate(marks, 4, warmup=2) == pytest.approx(4 * 2 / 1.0)
+    with pytest.raises(pspnet.errors.ConfigError):
+        _rate(marks, 4, warmup=3)
+
+
+def test_nominal_peaks_of_known_gpus():
+    from pspnet.hardware import nominal_peak_tflops
+
+    assert nominal_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert nominal_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert nominal_peak_tflops("NVIDIA H200", "float32") == 66.9
+    assert nominal_peak_tflops("AMD EPYC", "float32") is None
+
+
+def test_bench_train_command_prints_one_table(speed, tmp_path, capsys, monkeypatch):
+    calls = {}
+
+    def fake_speed_table(presets, image_size, **kwargs):  # measured for real above
+        calls.update(presets=presets, image_size=image_size, **kwargs)
+        return speed
+
+    monkeypatch.setattr(pspnet.bench, "speed_table", fake_speed_table)
+    out = tmp_path / "speed.json"
+    argv = ["train", "--presets", "fast", "--image-size", "32", "--batch-size", "2", "--no-jit-compile"]
+    assert bench_main(argv + ["--json", str(out)]) == 0
+    assert calls["presets"] == ["fast"] and calls["image_size"] == 32
+    assert calls["overrides"] == {"batch_size": 2, "jit_compile": False}
+    printed = capsys.readouterr().out
+    assert "| seed recipe | 10 | float32 |" in printed and "| fast | 2 |" in printed
+    assert "TFLOP/s" in printed
+    saved = json.loads(out.read_text())
+    assert [row["name"] for row in saved["rows"]] == ["seed recipe", "fast", "input pipeline"]
+
+
+def test_bench_train_bad_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["train", "--presets", "nope"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

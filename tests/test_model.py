@@ -10,6 +10,7 @@ import pspnet
 from pspnet.errors import ConfigError, PspnetWarning
 from pspnet.layers import InputNormalization, ResizeToMatch
 from pspnet.model import PRESETS, _load_resnet50, build_pspnet, copy_backbone_weights
+from pspnet.seed_recipe import notebook_model
 
 NUM_CLASSES = 3
 _MODELS = {}
@@ -110,78 +111,6 @@ def test_fast_output_stride():
 
 
 # --- the seed notebook's network ----------------------------------------------
-
-
-def notebook_model():
-    """The Kaggle notebook's model, transcribed with keras.layers (Keras 3 names)."""
-    from keras.layers import (
-        Activation,
-        Add,
-        AveragePooling2D,
-        BatchNormalization,
-        GlobalAveragePooling2D,
-        LeakyReLU,
-        ReLU,
-        UpSampling2D,
-    )
-    from keras.layers import Conv2D as Convolution2D
-
-    def conv_block(X, filters, block):
-        b = "block_" + str(block) + "_"
-        f1, f2, f3 = filters
-        X_skip = X
-        X = Convolution2D(filters=f1, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
-                          kernel_initializer="he_normal", name=b + "a")(X)
-        X = BatchNormalization(name=b + "batch_norm_a")(X)
-        X = LeakyReLU(negative_slope=0.2, name=b + "leakyrelu_a")(X)
-        X = Convolution2D(filters=f2, kernel_size=(3, 3), dilation_rate=(2, 2), padding="same",
-                          kernel_initializer="he_normal", name=b + "b")(X)
-        X = BatchNormalization(name=b + "batch_norm_b")(X)
-        X = LeakyReLU(negative_slope=0.2, name=b + "leakyrelu_b")(X)
-        X = Convolution2D(filters=f3, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
-                          kernel_initializer="he_normal", name=b + "c")(X)
-        X = BatchNormalization(name=b + "batch_norm_c")(X)
-        X_skip = Convolution2D(filters=f3, kernel_size=(3, 3), padding="same",
-                               name=b + "skip_conv")(X_skip)
-        X_skip = BatchNormalization(name=b + "batch_norm_skip_conv")(X_skip)
-        X = Add(name=b + "add")([X, X_skip])
-        X = ReLU(name=b + "relu")(X)
-        return X
-
-    def base_feature_maps(input_layer):
-        base = conv_block(input_layer, [32, 32, 64], "1")
-        base = conv_block(base, [64, 64, 128], "2")
-        base = conv_block(base, [128, 128, 256], "3")
-        return base
-
-    def pyramid_feature_maps(input_layer):
-        base = base_feature_maps(input_layer)
-        red = GlobalAveragePooling2D(name="red_pool")(base)
-        red = keras.layers.Reshape((1, 1, 256))(red)
-        red = Convolution2D(filters=64, kernel_size=(1, 1), name="red_1_by_1")(red)
-        red = UpSampling2D(size=256, interpolation="bilinear", name="red_upsampling")(red)
-        yellow = AveragePooling2D(pool_size=(2, 2), name="yellow_pool")(base)
-        yellow = Convolution2D(filters=64, kernel_size=(1, 1), name="yellow_1_by_1")(yellow)
-        yellow = UpSampling2D(size=2, interpolation="bilinear", name="yellow_upsampling")(yellow)
-        blue = AveragePooling2D(pool_size=(4, 4), name="blue_pool")(base)
-        blue = Convolution2D(filters=64, kernel_size=(1, 1), name="blue_1_by_1")(blue)
-        blue = UpSampling2D(size=4, interpolation="bilinear", name="blue_upsampling")(blue)
-        green = AveragePooling2D(pool_size=(8, 8), name="green_pool")(base)
-        green = Convolution2D(filters=64, kernel_size=(1, 1), name="green_1_by_1")(green)
-        green = UpSampling2D(size=8, interpolation="bilinear", name="green_upsampling")(green)
-        return keras.layers.concatenate([base, red, yellow, blue, green])
-
-    def last_conv_module(input_layer):
-        X = pyramid_feature_maps(input_layer)
-        X = Convolution2D(filters=3, kernel_size=3, padding="same", name="last_conv_3_by_3")(X)
-        X = BatchNormalization(name="last_conv_3_by_3_batch_norm")(X)
-        X = Activation("sigmoid", name="last_conv_relu")(X)
-        X = keras.layers.Flatten(name="last_conv_flatten")(X)
-        return X
-
-    input_layer = keras.Input(shape=(256, 256, 3), name="input")
-    return keras.Model(inputs=input_layer, outputs=last_conv_module(input_layer))
-
 
 def test_seed_matches_the_notebook():
     keras.utils.set_random_seed(0)
