@@ -113,6 +113,8 @@ def data_main(argv: Sequence[str] | None = None) -> int:
     synth.add_argument("--val", type=count, default=40, help="validation pairs (40)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
     synth.add_argument("--size", type=side, default=256, help="side of each half in pixels (256)")
+    synth.add_argument("--thickness", type=float, default=1.0,
+                       help="width factor of poles and persons, 1 to 4 (1; the demo set uses 2)")
     synth.add_argument("--overwrite", action="store_true", help="replace existing OUT/train and OUT/val")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     inspect = commands.add_parser(
@@ -138,7 +140,7 @@ def data_main(argv: Sequence[str] | None = None) -> int:
 
         out = write_synthetic_set(
             args.out, train=args.train, val=args.val, seed=args.seed, size=args.size,
-            overwrite=args.overwrite, progress=not args.quiet,
+            overwrite=args.overwrite, progress=not args.quiet, thickness=args.thickness,
         )
         for split, number in (("train", args.train), ("val", args.val)):
             print(f"wrote {number} pairs of {args.size}x{2 * args.size} to {Path(out) / split}")

@@ -44,6 +44,7 @@ __all__ = [
     "class_pixel_counts",
     "class_pixel_shares",
     "decode_labels",
+    "read_photo",
     "default_cache_dir",
     "list_images",
     "load_split",
@@ -131,8 +132,11 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return [folder / name for name in images]
 
 
-def _read_composite(path: Path) -> np.ndarray:
-    """Reads one composite strictly: uint8 BGR (H, 2H, 3). Raises DataError."""
+def _read_image(path: Path, what: str) -> np.ndarray:
+    """Reads one JPEG/PNG strictly: uint8 BGR (H, W, 3). Raises DataError.
+
+    ``what`` names the expected content in the greyscale messages.
+    """
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
@@ -159,17 +163,39 @@ def _read_composite(path: Path) -> np.ndarray:
     if image.dtype != np.uint8:
         raise DataError(f"{image.dtype} image, expected 8 bits per channel: {path}")
     if image.ndim == 2 or image.shape[2] == 1:
-        raise DataError(f"greyscale image, expected an RGB photo|label composite: {path}")
+        raise DataError(f"greyscale image, expected {what}: {path}")
     if image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if _is_grey(image):
+        raise DataError(f"greyscale image (all three channels equal), expected {what}: {path}")
+    return image
+
+
+def read_photo(path: str | os.PathLike) -> np.ndarray:
+    """Reads one photo (or composite, whole) with the checks of ``read_pair``.
+
+    Args:
+        path: a .jpg/.jpeg/.png file.
+
+    Returns:
+        uint8 (H, W, 3) RGB.
+
+    Raises:
+        DataError: missing, unreadable, truncated, corrupt or greyscale file;
+            the message names the file.
+    """
+    return cv2.cvtColor(_read_image(Path(path), "an RGB photo"), cv2.COLOR_BGR2RGB)
+
+
+def _read_composite(path: Path) -> np.ndarray:
+    """Reads one composite strictly: uint8 BGR (H, 2H, 3). Raises DataError."""
+    image = _read_image(path, "an RGB photo|label composite")
     height, width = image.shape[:2]
     if width != 2 * height:
         raise DataError(
             f"not a 2:1 photo|label composite: {path.name} is {width}x{height} pixels "
             f"(width x height), expected a width of twice the height: {path}"
         )
-    if _is_grey(image):
-        raise DataError(f"greyscale image (all three channels equal), expected RGB: {path}")
     return image
 
 

@@ -92,21 +92,28 @@ def read_input(path: Path, pairs: str = "auto") -> tuple[np.ndarray, np.ndarray 
         DataError: unreadable, corrupt or greyscale file, or (pairs="always")
             not a composite; the message names the file.
     """
-    from pspnet.data import read_pair
+    from pspnet.data import read_photo
 
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"cannot decode image (empty or corrupt file): {path}")
+    image = read_photo(path)  # strict: truncated, corrupt and greyscale files end here
     height, width = image.shape[:2]
     composite = pairs == "always" or (pairs == "auto" and width == 2 * height)
-    if composite:
-        # The data layer's strict reader: truncation, greyscale and 2:1 checks.
-        return read_pair(path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), None
+    if not composite:
+        return image, None
+    if width != 2 * height:
+        raise DataError(
+            f"not a 2:1 photo|label composite: {path.name} is {width}x{height} pixels "
+            f"(width x height), expected a width of twice the height: {path}"
+        )
+    return image[:, : width // 2], image[:, width // 2 :]
+
+
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """The NAME of each input's pictures: its stem, or, where two inputs share
+    a stem (``1.jpg``, ``1.png``), its file name with the dot as ``_`` (``1_jpg``)."""
+    from collections import Counter
+
+    stems = Counter(path.stem for path in paths)
+    return {path: path.stem if stems[path.stem] == 1 else path.name.replace(".", "_") for path in paths}
 
 
 def _write_rgb(path: Path, image: np.ndarray) -> None:
@@ -167,6 +174,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     if config.head is not None and config.head not in HEADS:
         raise ConfigError(f"head must be one of {HEADS}, got {config.head!r}")
     paths = list_inputs(config.input)  # check the input before the (slow) model load
+    names = output_names(paths)
     model_path = Path(config.model)
     model = load_model(model_path)
     head = config.head or detect_head(model)
@@ -219,7 +227,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
                 photos = np.stack([photo for _, photo, _ in group])
                 train_ids = predictors[run_size](photos, size)  # (B, H, W) uint8
                 for (path, photo, truth_rgb), ids in zip(group, train_ids):
-                    written += _save_outputs(out_dir, path.stem, photo, ids, truth_rgb, config)
+                    written += _save_outputs(out_dir, names[path], photo, ids, truth_rgb, config)
             if progress is not None:
                 progress.update(len(batch))
             if failure is not None:

@@ -25,6 +25,7 @@ are kept.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -383,10 +384,10 @@ _CLOTHES = (
 _SKIN = ((235, 200, 170), (200, 150, 110), (140, 95, 65), (95, 65, 45))
 
 
-def _person(rng, canvas: _Canvas, cx: float, base_y: float, height: float) -> None:
-    """A pedestrian: legs, torso with arms, head."""
+def _person(rng, canvas: _Canvas, cx: float, base_y: float, height: float, thickness: float = 1.0) -> None:
+    """A pedestrian: legs, torso with arms, head (``thickness`` widens it)."""
     height = int(height)
-    width = max(int(height * rng.uniform(0.3, 0.38)), 3)
+    width = max(int(height * rng.uniform(0.3, 0.38) * thickness), 3)
     if height < 6:
         return
     mask = np.zeros((height, width), np.uint8)
@@ -434,7 +435,7 @@ def _road_span(polygon: np.ndarray, y: float) -> tuple[float, float]:
     return tl + (bl - tl) * t, tr + (br - tr) * t
 
 
-def _draw_scene(rng: np.random.Generator, side: int) -> _Canvas:
+def _draw_scene(rng: np.random.Generator, side: int, thickness: float = 1.0) -> _Canvas:
     canvas = _Canvas(side)
     horizon = int(side * rng.uniform(0.38, 0.5))
     ground = horizon + int(side * rng.uniform(0.0, 0.05))
@@ -499,20 +500,25 @@ def _draw_scene(rng: np.random.Generator, side: int) -> _Canvas:
         if kind == "tree":
             _tree(rng, canvas, sidewalk_x(base_y), base_y, distance * rng.uniform(1.2, 2.0))
         elif kind == "pole":
+            # Signs and lights grow with the square root of the thickness:
+            # they are wide already, only the pole is a line.
             width = max(int(side * 0.028 + distance * 0.03), 3)
+            carried = width * math.sqrt(thickness)
+            width = max(int(width * thickness), 3)
             top, cx = _pole(rng, canvas, sidewalk_x(base_y), base_y, distance * rng.uniform(2.5, 3.8), width)
             attached = rng.random()
             if attached < 0.55:
-                _sign(rng, canvas, cx, top + int(width * 2.5), int(width * rng.uniform(4.0, 5.5)))
+                _sign(rng, canvas, cx, top + int(carried * 2.5), int(carried * rng.uniform(4.0, 5.5)))
             elif attached < 0.9:
-                _traffic_light(rng, canvas, cx, top, int(width * rng.uniform(2.5, 3.0)))
+                _traffic_light(rng, canvas, cx, top, int(carried * rng.uniform(2.5, 3.0)))
         elif kind == "car":
             left, right = _road_span(road, base_y)
             height = min(distance * rng.uniform(0.8, 1.0), side * 0.42)
             low = left + height * 0.6  # keep the car on the road
             _car(rng, canvas, rng.uniform(low, max(right - height * 0.6, low)), base_y, height)
         else:
-            _person(rng, canvas, sidewalk_x(base_y), base_y, max(distance * rng.uniform(1.05, 1.25), side * 0.08))
+            _person(rng, canvas, sidewalk_x(base_y), base_y, max(distance * rng.uniform(1.05, 1.25), side * 0.08),
+                    thickness)
     if rng.random() < 0.3:
         _ego_vehicle(rng, canvas)
 
@@ -554,21 +560,23 @@ def _label_down(index: np.ndarray, size: int) -> np.ndarray:
     return label
 
 
-def _render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _render(rng: np.random.Generator, size: int, thickness: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(photo, label_rgb, palette rows at twice the size) of one scene."""
-    canvas = _draw_scene(rng, 2 * size)
+    canvas = _draw_scene(rng, 2 * size, thickness)
     photo = cv2.resize(canvas.photo, (size, size), interpolation=cv2.INTER_AREA)
     photo += rng.standard_normal(photo.shape, dtype=np.float32)  # sensor noise, sigma 1
     photo = np.clip(np.rint(photo), 0, 255).astype(np.uint8)
     return photo, _label_down(canvas.index, size), canvas.index
 
 
-def render_scene(seed, size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_scene(seed, size: int = 256, thickness: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draws one street scene.
 
     Args:
         seed: an int, a sequence of ints, or a ``np.random.Generator``.
         size: side of the output in pixels (the scene is drawn at twice that).
+        thickness: width factor of poles and persons (signs and lights grow
+            with its square root); 1 draws them in street proportions.
 
     Returns:
         ``(photo, label_rgb, train_ids)``: photo uint8 (size, size, 3) RGB,
@@ -577,7 +585,7 @@ def render_scene(seed, size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndar
         blending and compression.
     """
     size = _check_size(size)
-    photo, label_rgb, index = _render(_generator(seed), size)
+    photo, label_rgb, index = _render(_generator(seed), size, _check_thickness(thickness))
     return photo, label_rgb, LABEL_TRAIN_IDS[index[::2, ::2]]
 
 
@@ -585,6 +593,12 @@ def _check_size(size) -> int:
     if int(size) < 8 or int(size) % 8:
         raise ConfigError(f"size must be a multiple of 8, at least 8 pixels, got {size}")
     return int(size)
+
+
+def _check_thickness(thickness) -> float:
+    if not 1.0 <= float(thickness) <= 4.0:
+        raise ConfigError(f"thickness must lie in [1, 4], got {thickness}")
+    return float(thickness)
 
 
 def _generator(seed) -> np.random.Generator:
@@ -632,7 +646,7 @@ def make_composite(seed, size: int = 256) -> np.ndarray:
     return np.concatenate([photo, label_rgb], axis=1)
 
 
-def _composite_jpeg(seed, size: int) -> bytes:
+def _composite_jpeg(seed, size: int, thickness: float = 1.0) -> bytes:
     """One scene as JPEG bytes, checked: no label pixel decodes to a class that is not there.
 
     Where JPEG noise still pushes a label pixel into an absent class (ringing
@@ -640,7 +654,7 @@ def _composite_jpeg(seed, size: int) -> bytes:
     unblended and its colour moved against the error, and the composite is
     encoded again (at most 4 times).
     """
-    photo, label_rgb, index = _render(_generator(seed), size)
+    photo, label_rgb, index = _render(_generator(seed), size, thickness)
     unblended = LABEL_COLORS[index[::2, ::2]].astype(np.int16)
     target = label_rgb.astype(np.int16)  # the colours meant to come out of the JPEG
     written = label_rgb  # the colours put into it
@@ -682,14 +696,15 @@ def write_pairs(folder: str | os.PathLike, count: int, seed: int = 0, size: int 
     return folder
 
 
-def _write_split(folder: Path, count: int, split: str, seed: int, size: int, workers: int, progress: bool) -> None:
+def _write_split(folder: Path, count: int, split: str, seed: int, size: int, workers: int, progress: bool,
+                 thickness: float = 1.0) -> None:
     """Writes count composites 1.jpg..count.jpg into folder via a temporary sibling folder."""
     temporary = folder.parent / f".{folder.name}-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temporary.mkdir(parents=True)
     try:
 
         def one(number: int) -> None:
-            data = _composite_jpeg([seed, _SPLIT_CODES[split], number], size)
+            data = _composite_jpeg([seed, _SPLIT_CODES[split], number], size, thickness)
             (temporary / f"{number}.jpg").write_bytes(data)
 
         from tqdm.auto import tqdm
@@ -718,6 +733,7 @@ def write_synthetic_set(
     overwrite: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    thickness: float = 1.0,
 ) -> Path:
     """Writes a synthetic data set in the real format: out_dir/train/1.jpg.., out_dir/val/1.jpg..
 
@@ -730,6 +746,8 @@ def write_synthetic_set(
         val: number of validation composites.
         seed: random seed.
         size: side of each half in pixels (composites are size x 2*size).
+        thickness: width factor of poles and persons (``render_scene``); the
+            demo draws them thicker so that they stay visible at 64 px.
         overwrite: replace existing train/ and val/ folders.
         workers: drawing threads (default: the CPU count).
         progress: show a progress bar.
@@ -746,6 +764,7 @@ def write_synthetic_set(
     if int(train) < 0 or int(val) < 0:
         raise ConfigError(f"image counts must not be negative, got train={train}, val={val}")
     _check_size(size)
+    thickness = _check_thickness(thickness)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"not a folder: {out_dir}")
     for split in ("train", "val"):
@@ -755,15 +774,16 @@ def write_synthetic_set(
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers or os.cpu_count() or 1))
     for split, count in (("train", int(train)), ("val", int(val))):
-        _write_split(out_dir / split, count, split, int(seed), int(size), workers, progress)
+        _write_split(out_dir / split, count, split, int(seed), int(size), workers, progress, thickness)
     info = {"synth_version": SYNTH_VERSION, "train": int(train), "val": int(val), "seed": int(seed),
-            "size": int(size), "jpeg_quality": JPEG_QUALITY, "classes": list(SYNTH_CLASSES)}
+            "size": int(size), "thickness": thickness, "jpeg_quality": JPEG_QUALITY, "classes": list(SYNTH_CLASSES)}
     (out_dir / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
     return out_dir
 
 
 def ensure_demo_set(
-    root: str | os.PathLike | None = None, train: int = 200, val: int = 40, seed: int = 0, size: int = 256
+    root: str | os.PathLike | None = None, train: int = 200, val: int = 40, seed: int = 0, size: int = 256,
+    thickness: float = 1.0,
 ) -> Path:
     """The demo data set, written once and then reused.
 
@@ -774,7 +794,7 @@ def ensure_demo_set(
 
     Args:
         root: the cache folder.
-        train, val, seed, size: as ``write_synthetic_set``.
+        train, val, seed, size, thickness: as ``write_synthetic_set``.
 
     Returns:
         The folder holding train/ and val/.
@@ -783,13 +803,15 @@ def ensure_demo_set(
 
     root = Path(root) if root is not None else default_cache_dir()
     name = f"demo-v{SYNTH_VERSION}-s{int(size)}-n{int(train)}-{int(val)}-seed{int(seed)}"
+    if _check_thickness(thickness) != 1.0:
+        name += f"-t{thickness:g}"
     folder = root / name
     if (folder / "synth.json").is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
     temporary = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_synthetic_set(temporary, train=train, val=val, seed=seed, size=size)
+        write_synthetic_set(temporary, train=train, val=val, seed=seed, size=size, thickness=thickness)
         if folder.exists():  # incomplete leftovers (no synth.json) or a finished twin
             if (folder / "synth.json").is_file():
                 shutil.rmtree(temporary, ignore_errors=True)

@@ -133,6 +133,25 @@ def test_pairs_always_rejects_a_plain_photo(tmp_path):
         read_input(path, pairs="always")
 
 
+def test_truncated_plain_photo_is_named(tmp_path):
+    path = tmp_path / "street.jpg"
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    path.write_bytes(data.tobytes()[: len(data) // 2])  # cut off: no end-of-image marker
+    with pytest.raises(DataError, match=r"truncated JPEG .*street\.jpg"):
+        read_input(path)
+
+
+def test_inputs_sharing_a_stem_get_distinct_names(any_size_model, pairs, tmp_path):
+    photo, _ = read_input(pairs / "1.jpg")
+    cv2.imwrite(str(pairs / "1.png"), cv2.cvtColor(cv2.resize(photo, (48, 40)), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    predict(PredictConfig(any_size_model, pairs, out, verbose=False))
+    names = {p.name for p in out.iterdir()}
+    assert {f"1_jpg_{s}.png" for s in SUFFIXES} | {f"1_png_{s}.png" for s in SUFFIXES} <= names
+    assert _read(out / "1_png_ids.png").shape == (40, 48) and _read(out / "1_jpg_ids.png").shape == (32, 32)
+    assert f"2_{SUFFIXES[0]}.png" in names
+
+
 def test_corrupt_file_stops_after_the_good_ones(any_size_model, pairs, tmp_path):
     (pairs / "4.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
@@ -167,7 +186,7 @@ def test_cli_corrupt_file_is_one_line(any_size_model, pairs, tmp_path):
     warnings_ = [line for line in lines if line.startswith("pspnet-predict: warning:")]
     errors = [line for line in lines if not line.startswith("pspnet-predict: warning:")]
     assert len(warnings_) == 1 and "notes.txt" in warnings_[0]
-    assert errors == [f"pspnet-predict: error: cannot decode image (empty or corrupt file): {pairs / '2.jpg'}"]
+    assert errors == [f"pspnet-predict: error: not a JPEG or PNG image: {pairs / '2.jpg'}"]
     # 1.jpg came before the corrupt file: its pictures stay.
     assert {p.name for p in out.iterdir()} == {f"1_{s}.png" for s in SUFFIXES}
 

@@ -39,6 +39,21 @@ def test_render_scene_classes_and_layout():
     assert (train_ids[-8:] == road).mean() > 0.3
 
 
+def test_thickness_widens_poles_and_persons_in_the_same_scenes():
+    thin_ids = [CLASS_NAMES.index(name) for name in ("pole", "person")]
+    thin = np.zeros(2)
+    thick = np.zeros(2)
+    for number in range(12):
+        plain, wide = render_scene([0, 0, number], 64)[2], render_scene([0, 0, number], 64, thickness=2.0)[2]
+        sky = CLASS_NAMES.index("sky")
+        assert abs((plain == sky).mean() - (wide == sky).mean()) < 0.1  # the same layout
+        thin += [(plain == i).sum() for i in thin_ids]
+        thick += [(wide == i).sum() for i in thin_ids]
+    assert (thick > 1.3 * thin).all(), (thin, thick)  # less than 2x: occlusion, minimum widths
+    with pytest.raises(ConfigError, match="thickness"):
+        render_scene(0, 64, thickness=0.5)
+
+
 def test_labels_are_palette_colours_blended_at_borders():
     _, label_rgb, train_ids = render_scene([0, 0, 2], size=64)
     exact = (label_rgb[:, :, None, :] == LABEL_COLORS[None, None]).all(-1).any(-1)
