@@ -1,8 +1,18 @@
-"""Speed benchmarks: parameters, FLOPs, training and inference throughput of each preset.
+"""Speed benchmarks: the seed's recipe against the package's training, and each preset's size and speed.
 
 Run from the command line (TensorFlow backend unless ``KERAS_BACKEND`` says otherwise)::
 
+    pspnet-bench train                      # the training-speed table (speed_table)
     pspnet-bench models --presets fast seed pspnet50 --image-size 256 --batch-size 2 --steps 3
+
+``pspnet-bench train`` times ``model.fit`` itself: the seed notebook's recipe
+(``pspnet.seed_recipe``: its model, float32, MSE, Adam 1e-3, batch 10, in-memory
+float16 arrays) against each preset built, compiled and fed as ``pspnet-train``
+does, with this machine's settings (``machine_settings``). Training FLOPs are
+counted as 3x the forward FLOPs (forward, and a backward pass of about twice
+its cost); the peak is ``pspnet.hardware.peak_tflops``.
+
+``pspnet-bench models``:
 
 Each measurement builds the model, compiles it with Adam and sparse categorical
 cross-entropy from logits, runs ``warmup`` untimed steps (tracing, compilation,

@@ -128,7 +128,7 @@ def detect_head(model) -> str:
     return "rgb" if is_sigmoid or any("rgb" in name for name in names) else "classes"
 
 
-def _input_size(model, image_size) -> tuple[int, int]:
+def model_input_size(model, image_size) -> tuple[int, int]:
     """(height, width) to run the model at, checked against its input shape."""
     shape = model.input_shape
     shape = tuple(shape[0] if isinstance(shape, list) else shape)
@@ -164,7 +164,7 @@ def resolve_split(data: str | Path) -> Path:
     """
     if str(data) == "demo":
         # The very set ``pspnet-train --data demo`` trains on (written once, cached).
-        from pspnet.train import demo_data
+        from pspnet.synth import demo_data
 
         return demo_data() / "val"
     folder = Path(data)
@@ -196,7 +196,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # --- prediction -------------------------------------------------------------
 
 
-class _Predictor:
+class Predictor:
     """Runs the model on uint8 photos and returns train ids at the label size."""
 
     def __init__(self, model, head: str, input_size, batch_size: int, tta_flip: bool, source=""):
@@ -307,7 +307,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     split = resolve_split(config.data)  # check the data before the (slow) model load
     model = load_model(model_path)
     head = config.head or detect_head(model)
-    input_size = _input_size(model, config.image_size)
+    input_size = model_input_size(model, config.image_size)
     out_dir = Path(config.out) if config.out is not None else model_path.parent
 
     from pspnet.data import load_split
@@ -318,7 +318,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         raise DataError(f"no images in {split}")
     label_size = tuple(truths.shape[1:3])
 
-    predictor = _Predictor(
+    predictor = Predictor(
         model, head, input_size, config.batch_size, config.tta_flip, source=model_path
     )
     confusion = ConfusionMatrix(NUM_CLASSES)

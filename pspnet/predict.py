@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from pspnet.errors import ConfigError, DataError
-from pspnet.evaluate import HEADS, _input_size, _Predictor, detect_head, load_model
+from pspnet.evaluate import HEADS, model_input_size, Predictor, detect_head, load_model
 
 PAIRS = ("auto", "always", "never")
 
@@ -188,7 +188,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
                 f"{shape[1]}x{shape[2]} images: {model_path}"
             )
     else:
-        input_size = _input_size(model, config.image_size)
+        input_size = model_input_size(model, config.image_size)
     out_dir = Path(config.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -205,7 +205,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
 
         progress = tqdm(total=len(paths), desc="predict", unit="img")
     written: list[Path] = []
-    predictors: dict[tuple[int, int], _Predictor] = {}
+    predictors: dict[tuple[int, int], Predictor] = {}
     try:
         for start in range(0, len(paths), config.batch_size):
             batch, failure = [], None
@@ -221,7 +221,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
                 group = [item for item in batch if item[1].shape[:2] == size]
                 run_size = size if config.native else input_size
                 if run_size not in predictors:
-                    predictors[run_size] = _Predictor(
+                    predictors[run_size] = Predictor(
                         model, head, run_size, config.batch_size, tta_flip=False, source=model_path
                     )
                 photos = np.stack([photo for _, photo, _ in group])

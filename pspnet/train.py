@@ -58,16 +58,13 @@ from keras import ops
 from pspnet.errors import ConfigError, PspnetError, PspnetWarning
 from pspnet.model import HEADS, PRESETS
 from pspnet.palette import IGNORE_INDEX, NUM_CLASSES
+from pspnet.synth import DEMO_SIZE, demo_data
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
-# The demo: a synthetic set small enough to train on a 2-core CPU in minutes.
-DEMO_TRAIN = 240  # synthetic training pairs
-DEMO_VAL = 40  # synthetic validation pairs
-DEMO_SIZE = 64  # their side in pixels (pairs are DEMO_SIZE x 2*DEMO_SIZE)
 # What fields left at None become (see TrainConfig.resolved). The demo's were
 # chosen by measurement on a 2-core CPU: no rescaling and a finer feature map,
 # since its thin classes (poles, signs) are a pixel or two wide at 64 px.
@@ -864,17 +861,6 @@ def distribution(enabled: bool) -> Iterator[_Distribution]:
 
 
 # --- the run -------------------------------------------------------------------
-
-
-def demo_data() -> Path:
-    """Writes the demo's synthetic set once (in the cache) and returns its folder.
-
-    Returns:
-        The folder holding train/ and val/ that ``--data demo`` trains on.
-    """
-    from pspnet.synth import ensure_demo_set
-
-    return Path(ensure_demo_set(train=DEMO_TRAIN, val=DEMO_VAL, seed=0, size=DEMO_SIZE))
 
 
 def _data_folder(config: TrainConfig) -> Path:
