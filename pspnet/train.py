@@ -66,10 +66,12 @@ CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # What fields left at None become (see TrainConfig.resolved). The demo's were
-# chosen by measurement on a 2-core CPU: no rescaling and a finer feature map,
-# since its thin classes (poles, signs) are a pixel or two wide at 64 px.
-DEMO_DEFAULTS = {"image_size": DEMO_SIZE, "batch_size": 8, "epochs": 12, "scale": False,
-                 "class_weighting": "inverse_sqrt_freq", "output_stride": 4, "adam_learning_rate": 3e-3}
+# chosen by measurement on a 2-core CPU (docs/BENCHMARKS.md, "The demo"): no
+# rescaling and a finer feature map, since its thin classes (poles, signs) are a
+# few pixels wide at 64 px; batch 2, which a CPU runs at the images/s of batch 8
+# with four times the updates; class weights, which lift the thin classes.
+DEMO_DEFAULTS = {"image_size": DEMO_SIZE, "batch_size": 2, "epochs": 12, "scale": False,
+                 "class_weighting": "inverse_sqrt_freq", "output_stride": 4, "adam_learning_rate": 2e-3}
 DATA_DEFAULTS = {"image_size": 256, "batch_size": 8, "epochs": 50, "scale": True,
                  "class_weighting": "none", "output_stride": None, "adam_learning_rate": 1e-3}
 SGD_LEARNING_RATE = 1e-2  # the paper's
@@ -106,12 +108,12 @@ class TrainConfig:
     preset: str = "fast"  # model preset: fast, seed or pspnet50 (pspnet.model.PRESETS)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
     image_size: int | tuple[int, int] | None = None  # training size, H or (H, W); None: 256 (demo: 64)
-    batch_size: int | None = None  # global batch over all devices; None: 8
+    batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
     epochs: int | None = None  # number of epochs; None: 50 (demo: 12)
     steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/
     time_limit: float | None = None  # minutes of training steps (validation not counted, a resumed run counts on) after which the epoch ends and the run stops; None: no limit
     optimizer: str = "adam"  # adam (the seed) or sgd (the paper, with momentum)
-    learning_rate: float | None = None  # initial learning rate; None: 1e-3 for adam (demo: 3e-3), 1e-2 for sgd
+    learning_rate: float | None = None  # initial learning rate; None: 1e-3 for adam (demo: 2e-3), 1e-2 for sgd
     schedule: str | None = None  # constant or poly (power 0.9 down to 0); None: poly for sgd, constant for adam
     momentum: float = 0.9  # sgd momentum (the paper: 0.9)
     weight_decay: float = 0.0  # decoupled weight decay (the paper: 1e-4); norms and biases are exempt
