@@ -131,11 +131,12 @@ def test_seed_matches_the_notebook():
     assert isinstance(ours.get_layer("normalization"), InputNormalization)
 
     # Same names and weight shapes; the notebook's two unnamed layers got names.
-    renamed = {"reshape": "red_reshape", "concatenate": "pyramid_concat"}
+    # (Keras numbers auto names per session, "reshape" or "reshape_3": match by type.)
+    renamed = {keras.layers.Reshape: "red_reshape", keras.layers.Concatenate: "pyramid_concat"}
     for layer in notebook.layers:
         if layer.name == "last_conv_flatten":
             continue
-        mine = ours.get_layer(renamed.get(layer.name, layer.name))
+        mine = ours.get_layer(renamed.get(type(layer), layer.name))
         assert [w.shape for w in mine.weights] == [w.shape for w in layer.weights], layer.name
         if hasattr(layer, "kernel_initializer"):
             assert type(mine.kernel_initializer) is type(layer.kernel_initializer), layer.name
