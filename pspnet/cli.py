@@ -64,6 +64,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    return value
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: int, quiet_help: str) -> None:
     """The flags shared by the commands that run a saved model (evaluate, predict)."""
     parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
@@ -89,12 +100,6 @@ def data_main(argv: Sequence[str] | None = None) -> int:
     of pixels per class and a summary of the label decode distances.
     """
 
-    def count(text: str) -> int:
-        value = int(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
-        return value
-
     def side(text: str) -> int:
         value = int(text)
         if value < 8 or value % 8:
@@ -109,8 +114,8 @@ def data_main(argv: Sequence[str] | None = None) -> int:
         "photo|label JPEG composites like the Kaggle cityscapes-image-pairs files.",
     )
     synth.add_argument("out", metavar="OUT", help="data folder to create")
-    synth.add_argument("--train", type=count, default=200, help="training pairs (200)")
-    synth.add_argument("--val", type=count, default=40, help="validation pairs (40)")
+    synth.add_argument("--train", type=_count, default=200, help="training pairs (200)")
+    synth.add_argument("--val", type=_count, default=40, help="validation pairs (40)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
     synth.add_argument("--size", type=side, default=256, help="side of each half in pixels (256)")
     synth.add_argument("--thickness", type=float, default=1.0,
@@ -416,7 +421,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--warmup", type=_positive, default=1, help="untimed steps before timing (1)")
     train.add_argument("--no-seed-recipe", dest="seed_recipe", action="store_false",
                        help="leave out the seed notebook's recipe (no speed-up column)")
-    train.add_argument("--pipeline-batches", type=int, default=40,
+    train.add_argument("--pipeline-batches", type=_count, default=40,
                        help="batches timed for the input-pipeline row (40; 0: no row)")
     train.add_argument("--workers", type=_positive, default=None, help="input pipeline threads (min(4, cores))")
     train.add_argument("--batch-size", type=_positive, default=None, help="override the machine's batch size")

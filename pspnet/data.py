@@ -44,12 +44,13 @@ __all__ = [
     "class_pixel_counts",
     "class_pixel_shares",
     "decode_labels",
-    "read_photo",
     "default_cache_dir",
     "list_images",
     "load_split",
     "natural_key",
     "read_pair",
+    "read_photo",
+    "split_composite",
     "summarize_split",
 ]
 
@@ -187,15 +188,38 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(_read_image(Path(path), "an RGB photo"), cv2.COLOR_BGR2RGB)
 
 
-def _read_composite(path: Path) -> np.ndarray:
-    """Reads one composite strictly: uint8 BGR (H, 2H, 3). Raises DataError."""
-    image = _read_image(path, "an RGB photo|label composite")
+def _check_composite(image: np.ndarray, path: Path) -> None:
+    """Raises DataError unless the image is twice as wide as high."""
     height, width = image.shape[:2]
     if width != 2 * height:
         raise DataError(
             f"not a 2:1 photo|label composite: {path.name} is {width}x{height} pixels "
             f"(width x height), expected a width of twice the height: {path}"
         )
+
+
+def split_composite(image: np.ndarray, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Splits a photo|label composite read whole (e.g. by ``read_photo``) into its halves.
+
+    Args:
+        image: (H, 2H, C) array.
+        path: its file, named in the error.
+
+    Returns:
+        ``(left half, right half)``, views of ``image``.
+
+    Raises:
+        DataError: the image is not twice as wide as high.
+    """
+    _check_composite(image, Path(path))
+    width = image.shape[1] // 2
+    return image[:, :width], image[:, width:]
+
+
+def _read_composite(path: Path) -> np.ndarray:
+    """Reads one composite strictly: uint8 BGR (H, 2H, 3). Raises DataError."""
+    image = _read_image(path, "an RGB photo|label composite")
+    _check_composite(image, path)
     return image
 
 

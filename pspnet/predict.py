@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from pspnet.errors import ConfigError, DataError
-from pspnet.evaluate import HEADS, model_input_size, Predictor, detect_head, load_model
+from pspnet.evaluate import HEADS, Predictor, detect_head, load_model, model_input_size
 
 PAIRS = ("auto", "always", "never")
 
@@ -92,19 +92,14 @@ def read_input(path: Path, pairs: str = "auto") -> tuple[np.ndarray, np.ndarray 
         DataError: unreadable, corrupt or greyscale file, or (pairs="always")
             not a composite; the message names the file.
     """
-    from pspnet.data import read_photo
+    from pspnet.data import read_photo, split_composite
 
     image = read_photo(path)  # strict: truncated, corrupt and greyscale files end here
     height, width = image.shape[:2]
     composite = pairs == "always" or (pairs == "auto" and width == 2 * height)
     if not composite:
         return image, None
-    if width != 2 * height:
-        raise DataError(
-            f"not a 2:1 photo|label composite: {path.name} is {width}x{height} pixels "
-            f"(width x height), expected a width of twice the height: {path}"
-        )
-    return image[:, : width // 2], image[:, width // 2 :]
+    return split_composite(image, path)
 
 
 def output_names(paths: list[Path]) -> dict[Path, str]:

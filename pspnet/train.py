@@ -1110,7 +1110,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             shuffle=True, seed=config.seed, drop_remainder=True, steps_per_epoch=config.steps_per_epoch,
             **pipeline,
         )
-        if len(train_data) == 0 or train_data.batches_per_pass == 0:
+        if train_data.batches_per_pass == 0:
             raise ConfigError(
                 f"{data_folder / 'train'} has {len(train_photos)} pairs, fewer than one batch of {config.batch_size}"
             )
@@ -1122,10 +1122,6 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         )
         if placement.replicas > 1 and config.head == "classes":
             val_data = _PaddedBatches(val_data, config.batch_size)  # keeps every val image
-        epoch_scoring = SegmentationDataset(
-            val_photos, val_ids[: len(val_photos)], config.batch_size, image_size=config.image_size, augment=False,
-            shuffle=False,
-        )
         val_scoring = SegmentationDataset(
             val_photos_all, val_ids, config.batch_size, image_size=config.image_size, augment=False, shuffle=False,
         )
@@ -1153,6 +1149,10 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         callbacks = []
         validation = val_data
         if config.head == "rgb":
+            epoch_scoring = SegmentationDataset(
+                val_photos, val_ids[: len(val_photos)], config.batch_size, image_size=config.image_size,
+                augment=False, shuffle=False,
+            )
             callbacks.append(ColourScores(epoch_scoring, config.batch_size))
         if aux_head:
             train_data, validation = _DictTargets(train_data), _DictTargets(val_data)
