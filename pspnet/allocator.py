@@ -2,14 +2,18 @@
 
 TensorFlow's CPU kernels free their buffers at the end of every step and
 allocate them again at the start of the next. With glibc's default settings
-the freed top of the heap is returned to the kernel each time and faulted
-back in page by page, so a small model spends as much time in page faults as
-in arithmetic: the demo (64 px, batch 2) took 100 ms a step on a 2-core CPU,
-with 9.8 million page faults and 28 s of system time in 3 epochs. Asking glibc
-to keep 64 MiB of padding at the top of each heap (``mallopt(M_TOP_PAD)``, the
-setting behind the ``MALLOC_TOP_PAD_`` variable) brought that to 54 ms, 0.18
-million faults and 2.6 s, for about 60 MB more resident memory
-(docs/BENCHMARKS.md, "The heap").
+that memory is returned to the kernel each time and faulted back in page by
+page, so a small model spends as much time in page faults as in arithmetic:
+the demo (64 px, batch 2) took 100 ms a step on a 2-core CPU, with 9.8 million
+page faults and 28 s of system time in 3 epochs. Asking glibc to keep 64 MiB
+of padding at the top of each heap (``mallopt(M_TOP_PAD)``, the setting behind
+the ``MALLOC_TOP_PAD_`` variable) brought that to 54 ms, 0.18 million faults
+and 2.6 s, for about 60 MB more resident memory (docs/BENCHMARKS.md, "The heap").
+
+It only works when set before TensorFlow's runtime starts (its first op),
+which is why ``import pspnet`` calls ``pad_heap`` before importing Keras. In a
+process that ran TensorFlow before importing pspnet, set ``MALLOC_TOP_PAD_``
+in the environment instead (``MALLOC_TOP_PAD_=67108864``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ def pad_heap(pad_bytes: int = HEAP_TOP_PAD) -> bool:
 
     Does nothing where it cannot help or was chosen already: outside Linux,
     on a C library without ``mallopt`` (musl's ignores it), or when
-    ``MALLOC_TOP_PAD_`` is set in the environment.
+    ``MALLOC_TOP_PAD_`` is set in the environment (which is how to opt out:
+    ``MALLOC_TOP_PAD_=131072`` is glibc's default).
 
     Args:
         pad_bytes: the padding in bytes.

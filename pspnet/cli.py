@@ -38,10 +38,7 @@ def _one_line_warnings(prog: str) -> None:
 
 def _run(prog: str, body: Callable[[], int | None]) -> int:
     """Runs a command body, turning known failures into one line and an exit code."""
-    from pspnet.allocator import pad_heap
-
     _one_line_warnings(prog)
-    pad_heap()  # every command runs a model or reads images: keep freed heap (pspnet/allocator.py)
     try:
         return int(body() or 0)
     except PspnetError as error:

@@ -55,16 +55,16 @@ __all__ = [
     "write_synthetic_set",
 ]
 
-SYNTH_VERSION = 1  # bump when scenes change: demo folders are keyed by it
+SYNTH_VERSION = 2  # bump when scenes change: demo folders are keyed by it
 
 # The demo set (``pspnet-train --data demo``): small enough to train on a
 # 2-core CPU in minutes. At 64 px a pole in street proportions is a pixel or
 # two wide, below what the network's 1/4-resolution features resolve, so the
-# demo draws poles and persons twice as wide.
-DEMO_TRAIN = 240  # training pairs
-DEMO_VAL = 40  # validation pairs
+# demo draws poles, persons and grass strips twice as wide.
+DEMO_TRAIN = 1440  # training pairs
+DEMO_VAL = 100  # validation pairs
 DEMO_SIZE = 64  # side in pixels (pairs are DEMO_SIZE x 2*DEMO_SIZE)
-DEMO_THICKNESS = 2.0  # width factor of poles and persons
+DEMO_THICKNESS = 2.0  # width factor of poles, persons and grass strips
 JPEG_QUALITY = 95  # the real files' quantisation tables match quality ~95
 SYNTH_CLASSES = (
     "road", "sidewalk", "building", "pole", "traffic light", "traffic sign",
@@ -192,6 +192,11 @@ def _building(rng, canvas: _Canvas, left: int, right: int, top: int, ground: int
     pitch = width / columns
     pane_w, pane_h = pitch * rng.uniform(0.35, 0.65), floor * rng.uniform(0.4, 0.65)
     glass = _jitter_color(rng, (45, 55, 75), 12)
+    # Every pane of a facade has the same height (storey tops are whole pixels),
+    # so its two looks (dark, lit) are shaded once.
+    shade = np.linspace(1.25, 0.8, max(int(pane_h), 1), dtype=np.float32)[:, None, None]
+    looks = {lit: np.clip(glass * (1.6 if lit else 1.0) * shade, 0, 255) for lit in (False, True)}
+    frame, frame_color = max(int(pane_w * 0.08), 1), base * 1.15
     for storey_top in range(floor // 3 + floor // 4, height - floor // 2, floor):
         for column in range(columns):
             x0 = int(column * pitch + (pitch - pane_w) / 2)
@@ -199,11 +204,9 @@ def _building(rng, canvas: _Canvas, left: int, right: int, top: int, ground: int
             x1, y1 = int(x0 + pane_w), int(y0 + pane_h)
             if y1 >= height or x1 >= width:
                 continue
-            pane = glass * (1.6 if rng.random() < 0.08 else 1.0)
-            frame = max(int(pane_w * 0.08), 1)
-            texture[max(y0 - frame, 0) : y1 + frame, max(x0 - frame, 0) : x1 + frame] = base * 1.15
-            shade = np.linspace(1.25, 0.8, max(y1 - y0, 1), dtype=np.float32)[:, None, None]
-            texture[y0:y1, x0:x1] = np.clip(pane * shade, 0, 255)
+            lit = rng.random() < 0.08
+            texture[max(y0 - frame, 0) : y1 + frame, max(x0 - frame, 0) : x1 + frame] = frame_color
+            texture[y0:y1, x0:x1] = looks[lit]
     canvas.paint(top, left, _box(height, width), texture, _ID["building"])
 
 
@@ -470,9 +473,10 @@ def _draw_scene(rng: np.random.Generator, side: int, thickness: float = 1.0) -> 
     _ground(rng, canvas, ground)
     road, _ = _road(rng, canvas, ground, vanish_x)
 
-    # A grass verge along one side of the road.
+    # A grass verge along one side of the road, and a lawn strip: ground strips
+    # as thin as poles, so ``thickness`` widens them too.
     if rng.random() < 0.65:
-        depth = side * rng.uniform(0.08, 0.2)
+        depth = side * rng.uniform(0.08, 0.2) * thickness
         flip = rng.random() < 0.5
         y0, y1 = ground + (side - ground) * rng.uniform(0.05, 0.3), float(side)
         l0, r0 = _road_span(road, y0)
@@ -485,7 +489,7 @@ def _draw_scene(rng: np.random.Generator, side: int, thickness: float = 1.0) -> 
         _terrain(rng, canvas, points)
     if rng.random() < 0.4:  # a lawn in front of the buildings
         left = side * rng.uniform(0, 0.7)
-        width, depth = side * rng.uniform(0.15, 0.35), side * rng.uniform(0.02, 0.05)
+        width, depth = side * rng.uniform(0.15, 0.35), side * rng.uniform(0.02, 0.05) * thickness
         lawn = [(left, ground), (left + width, ground), (left + width, ground + depth), (left, ground + depth)]
         _terrain(rng, canvas, np.array(lawn))
 
