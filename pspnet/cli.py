@@ -119,7 +119,7 @@ def data_main(argv: Sequence[str] | None = None) -> int:
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
     synth.add_argument("--size", type=side, default=256, help="side of each half in pixels (256)")
     synth.add_argument("--thickness", type=float, default=1.0,
-                       help="width factor of poles and persons, 1 to 4 (1; the demo set uses 2)")
+                       help="width factor of poles, persons and grass strips, 1 to 4 (1; the demo set uses 2)")
     synth.add_argument("--overwrite", action="store_true", help="replace existing OUT/train and OUT/val")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     inspect = commands.add_parser(

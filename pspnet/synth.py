@@ -267,8 +267,11 @@ def _terrain(rng, canvas: _Canvas, points) -> None:
         base = _jitter_color(rng, (125, 150, 70), 15)
     else:  # dry earth
         base = _jitter_color(rng, (150, 130, 95), 12)
-    texture = _tint(base, height, width) + 10 * _smooth(rng, height, width, 6)[..., None]
-    streaks = cv2.blur(rng.normal(0, 14, (height, width)).astype(np.float32), (1, 5))
+    # The noise comes from its own generator, so that the scene's stream (and
+    # everything drawn after) does not depend on the strip's size (``thickness``).
+    noise = np.random.default_rng(rng.integers(1 << 62))
+    texture = _tint(base, height, width) + 10 * _smooth(noise, height, width, 6)[..., None]
+    streaks = cv2.blur(noise.normal(0, 14, (height, width)).astype(np.float32), (1, 5))
     texture += streaks[..., None]
     canvas.paint(top, left, _polygon_mask(points, top, left, height, width), texture, _ID["terrain"])
 
@@ -593,8 +596,9 @@ def render_scene(seed, size: int = 256, thickness: float = 1.0) -> tuple[np.ndar
     Args:
         seed: an int, a sequence of ints, or a ``np.random.Generator``.
         size: side of the output in pixels (the scene is drawn at twice that).
-        thickness: width factor of poles and persons (signs and lights grow
-            with its square root); 1 draws them in street proportions.
+        thickness: width factor of poles, persons and grass strips (signs
+            and lights grow with its square root); 1 draws them in street
+            proportions.
 
     Returns:
         ``(photo, label_rgb, train_ids)``: photo uint8 (size, size, 3) RGB,
@@ -764,7 +768,7 @@ def write_synthetic_set(
         val: number of validation composites.
         seed: random seed.
         size: side of each half in pixels (composites are size x 2*size).
-        thickness: width factor of poles and persons (``render_scene``); the
+        thickness: width factor of poles, persons and grass strips (``render_scene``); the
             demo draws them thicker so that they stay visible at 64 px.
         overwrite: replace existing train/ and val/ folders.
         workers: drawing threads (default: the CPU count).

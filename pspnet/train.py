@@ -71,7 +71,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # few pixels wide at 64 px; batch 2, which a CPU runs at the images/s of batch 8
 # with four times the updates; 2400 steps over 1440 pairs, which fit in the
 # time and keep train and val mIoU together (240 pairs overfit); poly decay.
-DEMO_DEFAULTS = {"image_size": DEMO_SIZE, "batch_size": 2, "epochs": 10, "steps_per_epoch": 240, "scale": False,
+DEMO_DEFAULTS = {"image_size": DEMO_SIZE, "batch_size": 2, "epochs": 8, "steps_per_epoch": 300, "scale": False,
                  "output_stride": 4, "adam_learning_rate": 4e-3, "adam_schedule": "poly"}
 DATA_DEFAULTS = {"image_size": 256, "batch_size": 8, "epochs": 50, "steps_per_epoch": None, "scale": True,
                  "output_stride": None, "adam_learning_rate": 1e-3, "adam_schedule": "constant"}
@@ -110,8 +110,8 @@ class TrainConfig:
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
     image_size: int | tuple[int, int] | None = None  # training size, H or (H, W); None: 256 (demo: 64)
     batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
-    epochs: int | None = None  # number of epochs; None: 50 (demo: 10)
-    steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/ (demo: 240)
+    epochs: int | None = None  # number of epochs; None: 50 (demo: 8)
+    steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/ (demo: 300)
     time_limit: float | None = None  # minutes of training steps (validation not counted, a resumed run counts on) after which the epoch ends and the run stops; None: no limit
     optimizer: str = "adam"  # adam (the seed) or sgd (the paper, with momentum)
     learning_rate: float | None = None  # initial learning rate; None: 1e-3 for adam (demo: 4e-3), 1e-2 for sgd

@@ -39,10 +39,10 @@ def test_render_scene_classes_and_layout():
     assert (train_ids[-8:] == road).mean() > 0.3
 
 
-def test_thickness_widens_poles_and_persons_in_the_same_scenes():
-    thin_ids = [CLASS_NAMES.index(name) for name in ("pole", "person")]
-    thin = np.zeros(2)
-    thick = np.zeros(2)
+def test_thickness_widens_poles_persons_and_grass_strips_in_the_same_scenes():
+    thin_ids = [CLASS_NAMES.index(name) for name in ("pole", "person", "terrain")]
+    thin = np.zeros(3)
+    thick = np.zeros(3)
     for number in range(12):
         plain, wide = render_scene([0, 0, number], 64)[2], render_scene([0, 0, number], 64, thickness=2.0)[2]
         sky = CLASS_NAMES.index("sky")

@@ -433,10 +433,13 @@ def test_config_json_round_trip_and_resolved_defaults():
     assert resolved.out == str(Path("runs") / "demo-fast-classes")
     assert (resolved.learning_rate, resolved.schedule) == (1e-2, "poly")
     demo = TrainConfig().resolved()
-    assert (demo.image_size, demo.scale, demo.output_stride, demo.learning_rate) == ((64, 64), False, 4, 2e-3)
-    assert (demo.batch_size, demo.epochs, demo.class_weighting) == (2, 12, "inverse_sqrt_freq")
+    assert (demo.image_size, demo.scale, demo.output_stride, demo.learning_rate) == ((64, 64), False, 4, 4e-3)
+    assert (demo.batch_size, demo.epochs, demo.steps_per_epoch) == (2, 8, 300)
+    assert (demo.schedule, demo.class_weighting) == ("poly", "none")
+    assert TrainConfig(epochs=3, steps_per_epoch=5, schedule="constant").resolved().steps_per_epoch == 5
     data = TrainConfig(data="somewhere", preset="seed").resolved()
     assert (data.image_size, data.scale, data.output_stride, data.class_weighting) == ((256, 256), True, None, "none")
+    assert (data.steps_per_epoch, data.schedule, data.learning_rate) == (None, "constant", 1e-3)
     assert data.out == str(Path("runs") / "somewhere-seed-classes") and Path(data.data).is_absolute()
     with pytest.raises(ConfigError, match="unknown config fields: colour"):
         TrainConfig.from_json('{"colour": 1}')
