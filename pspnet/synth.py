@@ -694,11 +694,14 @@ def _composite_jpeg(seed, size: int, thickness: float = 1.0) -> bytes:
     return data
 
 
-def write_pairs(folder: str | os.PathLike, count: int, seed: int = 0, size: int = 256, split: str = "train") -> Path:
+def write_pairs(
+    folder: str | os.PathLike, count: int, seed: int = 0, size: int = 256, split: str = "train",
+    thickness: float = 1.0,
+) -> Path:
     """Writes ``count`` composites 1.jpg..count.jpg straight into ``folder`` (created).
 
-    The same files as ``write_synthetic_set`` writes for that split and seed,
-    without its temporary folder; for tests and quick experiments.
+    The same files as ``write_synthetic_set`` writes for that split, seed and
+    thickness, without its temporary folder; for tests and quick experiments.
 
     Args:
         folder: the split folder.
@@ -706,15 +709,17 @@ def write_pairs(folder: str | os.PathLike, count: int, seed: int = 0, size: int 
         seed: random seed.
         size: side of each half in pixels.
         split: "train" or "val" (part of each image's seed).
+        thickness: as ``write_synthetic_set``.
 
     Returns:
         ``folder`` as a Path.
     """
     folder = Path(folder)
-    size = _check_size(size)
+    size, thickness = _check_size(size), _check_thickness(thickness)
     folder.mkdir(parents=True, exist_ok=True)
     for number in range(1, int(count) + 1):
-        (folder / f"{number}.jpg").write_bytes(_composite_jpeg([int(seed), _SPLIT_CODES[split], number], size))
+        data = _composite_jpeg([int(seed), _SPLIT_CODES[split], number], size, thickness)
+        (folder / f"{number}.jpg").write_bytes(data)
     return folder
 
 
