@@ -36,12 +36,18 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
-def import_keras_quietly():
-    """Imports keras and lets its backend find its devices, without native log lines."""
+def import_keras_quietly(start_runtime: bool = True):
+    """Imports keras and lets its backend find its devices, without native log lines.
+
+    Args:
+        start_runtime: also run a first op, which makes TensorFlow look for
+            GPUs (and log about it). False where something must still be
+            configured before the runtime starts, as a multi-worker strategy.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
         import keras
 
-        # The first op makes TensorFlow look for GPUs, which logs again.
-        keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
+        if start_runtime:
+            keras.ops.convert_to_numpy(keras.ops.zeros((1,)))
     return keras

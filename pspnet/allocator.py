@@ -11,9 +11,10 @@ the ``MALLOC_TOP_PAD_`` variable) brought that to 54 ms, 0.18 million faults
 and 2.6 s, for about 60 MB more resident memory (docs/BENCHMARKS.md, "The heap").
 
 It only works when set before TensorFlow's runtime starts (its first op),
-which is why ``import pspnet`` calls ``pad_heap`` before importing Keras. In a
-process that ran TensorFlow before importing pspnet, set ``MALLOC_TOP_PAD_``
-in the environment instead (``MALLOC_TOP_PAD_=67108864``).
+which is why the command-line entry points call ``pad_heap`` before anything
+else, and ``pspnet.train.train`` before its first op. Importing pspnet does
+not call it. In a process that ran TensorFlow before calling ``train``, set
+``MALLOC_TOP_PAD_`` in the environment instead (``MALLOC_TOP_PAD_=67108864``).
 """
 
 from __future__ import annotations

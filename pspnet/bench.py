@@ -33,7 +33,8 @@ import numpy as np
 
 from pspnet.errors import ConfigError
 from pspnet.flops import count_flops
-from pspnet.model import PRESETS, build_pspnet
+from pspnet.config import PRESETS
+from pspnet.model import build_pspnet
 
 __all__ = [
     "ModelBenchmark", "SpeedRow", "add_ratios", "benchmark_model", "benchmark_models", "benchmark_package_training",
@@ -299,7 +300,7 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
     """Training and inference images/s of a preset trained the package's way.
 
     The model, loss (cross-entropy ignoring 255), metrics (mean IoU, pixel
-    accuracy) and optimizer are built by ``pspnet.train`` exactly as
+    accuracy) and optimizer are built by ``pspnet.recipe`` exactly as
     ``pspnet-train`` builds them; batches come from ``SegmentationDataset``
     with scale, crop and flip augmentation on ``workers`` threads, fed to
     ``model.fit``. ``warmup`` and ``steps`` count executions of
@@ -307,7 +308,8 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
     one batch, after one untimed call.
     """
     from pspnet.pipeline import SegmentationDataset
-    from pspnet.train import TrainConfig, build_and_compile
+    from pspnet.config import TrainConfig
+    from pspnet.recipe import build_and_compile
 
     executions = warmup + steps
     config = TrainConfig(data="bench", preset=preset, image_size=image_size, batch_size=batch_size,

@@ -36,10 +36,34 @@ def _one_line_warnings(prog: str) -> None:
     warnings.showwarning = show
 
 
-def _run(prog: str, body: Callable[[], int | None]) -> int:
-    """Runs a command body, turning known failures into one line and an exit code."""
+def _start_backend() -> None:
+    """Sets the process up before Keras loads: heap padding, then a quiet start.
+
+    Only entry points call it: importing the package changes nothing in the
+    process (see pspnet.allocator for why the padding must come first). With
+    ``TF_CONFIG`` set the runtime is left unstarted: a multi-worker strategy
+    must be created before TensorFlow's first op (pspnet.distribute).
+    """
+    from pspnet._quiet import import_keras_quietly
+    from pspnet.allocator import pad_heap
+
+    pad_heap()
+    import_keras_quietly(start_runtime=not os.environ.get("TF_CONFIG"))
+
+
+def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backend: bool = True) -> int:
+    """Runs a command body, turning known failures into one line and an exit code.
+
+    Args:
+        prog: the command's name, which starts every line it prints.
+        body: the command's work (arguments already parsed).
+        interrupted: what to add to the line printed on Ctrl-C.
+        backend: set the process up for Keras first (False: the body needs no Keras).
+    """
     _one_line_warnings(prog)
     try:
+        if backend:
+            _start_backend()
         return int(body() or 0)
     except PspnetError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -49,7 +73,8 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
         print(f"{prog}: error: {error.strerror or error}: {name}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        # On its own line: a progress bar may hold the cursor.
+        print(f"\n{prog}: interrupted" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -185,7 +210,7 @@ def data_main(argv: Sequence[str] | None = None) -> int:
                 print(f"label halves mostly far from the palette: {len(summary.far_images)}")
         return 0
 
-    return _run(parser.prog, run_synth if args.command == "synth" else run_inspect)
+    return _run(parser.prog, run_synth if args.command == "synth" else run_inspect, backend=False)
 
 
 # --- pspnet-train -----------------------------------------------------------
@@ -196,27 +221,29 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     The flags are generated from the dataclass fields (names, types, choices,
     and the field comments as help), so they cannot drift from the config.
-    A flag left out keeps the field's default.
+    A flag left out keeps the field's default. The flags (and the config they
+    make) are checked before Keras loads: --help and a bad flag answer at once.
     """
     import dataclasses
     import typing
 
-    from pspnet import train as training
+    from pspnet import config as configuration
 
     parser = _Parser(
         prog="pspnet-train",
         argument_default=argparse.SUPPRESS,
-        description="Trains a PSPNet into a run folder; the same command again resumes it. "
+        description="Trains a PSPNet into a run folder; the same command again resumes it, and a larger "
+        "--epochs or --time-limit extends a finished run. "
         "With no --data it trains the fast preset on a synthetic demo set (a few minutes on a CPU).",
         epilog="examples: pspnet-train | pspnet-train --data ../shared/data/cityscapes_data --epochs 50 | "
         "pspnet-train --data DIR --preset pspnet50 --optimizer sgd --lr 0.01 --weight-decay 1e-4 --distribute",
     )
-    help_texts = training.config_field_help()
-    field_types = training.config_field_types()
-    for field in dataclasses.fields(training.TrainConfig):
+    help_texts = configuration.config_field_help()
+    field_types = configuration.config_field_types()
+    for field in dataclasses.fields(configuration.TrainConfig):
         kind = field_types[field.name]
         kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
-        flags = [training.flag_name(field.name)]
+        flags = [configuration.flag_name(field.name)]
         if field.name == "learning_rate":
             flags.append("--learning-rate")
         text = f"{help_texts.get(field.name, field.name)} (default: {field.default})"
@@ -228,17 +255,24 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         else:
             scalar = kinds[0] if kinds[0] in (int, float, str) else str
             options.update(type=scalar, metavar=field.name.upper())
-            if field.name in training.CHOICES:
-                options["choices"] = training.CHOICES[field.name]
+            if field.name in configuration.CHOICES:
+                options["choices"] = configuration.CHOICES[field.name]
                 options.pop("metavar")
         parser.add_argument(*flags, **options)
+    args = parser.parse_args(argv)
+    try:
+        config = configuration.TrainConfig(**vars(args))
+    except PspnetError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
     def body() -> int:
-        args = parser.parse_args(argv)
-        training.train(training.TrainConfig(**vars(args)))
+        from pspnet.train import train
+
+        train(config)
         return 0
 
-    return _run("pspnet-train", body)
+    return _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished epoch")
 
 
 def _bench_train(args) -> int:
@@ -362,19 +396,17 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     prints, per preset: parameters, forward GFLOPs per image, training and inference
     images/s. Further tables are further subcommands.
     """
-    from pspnet.model import PRESETS
+    from pspnet.config import PRESETS
 
     def image_size(text: str) -> tuple[int, int]:
         """``256`` -> (256, 256); ``256x512`` -> (256, 512)."""
+        from pspnet.config import parse_size
+        from pspnet.errors import ConfigError
+
         try:
-            sizes = tuple(int(v) for v in text.lower().split("x"))
-        except ValueError:
-            sizes = ()
-        if len(sizes) == 1:
-            sizes = sizes * 2
-        if len(sizes) != 2 or min(sizes) < 1:
-            raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}")
-        return sizes
+            return parse_size(text)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}") from None
 
     parser = _Parser(
         prog="pspnet-bench",

@@ -22,7 +22,6 @@ import re
 import shutil
 import threading
 import time
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import cv2
 import numpy as np
 
 from pspnet.errors import ConfigError, DataError, PspnetWarning
+from pspnet.fileio import TEMPORARY_MARK, atomic_write, temporary_name
 from pspnet.palette import LABEL_COLORS, LABEL_TRAIN_IDS, NUM_CLASSES
 
 __all__ = [
@@ -319,14 +319,11 @@ def _load_or_build_lut() -> np.ndarray:
     except (OSError, ValueError):
         pass
     table = _build_lut()
-    temporary = path.with_name(f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as handle:
-            np.save(handle, table)
-        os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
+        atomic_write(path, lambda temporary: np.save(temporary, table), suffix=".npy")
     except OSError:
-        temporary.unlink(missing_ok=True)
+        pass  # an unwritable cache only costs the build in every process
     return table
 
 
@@ -797,7 +794,7 @@ def _clean_stale(root: Path, prefix: str, keep: str) -> None:
         try:
             if entry.name.startswith(prefix) and entry.name != keep:
                 shutil.rmtree(entry, ignore_errors=True)
-            elif entry.name.startswith(".tmp-") and now - entry.stat().st_mtime > 3600:
+            elif TEMPORARY_MARK in entry.name and now - entry.stat().st_mtime > 3600:
                 shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             pass
@@ -835,7 +832,7 @@ def _load(
 
     try:
         root.mkdir(parents=True, exist_ok=True)
-        temporary = root / f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        temporary = temporary_name(entry)
         temporary.mkdir()
     except OSError as error:
         warnings.warn(

@@ -77,11 +77,13 @@ _MERGES = (
     layers.Minimum,
 )
 _WINDOW_POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
-_GLOBAL_POOLS = (
-    layers.GlobalAveragePooling2D,
-    layers.GlobalMaxPooling2D,
-    layers.AdaptiveAveragePooling2D,
-    AdaptiveAveragePooling2D,
+_GLOBAL_POOLS = tuple(
+    pool for pool in (
+        layers.GlobalAveragePooling2D,
+        layers.GlobalMaxPooling2D,
+        getattr(layers, "AdaptiveAveragePooling2D", None),  # Keras's own, from Keras 3.11
+        AdaptiveAveragePooling2D,
+    ) if pool is not None
 )
 _BILINEAR_FLOPS = 7  # per output element: 4 multiplies and 3 adds
 

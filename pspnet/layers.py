@@ -22,6 +22,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from pspnet.config import parse_size
 from pspnet.errors import ConfigError
 
 __all__ = [
@@ -31,19 +32,6 @@ __all__ = [
     "adaptive_pooling_matrix",
     "bilinear_resize_matrix",
 ]
-
-
-def _size_pair(value, argument: str) -> tuple[int, int]:
-    """Turns an int or a pair of ints into a (height, width) tuple of positive ints."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        pair = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{argument} must be an int or a pair of ints, got {value!r}") from None
-    if len(pair) != 2 or min(pair) < 1:
-        raise ConfigError(f"{argument} must be positive: one int or (height, width), got {value!r}")
-    return pair
 
 
 def _floats(value, argument: str) -> list[float]:
@@ -150,8 +138,10 @@ class ResizeToMatch(keras.layers.Layer):
         if _static_ints(in_height, in_width, out_height, out_width):
             if (in_height, in_width) == (out_height, out_width):
                 return x
+            # In float32 whatever the policy: precise, and Keras < 3.10 cannot resize bfloat16 on TensorFlow.
             resized = ops.image.resize(
-                x, (out_height, out_width), interpolation="bilinear", data_format="channels_last"
+                ops.cast(x, "float32"), (out_height, out_width), interpolation="bilinear",
+                data_format="channels_last",
             )
             return ops.cast(resized, self.compute_dtype)
         # Sizes known only at run time (TensorFlow graph with None dims).
@@ -185,7 +175,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
 
     def __init__(self, output_size: int | Sequence[int], **kwargs):
         super().__init__(**kwargs)
-        self.output_size = _size_pair(output_size, "output_size")
+        self.output_size = parse_size(output_size, "output_size")
 
     def call(self, inputs):
         shape = ops.shape(inputs)

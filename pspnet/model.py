@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 from typing import Sequence
 
 import keras
 from keras import layers
 
-from pspnet.errors import ConfigError, PspnetWarning
+from pspnet.config import HEADS, MIN_SIZE, PRESETS
+from pspnet.errors import ConfigError
 from pspnet.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
 
-PRESETS = ("fast", "seed", "pspnet50")
-HEADS = ("classes", "rgb")
-
-# Smallest height/width each preset accepts (a static size below it cannot be pooled).
-_MIN_SIZE = {"fast": 8, "seed": 8, "pspnet50": 32}
+# Layer-name prefixes of each preset's backbone; the layers after it (pyramid,
+# classifiers) are the "head" that the paper's SGD trains at 10x the rate.
+BACKBONE_PREFIXES = {
+    "fast": ("stem_", "block_"),
+    "seed": ("block_",),
+    "pspnet50": ("conv1_", "conv2_", "conv3_", "conv4_", "conv5_"),
+}
 
 # The seed's pyramid branches: colour name -> average-pool window at full resolution.
 _SEED_POOLS = {"yellow": 2, "blue": 4, "green": 8}
@@ -82,8 +84,7 @@ def build_pspnet(
             for the seed's sigmoid colour image (B, H, W, 3). Both float32, also under
             mixed precision.
         backbone_weights: ``"pspnet50"`` only: ``None`` (random), ``"imagenet"``
-            (Keras' ResNet50 weights, downloaded once; offline it warns and stays
-            random) or the path of a weights file of
+            (Keras' ResNet50 weights, downloaded once into ``~/.keras/models``) or the path of a weights file of
             ``keras.applications.ResNet50(include_top=False)`` (Keras' own
             ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, or
             ``save_weights`` output).
@@ -110,7 +111,7 @@ def build_pspnet(
         or num_classes < 1
     ):
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    input_shape = _check_input_shape(input_shape, _MIN_SIZE[preset], preset)
+    input_shape = _check_input_shape(input_shape, MIN_SIZE[preset], preset)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     if preset != "pspnet50" and backbone_weights is not None:
@@ -449,22 +450,26 @@ def _build_pspnet50(inputs, channels: int, head: str, dropout: float, aux_head: 
 # --- ImageNet weights for the pspnet50 backbone --------------------------------
 
 
-def _load_resnet50(backbone_weights) -> keras.Model | None:
+def _load_resnet50(backbone_weights) -> keras.Model:
     """Builds ``keras.applications.ResNet50`` holding the requested weights.
 
-    Returns None (after a warning) when the ImageNet download fails.
+    Raises:
+        ConfigError: the ImageNet weights cannot be had (offline, say), or the
+            file is missing or holds other weights. A requested backbone is
+            never silently replaced by random weights.
     """
     if backbone_weights == "imagenet":
         try:
             return keras.applications.ResNet50(include_top=False, weights="imagenet")
         except Exception as error:  # offline: urllib/HTTP errors, wrapped by Keras
-            warnings.warn(
-                f"could not load the ImageNet ResNet50 weights ({error}); "
-                "the pspnet50 backbone starts from random weights",
-                PspnetWarning,
-                stacklevel=3,
-            )
-            return None
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(
+                "backbone_weights 'imagenet': could not download Keras's ResNet50 ImageNet weights "
+                f"({reason}); on a machine with a network, run python -c \"import keras; "
+                "keras.applications.ResNet50(include_top=False)\" to fetch them into ~/.keras/models, "
+                "or pass the downloaded file "
+                "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) as --backbone-weights FILE"
+            ) from None
     path = os.fspath(backbone_weights)
     if not os.path.isfile(path):
         raise ConfigError(

@@ -19,23 +19,11 @@ import cv2
 import keras
 import numpy as np
 
+from pspnet.config import parse_size
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX
 
-__all__ = ["SegmentationDataset"]
-
-
-def _pair(value, name: str) -> tuple[int, int]:
-    """``256`` -> (256, 256); ``(h, w)`` unchanged; positive ints only."""
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    try:
-        height, width = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an int or (height, width), got {value!r}") from None
-    if height < 1 or width < 1:
-        raise ConfigError(f"{name} must be positive, got {value!r}")
-    return height, width
+__all__ = ["DictTargets", "PaddedBatches", "SegmentationDataset"]
 
 
 class SegmentationDataset(keras.utils.PyDataset):
@@ -115,7 +103,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.photos = photos
         self.targets = targets
         self.batch_size = int(batch_size)
-        self.image_size = _pair(image_size, "image_size")
+        self.image_size = parse_size(image_size, "image_size")
         self.augment = bool(augment)
         self.scale_range = (low, high)
         self.flip = bool(flip)
@@ -235,6 +223,62 @@ class SegmentationDataset(keras.utils.PyDataset):
         # Colour targets blend like photos; class ids never do. NEAREST_EXACT
         # samples pixel centres, as INTER_LINEAR does, so labels stay aligned.
         return cv2.INTER_LINEAR if self.colour_targets else cv2.INTER_NEAREST_EXACT
+
+
+# --- wrappers for training -------------------------------------------------
+
+
+class DictTargets(keras.utils.PyDataset):
+    """Feeds one target to both outputs of a model with outputs {"main", "aux"}."""
+
+    def __init__(self, dataset):
+        super().__init__(
+            workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        photos, targets = self.dataset[index]
+        return photos, {"main": targets, "aux": targets}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
+class PaddedBatches(keras.utils.PyDataset):
+    """Pads a short last batch to the full batch with black photos whose labels
+    are all 255 (ignored by the loss and the metrics): a batch sharded over
+    several devices must divide evenly."""
+
+    def __init__(self, dataset, batch_size: int):
+        super().__init__(
+            workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        self.dataset = dataset
+        self.batch_size = batch_size
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        photos, train_ids = self.dataset[index]
+        missing = self.batch_size - len(photos)
+        if missing > 0:
+            photos = np.concatenate([photos, np.zeros((missing,) + photos.shape[1:], photos.dtype)])
+            train_ids = np.concatenate([train_ids, np.full((missing,) + train_ids.shape[1:], IGNORE_INDEX,
+                                                           train_ids.dtype)])
+        return photos, train_ids
 
 
 def _axis(source: int, output: int, scale: float, offset: float) -> tuple[int, int, int, int]:

@@ -15,9 +15,9 @@ its left half is predicted; a wide photo of that exact shape is then
 misread, so pass ``pairs="never"`` (``--pairs never``) for plain photos, or
 ``pairs="always"`` to insist that every input is a composite.
 
-Sizes: by default each photo is resized to the model's input size (256 for
-models that take any size), and the scores are resized bilinearly back to
-the photo before the decision, as in ``pspnet.evaluate``; ``native=True``
+Sizes: by default each photo is resized to the size the model was trained
+at, and the scores are resized bilinearly back to the photo before the
+decision (``pspnet.inference``, as in ``pspnet.evaluate``); ``native=True``
 runs the model at each photo's own size (models built with ``None`` sizes
 only). Models with the seed's colour (``rgb``) head are decoded to train ids
 with the palette, as in evaluation.
@@ -32,8 +32,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pspnet.config import HEADS, check_choice
 from pspnet.errors import ConfigError, DataError
-from pspnet.evaluate import HEADS, Predictor, detect_head, load_model, model_input_size
+from pspnet.inference import Segmenter, fixed_input_size, model_input_size
 
 PAIRS = ("auto", "always", "never")
 
@@ -49,8 +50,8 @@ class PredictConfig:
     native: bool = False  # run at each photo's own size instead of the model's input size
     batch_size: int = 4  # images per forward pass
     pairs: str = "auto"  # auto: width == 2*height means a composite; always; never
-    image_size: int | tuple[int, int] | None = None  # None: the model's input size (256 if any)
-    head: str | None = None  # "classes" or "rgb"; None: detect from the model
+    image_size: int | tuple[int, int] | None = None  # None: the size the model was trained at
+    head: str | None = None  # "classes" or "rgb"; None: what the model file says
     alpha: float = 0.5  # weight of the label colours in the overlay
     verbose: bool = True  # progress bar and a closing line
 
@@ -166,24 +167,23 @@ def predict(config: PredictConfig) -> dict[str, Any]:
         raise ConfigError(f"batch size must be at least 1, got {config.batch_size}")
     if config.pairs not in PAIRS:
         raise ConfigError(f"pairs must be one of {PAIRS}, got {config.pairs!r}")
-    if config.head is not None and config.head not in HEADS:
-        raise ConfigError(f"head must be one of {HEADS}, got {config.head!r}")
+    if config.head is not None:
+        check_choice("head", config.head, HEADS)
     paths = list_inputs(config.input)  # check the input before the (slow) model load
     names = output_names(paths)
     model_path = Path(config.model)
-    model = load_model(model_path)
-    head = config.head or detect_head(model)
+    loaded = Segmenter.load(model_path, image_size=config.image_size, head=config.head, batch_size=config.batch_size)
+    model, info, head = loaded.model, loaded.info, loaded.head
     input_size = None
     if config.native:
-        shape = model.input_shape
-        shape = tuple(shape[0] if isinstance(shape, list) else shape)
-        if len(shape) == 4 and None not in shape[1:3]:
+        fixed = fixed_input_size(model)
+        if fixed is not None:
             raise ConfigError(
                 f"--native needs a model that takes any size; this one takes "
-                f"{shape[1]}x{shape[2]} images: {model_path}"
+                f"{fixed[0]}x{fixed[1]} images: {model_path}"
             )
     else:
-        input_size = model_input_size(model, config.image_size)
+        input_size = model_input_size(model, info, config.image_size)
     out_dir = Path(config.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -198,9 +198,9 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     if config.verbose:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=len(paths), desc="predict", unit="img")
+        progress = tqdm(total=len(paths), desc="predict", unit="img", disable=None)
     written: list[Path] = []
-    predictors: dict[tuple[int, int], Predictor] = {}
+    segmenters: dict[tuple[int, int], Segmenter] = {}
     try:
         for start in range(0, len(paths), config.batch_size):
             batch, failure = [], None
@@ -215,12 +215,10 @@ def predict(config: PredictConfig) -> dict[str, Any]:
             for size in dict.fromkeys(photo.shape[:2] for _, photo, _ in batch):
                 group = [item for item in batch if item[1].shape[:2] == size]
                 run_size = size if config.native else input_size
-                if run_size not in predictors:
-                    predictors[run_size] = Predictor(
-                        model, head, run_size, config.batch_size, tta_flip=False, source=model_path
-                    )
+                if run_size not in segmenters:
+                    segmenters[run_size] = Segmenter(model, info, run_size, config.batch_size, source=model_path)
                 photos = np.stack([photo for _, photo, _ in group])
-                train_ids = predictors[run_size](photos, size)  # (B, H, W) uint8
+                train_ids = segmenters[run_size].predict_ids(photos, size)  # (B, H, W) uint8
                 for (path, photo, truth_rgb), ids in zip(group, train_ids):
                     written += _save_outputs(out_dir, names[path], photo, ids, truth_rgb, config)
             if progress is not None:

@@ -29,7 +29,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import cv2
 import numpy as np
 
 from pspnet.errors import ConfigError, DataError
+from pspnet.fileio import TEMPORARY_MARK, temporary_name
 from pspnet.palette import CLASS_NAMES, LABEL_COLORS, LABEL_TRAIN_IDS
 
 __all__ = [
@@ -726,7 +726,7 @@ def write_pairs(
 def _write_split(folder: Path, count: int, split: str, seed: int, size: int, workers: int, progress: bool,
                  thickness: float = 1.0) -> None:
     """Writes count composites 1.jpg..count.jpg into folder via a temporary sibling folder."""
-    temporary = folder.parent / f".{folder.name}-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary = temporary_name(folder)
     temporary.mkdir(parents=True)
     try:
 
@@ -836,7 +836,7 @@ def ensure_demo_set(
     if (folder / "synth.json").is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
-    temporary = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary = temporary_name(folder)
     try:
         write_synthetic_set(temporary, train=train, val=val, seed=seed, size=size, thickness=thickness)
         if folder.exists():  # incomplete leftovers (no synth.json) or a finished twin
@@ -855,7 +855,7 @@ def ensure_demo_set(
         raise
     # Temporary folders of runs killed outright are removed after an hour.
     now = time.time()
-    for stale in root.glob(".tmp-demo-*"):
+    for stale in root.glob(f".demo-*{TEMPORARY_MARK}*"):
         try:
             if now - stale.stat().st_mtime > 3600:
                 shutil.rmtree(stale, ignore_errors=True)

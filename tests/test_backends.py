@@ -1,7 +1,7 @@
 """The model tests under the other Keras backend, and weights that cross backends.
 
 CI runs ``python -m pytest -q`` with the default TensorFlow backend; this file
-runs tests/test_model.py and tests/test_layers.py again in a subprocess under
+runs the model, layer, optimizer, callback and loss tests again in a subprocess under
 JAX (or under TensorFlow when the suite itself runs under JAX), and checks that
 weights saved under one backend give the same outputs under the other.
 """
@@ -42,7 +42,8 @@ def run_python(args, backend, timeout):
 @needs_other
 def test_model_and_layer_tests_pass_under_the_other_backend():
     result = run_python(
-        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py"]
+        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py", "tests/test_optimizers.py",
+         "tests/test_callbacks.py", "tests/test_losses.py"]
         + ["-q", "-p", "no:cacheprovider"],
         OTHER,
         timeout=1200,

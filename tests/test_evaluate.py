@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from pspnet.cli import evaluate_main  # noqa: E402
-from pspnet.evaluate import EvalConfig, detect_head, evaluate, format_table  # noqa: E402
+from pspnet.evaluate import EvalConfig, evaluate, format_table  # noqa: E402
+from pspnet.modelfile import describe_model  # noqa: E402
 from pspnet.palette import CLASS_NAMES, CLASSES, NUM_CLASSES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def test_rgb_head_is_scored_by_decoding_its_colours(split, tmp_path):
     model = keras.Model(inputs, head(inputs))
     head.set_weights([np.zeros((1, 1, 3, 3), np.float32),
                       np.log(road / (1 - road)).astype(np.float32)])
-    assert detect_head(model) == "rgb"
+    assert describe_model(model).head == "rgb"
     path = _save(model, tmp_path / "rgb.keras")
     results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, verbose=False))
     assert results["head"] == "rgb"
@@ -178,12 +179,12 @@ def test_rgb_head_is_scored_by_decoding_its_colours(split, tmp_path):
     assert results["mean_iou"] == pytest.approx((1024 / 2560) / 3)
 
 
-def test_seed_style_flattened_rgb_output_is_detected_and_reshaped(split, tmp_path):
+def test_seed_style_flattened_rgb_output_is_described_and_reshaped(split, tmp_path):
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(3, 1, name="last_conv")(inputs)
     x = keras.layers.Activation("sigmoid", name="last_conv_relu")(x)
     model = keras.Model(inputs, keras.layers.Flatten(name="last_conv_flatten")(x))
-    assert detect_head(model) == "rgb"
+    assert describe_model(model).head == "rgb"
     path = _save(model, tmp_path / "seed.keras")
     results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, verbose=False))
     assert results["head"] == "rgb" and results["num_images"] == 3
@@ -194,7 +195,7 @@ def test_built_pspnet_loads_and_scores_with_its_head(split, tmp_path, head):
     from pspnet import build_pspnet
 
     model = build_pspnet("fast", input_shape=(32, 32, 3), head=head)
-    assert detect_head(model) == head
+    assert describe_model(model).head == head
     path = _save(model, tmp_path / "best.keras")
     results = evaluate(EvalConfig(model=path, data=split, batch_size=2, verbose=False))
     assert results["head"] == head and results["num_images"] == 3
@@ -217,14 +218,18 @@ def test_fixed_size_model_rejects_another_image_size(split, oracle_path, capsys)
     assert "takes 16x16 images" in capsys.readouterr().err
 
 
-def test_default_out_dir_is_the_model_folder(split, tmp_path):
+def test_default_out_dir_is_a_folder_of_its_own_beside_the_model(split, tmp_path):
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, _oracle_logits(inputs))
     (tmp_path / "run").mkdir()
     path = _save(model, tmp_path / "run" / "best.keras")
-    evaluate(EvalConfig(model=path, data=split, image_size=32, verbose=False))
-    assert (tmp_path / "run" / "metrics.json").is_file()
-    assert (tmp_path / "run" / "confusion_matrix.png").is_file()
+    results = evaluate(EvalConfig(model=path, data=split, image_size=32, verbose=False))
+    assert results["out"] == str(tmp_path / "run" / "eval-best-val")
+    for name in ("metrics.json", "confusion_matrix.png", "per_class_iou.png"):
+        assert (tmp_path / "run" / "eval-best-val" / name).is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    flipped = evaluate(EvalConfig(model=path, data=split, image_size=32, tta_flip=True, verbose=False))
+    assert flipped["out"] == str(tmp_path / "run" / "eval-best-val-tta")
 
 
 def test_data_demo_scores_the_training_demo_val_split(tmp_path):
@@ -283,8 +288,8 @@ def test_bad_data_path_and_corrupt_model_file_are_one_line(split, tmp_path, caps
     corrupt.write_bytes(b"not a zip file")
     assert evaluate_main(["--model", str(corrupt), "--data", str(split), "--quiet"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("pspnet-evaluate: error: cannot load model")
-    assert "corrupt.keras" in error
+    assert error.startswith("pspnet-evaluate: error: model file is damaged")
+    assert error.endswith("corrupt.keras")
     assert "\n" not in error
 
 

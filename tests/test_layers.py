@@ -147,9 +147,9 @@ def test_input_normalization_values():
             lambda: InputNormalization(mean=(1.0, 2.0))(np.zeros((1, 2, 2, 3), "float32")),
             "mean has 2 values for 3 input channels",
         ),
-        (lambda: AdaptiveAveragePooling2D(0), "output_size must be positive"),
-        (lambda: AdaptiveAveragePooling2D((1, 2, 3)), "output_size must be positive"),
-        (lambda: AdaptiveAveragePooling2D("six"), "output_size must be an int"),
+        (lambda: AdaptiveAveragePooling2D(0), "output_size must be a positive N or HxW"),
+        (lambda: AdaptiveAveragePooling2D((1, 2, 3)), "output_size must be a positive N or HxW"),
+        (lambda: AdaptiveAveragePooling2D("six"), "output_size must be N or HxW"),
     ],
 )
 def test_invalid_layer_arguments(make, message):

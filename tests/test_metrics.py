@@ -126,3 +126,13 @@ def test_mean_iou_agrees_with_keras_mean_iou():
     reference.update_state(truth, pred)
     ours = scores(confusion_matrix(truth, pred, 5))["mean_iou"]
     assert ours == pytest.approx(float(reference.result()), rel=1e-5)
+
+
+def test_pixel_accuracy_leaves_out_ignored_pixels():
+    truth = np.array([[0, 1, 255, 2]], np.int32)
+    logits = np.eye(3, dtype=np.float32)[[[0, 2, 1, 2]]]  # right, wrong, (ignored), right
+    from pspnet.metrics import PixelAccuracy
+
+    metric = PixelAccuracy()
+    metric.update_state(truth, logits)
+    assert float(metric.result()) == pytest.approx(2 / 3)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import pspnet
-from pspnet.errors import ConfigError, PspnetWarning
+from pspnet.errors import ConfigError
 from pspnet.layers import InputNormalization, ResizeToMatch
-from pspnet.model import PRESETS, _load_resnet50, build_pspnet, copy_backbone_weights
+from pspnet.model import PRESETS, build_pspnet, copy_backbone_weights
 from pspnet.seed_recipe import notebook_model
 
 NUM_CLASSES = 3
@@ -296,13 +296,14 @@ def test_backbone_weights_errors(tmp_path):
         build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights=tmp_path / "notes.h5")
 
 
-def test_imagenet_weights_offline_warn_and_start_from_scratch(monkeypatch):
+def test_imagenet_weights_offline_are_an_error_not_random_weights(monkeypatch):
     def offline(**kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- offline")
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
-    with pytest.warns(PspnetWarning, match="could not load the ImageNet ResNet50 weights"):
-        assert _load_resnet50("imagenet") is None  # build_pspnet then keeps its random weights
+    with pytest.raises(ConfigError, match=r"could not download Keras's ResNet50 ImageNet weights \(URL fetch failure"
+                                          r".*--backbone-weights FILE$"):
+        build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights="imagenet")
 
 
 def test_package_exports():

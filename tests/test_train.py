@@ -22,19 +22,9 @@ from conftest import REPO, make_pairs
 import pspnet
 from pspnet.cli import train_main
 from pspnet.errors import ConfigError
-from pspnet.train import (
-    CHOICES,
-    AtomicBackupAndRestore,
-    PixelAccuracy,
-    ResumableEarlyStopping,
-    TrainConfig,
-    TrainingDiverged,
-    WeightedSparseCrossentropy,
-    class_weights,
-    config_field_help,
-    flag_name,
-    train,
-)
+from pspnet.callbacks import TrainingDiverged
+from pspnet.config import CHOICES, PRESETS, TrainConfig, config_field_help, flag_name
+from pspnet.train import train
 
 TINY = dict(preset="fast", image_size=32, batch_size=2, epochs=1, workers=1, verbose=0)
 
@@ -106,10 +96,13 @@ def test_rerun_of_a_finished_run_returns_its_metrics_without_training(one_epoch_
     assert len(_rows(run / "history.csv")) == 1
 
 
-def test_a_different_config_in_a_used_run_folder_is_refused(one_epoch_run):
+def test_a_different_run_in_a_used_run_folder_is_refused(one_epoch_run):
     config, _ = one_epoch_run
-    with pytest.raises(ConfigError, match=r"--epochs 1 -> 2"):
-        train(dataclasses.replace(config, epochs=2))
+    run = Path(config.out)
+    before = {path.name: path.stat().st_mtime_ns for path in run.iterdir() if path.name != ".lock"}
+    with pytest.raises(ConfigError, match=r"holds another run \(--lr 0.001 -> 0.5; --seed 0 -> 3\)"):
+        train(dataclasses.replace(config, learning_rate=0.5, seed=3))
+    assert {path.name: path.stat().st_mtime_ns for path in run.iterdir() if path.name != ".lock"} == before
     # Fields that change only speed or verbosity may differ on a rerun.
     assert train(dataclasses.replace(config, workers=2, verbose=0))["epochs"] == 1
 
@@ -123,87 +116,160 @@ def test_a_non_empty_folder_without_config_is_refused(data_dir, tmp_path):
 # --- resume -------------------------------------------------------------------
 
 
-def test_resume_after_sigkill_ends_like_an_uninterrupted_run(data_dir, tmp_path):
-    run = tmp_path / "run"
-    command = [
+def _train_command(data_dir: Path, run: Path, *extra: str) -> list[str]:
+    return [
         sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data_dir), "--out", str(run),
-        "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--workers", "1", "--verbose", "0",
+        "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--workers", "1", "--verbose", "0", *extra,
     ]
+
+
+def _kill_after_first_epoch(command: list[str], run: Path) -> None:
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    history = run / "history.csv"
+    state = run / "backup" / "state.json"
     deadline = time.time() + 300  # generous: a loaded CI machine is slow
     try:
         while time.time() < deadline and process.poll() is None:
-            if history.is_file() and len(history.read_text().splitlines()) >= 2:  # header + one epoch
+            if state.is_file():  # the first epoch is committed
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert not (run / "metrics.json").exists()
-    committed = json.loads((run / "backup" / "state.json").read_text())["epoch"]
+
+
+def _final_outputs(run: Path) -> np.ndarray:
+    model = keras.saving.load_model(run / "last.keras", compile=False)
+    photos = np.random.default_rng(7).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    return np.asarray(model.predict_on_batch(photos))
+
+
+def test_resume_after_sigkill_ends_exactly_like_an_uninterrupted_run(data_dir, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    uninterrupted = subprocess.run(_train_command(data_dir, whole), env=_env(), capture_output=True, text=True,
+                                   timeout=300)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+
+    command = _train_command(data_dir, killed)
+    _kill_after_first_epoch(command, killed)
+    assert not (killed / "metrics.json").exists()
+    committed = json.loads((killed / "backup" / "state.json").read_text())["epoch"]
     assert 1 <= committed < 3
-
     # Leftovers of a kill at a worse moment: a torn CSV line and a half-written model.
-    with history.open("a") as handle:
+    with (killed / "history.csv").open("a") as handle:
         handle.write("7,0.5,0.")
-    (run / ".best.keras.tmp-999.keras").write_bytes(b"partial")
+    (killed / ".best.keras.tmp-999.keras").write_bytes(b"partial")
 
-    finished = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    rows = _rows(history)
+    resumed = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows, expected = _rows(killed / "history.csv"), _rows(whole / "history.csv")
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
-    assert all(math.isfinite(float(row["val_mean_iou"])) for row in rows)
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
-    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 3
-    assert not list(run.glob(".*.tmp-*"))
-    assert len(list((run / "backup").glob("epoch-*.weights.h5"))) == 1
+    for row, reference in zip(rows, expected):  # the same batches, the same numbers
+        for key in reference:
+            if key != "train_minutes":
+                assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-5, abs=1e-6), (row["epoch"], key)
+    assert np.max(np.abs(_final_outputs(killed) - _final_outputs(whole))) < 1e-5
+    assert json.loads((killed / "metrics.json").read_text())["epochs"] == 3
+    assert not list(killed.glob(".*.tmp-*"))
+    assert len(list((killed / "backup").glob("epoch-*.weights.h5"))) == 1
 
 
-def _tiny_model():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
-    return model
+def test_a_second_process_on_the_same_run_folder_is_refused_and_removes_nothing(data_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    leftover = run / ".last.keras.tmp-1-abcd.keras"  # the running process's file in the making
+    leftover.write_bytes(b"being written")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pspnet.fileio import FolderLock; "
+         "lock = FolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True, env=_env(),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run(_train_command(data_dir, run), env=_env(), capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"pspnet-train: error: {run} is in use by another pspnet-train (pid {holder.pid}); "
+        "wait for it to end, or choose another --out"
+    )
+    assert leftover.read_bytes() == b"being written"
+    assert sorted(p.name for p in run.iterdir()) == [".last.keras.tmp-1-abcd.keras", ".lock"]
 
 
-def test_backup_restores_weights_and_optimizer_state_from_its_commit(tmp_path):
-    x, y = np.arange(12, dtype=np.float32).reshape(4, 3) / 10, np.ones((4, 2), np.float32)
-    model = _tiny_model()
-    backup = AtomicBackupAndRestore(tmp_path / "backup")
-    model.fit(x, y, epochs=2, batch_size=2, verbose=0, callbacks=[backup])
-    state = json.loads((tmp_path / "backup" / "state.json").read_text())
-    assert state["epoch"] == 2 and [row["epoch"] for row in state["history"]] == [0, 1]
-    assert not (tmp_path / "backup" / "epoch-000001.weights.h5").exists()  # only the committed file stays
-    # A kill between a weights write and its commit leaves an orphan file: ignored.
-    (tmp_path / "backup" / "epoch-000003.weights.h5").write_bytes(b"half written")
-
-    restored = _tiny_model()
-    restored.build((None, 3))
-    resumed = AtomicBackupAndRestore(tmp_path / "backup")
-    history = restored.fit(x, y, epochs=3, batch_size=2, verbose=0, callbacks=[resumed])
-    assert len(history.history["loss"]) == 1  # only the third epoch ran
-    assert int(restored.optimizer.iterations) == 6  # 2 steps per epoch, continued from 4
-    assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
-
-    # The restored optimizer slots (momentum) are the saved ones.
-    again = _tiny_model()
-    again.build((None, 3))
-    AtomicBackupAndRestore(tmp_path / "backup").set_model(again)
-    again.optimizer.build(again.trainable_variables)
-    again.load_weights(tmp_path / "backup" / "epoch-000003.weights.h5")
-    for saved, live in zip(again.optimizer.variables, restored.optimizer.variables):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(saved), keras.ops.convert_to_numpy(live))
+def test_a_larger_epoch_count_extends_a_finished_run(data_dir, tmp_path):
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **TINY)
+    train(config)
+    longer = dataclasses.replace(config, epochs=2)
+    metrics = train(longer)
+    run = Path(config.out)
+    assert metrics["epochs"] == 2
+    assert [row["epoch"] for row in _rows(run / "history.csv")] == ["0", "1"]
+    assert TrainConfig.from_json((run / "config.json").read_text()).epochs == 2
+    assert train(longer) == metrics  # and then it is complete again
 
 
-def test_early_stopping_counts_the_epochs_before_a_restart():
-    history = [{"epoch": 0, "val_mean_iou": 0.3}, {"epoch": 1, "val_mean_iou": 0.5},
-               {"epoch": 2, "val_mean_iou": 0.4}, {"epoch": 3, "val_mean_iou": 0.45}]
-    callback = ResumableEarlyStopping(history, monitor="val_mean_iou", mode="max", patience=3)
-    callback.on_train_begin()
-    assert (callback.best, callback.best_epoch, callback.wait) == (0.5, 1, 2)
+def test_a_bad_flag_leaves_nothing_behind_and_the_corrected_command_runs(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["--data", str(data_dir), "--out", str(run), "--image-size", "32", "--batch-size", "2",
+            "--epochs", "1", "--workers", "1", "--verbose", "0"]
+    assert train_main([*argv, "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == "pspnet-train: error: --seed must be an integer from 0 to 2**32 - 1, got -1\n"
+    assert not run.exists()
+    # A failure only the model build finds: the folder it made is removed again.
+    assert train_main([*argv, "--preset", "pspnet50", "--backbone-weights", str(tmp_path / "none.h5")]) == 1
+    assert "no such weights file" in capsys.readouterr().err
+    assert not run.exists()
+    assert train_main(argv) == 0
+    assert (run / "metrics.json").is_file()
+
+
+def test_every_model_file_of_a_run_loads_compiled_in_a_fresh_process(one_epoch_run):
+    run = Path(one_epoch_run[0].out)
+    script = (
+        "import sys, pspnet, keras, numpy as np\n"
+        "for path in sys.argv[1:]:\n"
+        "    model = keras.saving.load_model(path)\n"
+        "    assert model.compiled and model.optimizer is not None, path\n"
+        "    print(path.rsplit('/', 1)[-1], model.predict_on_batch(np.zeros((1, 32, 32, 3), 'float32')).shape)\n"
+    )
+    files = sorted(str(path) for path in run.glob("*.keras"))
+    result = subprocess.run([sys.executable, "-c", script, *files], env=_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["best.keras (1, 32, 32, 19)", "last.keras (1, 32, 32, 19)"]
+
+
+def test_training_and_evaluate_give_one_number_when_the_training_size_differs(tmp_path):
+    from pspnet.evaluate import EvalConfig, evaluate
+
+    data = tmp_path / "data"
+    make_pairs(data / "train", 4, size=48, split="train")
+    make_pairs(data / "val", 3, size=48, split="val")
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), **TINY)  # trains at 32 on 48 px pairs
+    metrics = train(config)
+    evaluated = evaluate(EvalConfig(model=Path(config.out) / "best.keras", data=str(data), verbose=False))
+    assert evaluated["image_size"] == [32, 32]  # the size it was trained at, read from the file
+    for key in ("mean_iou", "pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou"):
+        assert evaluated[key] == pytest.approx(metrics[key], abs=1e-12), key
+
+
+def test_evaluating_a_run_never_overwrites_what_training_wrote(one_epoch_run, data_dir, capsys):
+    from pspnet.cli import evaluate_main
+
+    run = Path(one_epoch_run[0].out)
+    before = (run / "metrics.json").read_bytes()
+    assert evaluate_main(["--model", str(run / "best.keras"), "--data", str(data_dir), "--quiet", "--tta"]) == 0
+    assert (run / "metrics.json").read_bytes() == before
+    assert (run / "eval-best-val-tta" / "metrics.json").is_file()
+    assert evaluate_main(["--model", str(run / "best.keras"), "--data", str(data_dir), "--out", str(run)]) == 1
+    assert "is a training run folder; evaluation would overwrite its metrics.json" in capsys.readouterr().err
+    assert (run / "metrics.json").read_bytes() == before
 
 
 # --- NaN ------------------------------------------------------------------------
@@ -220,7 +286,7 @@ class _PoisonWeights(keras.callbacks.Callback):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 3})
-    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2 .*1 finished"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 2;.*1 finished"):
         train(config, callbacks=[_PoisonWeights()])
     run = Path(config.out)
     assert [row["epoch"] for row in _rows(run / "history.csv")] == ["0"]
@@ -266,8 +332,8 @@ def test_time_limit_ends_the_epoch_and_the_run(data_dir, tmp_path):
 
 
 def test_val_images_limits_per_epoch_validation_not_the_final_scores(data_dir, tmp_path):
-    from pspnet.data import SegmentationDataset, load_split
-    from pspnet.train import score_model
+    from pspnet.data import load_split
+    from pspnet.inference import Segmenter
 
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **TINY, val_images=1)
     validated = []
@@ -280,9 +346,7 @@ def test_val_images_limits_per_epoch_validation_not_the_final_scores(data_dir, t
     assert validated == [0]  # one pair: one batch, where the 4 pairs make 2
     photos, ids = load_split(data_dir / "val", cache_dir=False, progress=False)
     assert len(photos) == 4
-    model = keras.saving.load_model(Path(config.out) / "best.keras", compile=False)
-    every_pair = score_model(model, SegmentationDataset(photos, ids, 2, image_size=32, augment=False, shuffle=False),
-                             "classes", 2)
+    every_pair = Segmenter.load(Path(config.out) / "best.keras", batch_size=2).confusion(photos, ids).result()
     assert metrics["pixel_accuracy"] == pytest.approx(every_pair["pixel_accuracy"])
 
 
@@ -411,72 +475,16 @@ def test_a_data_folder_without_val_is_refused_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"pspnet-train: error: data folder {tmp_path} has no val/ (it needs train/ and val/)\n"
 
 
-def test_every_config_field_has_a_flag_with_help(capsys):
-    with pytest.raises(SystemExit):
-        train_main(["--help"])
-    text = capsys.readouterr().out
-    help_texts = config_field_help()
-    for field in dataclasses.fields(TrainConfig):
-        assert flag_name(field.name) in text, field.name
-        assert help_texts.get(field.name), field.name  # every field has its comment
-    for flag in ("--lr", "--no-flip", "--no-scale", "--jitter", "--jit-compile", "--no-jit-compile",
-                 "--distribute", "--early-stopping", "--steps-per-execution", "--cache-dir"):
-        assert flag in text, flag
-    assert CHOICES["preset"] == pspnet.model.PRESETS
 
 
-def test_config_json_round_trip_and_resolved_defaults():
-    config = TrainConfig(data="demo", image_size="48x64", optimizer="sgd", early_stopping=3)
-    assert config.image_size == (48, 64)
-    assert TrainConfig.from_json(config.to_json()) == config
-    resolved = config.resolved()
-    assert resolved.out == str(Path("runs") / "demo-fast-classes")
-    assert (resolved.learning_rate, resolved.schedule) == (1e-2, "poly")
-    demo = TrainConfig().resolved()
-    assert (demo.image_size, demo.scale, demo.output_stride, demo.learning_rate) == ((64, 64), False, 4, 4e-3)
-    assert (demo.batch_size, demo.epochs, demo.steps_per_epoch) == (2, 8, 300)
-    assert (demo.schedule, demo.class_weighting) == ("poly", "none")
-    assert TrainConfig(epochs=3, steps_per_epoch=5, schedule="constant").resolved().steps_per_epoch == 5
-    data = TrainConfig(data="somewhere", preset="seed").resolved()
-    assert (data.image_size, data.scale, data.output_stride, data.class_weighting) == ((256, 256), True, None, "none")
-    assert (data.steps_per_epoch, data.schedule, data.learning_rate) == (None, "constant", 1e-3)
-    assert data.out == str(Path("runs") / "somewhere-seed-classes") and Path(data.data).is_absolute()
-    with pytest.raises(ConfigError, match="unknown config fields: colour"):
-        TrainConfig.from_json('{"colour": 1}')
+def test_ctrl_c_says_on_a_line_of_its_own_that_the_same_command_resumes(monkeypatch, capsys):
+    import pspnet.train
 
+    def interrupted(config, callbacks=()):
+        raise KeyboardInterrupt
 
-# --- losses and metrics --------------------------------------------------------------------
-
-
-def test_class_weights_from_pixel_counts():
-    train_ids = np.array([[[0, 0, 0, 1], [0, 0, 255, 255]]], np.uint8)  # 5 x class 0, 1 x class 1
-    assert np.allclose(class_weights(train_ids, "none", num_classes=3), 1.0)
-    weights = class_weights(train_ids, "inverse_sqrt_freq", num_classes=3)
-    raw = np.array([1 / math.sqrt(5 / 6), 1 / math.sqrt(1 / 6)])
-    raw /= (5 / 6) * raw[0] + (1 / 6) * raw[1]  # pixel-weighted mean 1
-    assert np.allclose(weights, [raw[0], raw[1], 1.0])
-
-
-def test_weighted_crossentropy_ignores_255_and_weights_classes():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
-    truth = rng.integers(0, 3, size=(2, 4, 4)).astype(np.int32)
-    truth[0, 0] = 255
-    ones = WeightedSparseCrossentropy([1.0, 1.0, 1.0])(truth, logits)
-    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)(truth, logits)
-    assert float(ones) == pytest.approx(float(keras_loss), rel=1e-5)
-
-    weights = np.array([0.5, 2.0, 1.0])
-    valid = truth != 255
-    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    entropy = -np.take_along_axis(log_probs, np.where(valid, truth, 0)[..., None], -1)[..., 0]
-    expected = (entropy * weights[np.where(valid, truth, 0)] * valid).sum() / (weights[truth[valid]]).sum()
-    assert float(WeightedSparseCrossentropy(weights)(truth, logits)) == pytest.approx(expected, rel=1e-5)
-
-
-def test_pixel_accuracy_leaves_out_ignored_pixels():
-    truth = np.array([[0, 1, 255, 2]], np.int32)
-    logits = np.eye(3, dtype=np.float32)[[[0, 2, 1, 2]]]  # right, wrong, (ignored), right
-    metric = PixelAccuracy()
-    metric.update_state(truth, logits)
-    assert float(metric.result()) == pytest.approx(2 / 3)
+    monkeypatch.setattr(pspnet.train, "train", interrupted)
+    assert train_main(["--epochs", "1"]) == 130
+    assert capsys.readouterr().err == (
+        "\npspnet-train: interrupted; run the same command again to resume from the last finished epoch\n"
+    )

@@ -1,0 +1,384 @@
+"""The training callbacks: resume state, atomic checkpoints, time limit, NaN guard, early stopping.
+
+Every callback here is written on Keras's public ``Callback`` interface only
+(no private attributes of Keras's own callbacks), so it works the same on
+every Keras version the package allows.
+
+Order matters in ``fit``'s callback list: the callbacks that stop a run or
+refuse an epoch (time, NaN) come first, then ``ResumeState`` (the commit
+point of an epoch), then every file derived from it (history.csv, last.keras,
+best.keras), so that nothing derived is ever ahead of the commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+
+from pspnet.errors import ConfigError, PspnetError
+from pspnet.fileio import atomic_write, atomic_write_text
+from pspnet.modelfile import ModelInfo, save_model
+
+MONITOR = "val_mean_iou"  # what best.keras and early stopping follow
+
+
+class TrainingDiverged(PspnetError, RuntimeError):
+    """The loss became NaN or infinite; the run folder keeps the last good epoch."""
+
+
+# --- the resume state -------------------------------------------------------------
+
+
+class ResumeState(keras.callbacks.Callback):
+    """Commits each finished epoch atomically, so a killed run resumes from the last one.
+
+    Each epoch writes ``epoch-NNNNNN.weights.h5`` (model and optimizer
+    variables: ``save_weights`` includes the optimizer) under a temporary name
+    and then replaces ``state.json``, the commit point, which names that file
+    and holds every finished epoch's logs and the states of the model's random
+    generators (dropout's ``SeedGenerator``, which ``save_weights`` leaves
+    out), so a resumed run draws the dropout masks the uninterrupted run
+    draws. Nothing is deleted when training ends.
+
+    Args:
+        backup_dir: folder of the state (``RUN/backup``).
+        restore_dir: folder to restore from (default ``backup_dir``; a
+            multi-worker non-chief reads the chief's).
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, backup_dir: str | Path, restore_dir: str | Path | None = None):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.restore_dir = Path(restore_dir or backup_dir)
+        self.state = read_state(self.restore_dir)
+        self.history: list[dict[str, Any]] = list(self.state.get("history", []))
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs committed so far."""
+        return int(self.state.get("epoch", 0))
+
+    def restore(self, model) -> int:
+        """Loads the committed weights and optimizer state into ``model`` (built and compiled).
+
+        Returns:
+            The number of finished epochs: ``fit(initial_epoch=...)``.
+        """
+        name = self.state.get("weights")
+        if name:
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)  # create the slots before loading
+            model.load_weights(self.restore_dir / name)
+        generators = _generator_variables(model)
+        saved = self.state.get("generators", [])
+        if len(saved) == len(generators):
+            for variable, value in zip(generators, saved):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+        return self.epochs_done
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **{key: _plain(value) for key, value in (logs or {}).items()}}
+        self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1:06d}.weights.h5"
+        atomic_write(self.backup_dir / name, lambda tmp: self.model.save_weights(str(tmp)), suffix=".weights.h5")
+        best_epoch, best_value = best_of(self.history)
+        state = {
+            "epoch": epoch + 1,  # epochs finished
+            "weights": name,
+            "stopped": bool(self.model.stop_training),  # a time limit or early stopping ended the run
+            "best_epoch": best_epoch,
+            "best_value": best_value,
+            "generators": [keras.ops.convert_to_numpy(v).tolist() for v in _generator_variables(self.model)],
+            "history": self.history,
+        }
+        atomic_write_text(self.backup_dir / self.STATE, json.dumps(state, indent=1, allow_nan=True))  # the commit
+        self.state = state
+        for stale in self.backup_dir.glob("epoch-*.weights.h5"):
+            if stale.name != name:
+                stale.unlink()
+
+
+def _generator_variables(model) -> list:
+    """The model's variables that are not weights: the states of its random generators, in build order."""
+    weights = {id(variable) for variable in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
+
+
+def read_state(folder: str | Path) -> dict[str, Any]:
+    """The committed resume state of a run (``backup/state.json``), or {} when none.
+
+    Raises:
+        ConfigError: the state file is unreadable or names a missing weights file.
+    """
+    path = Path(folder) / ResumeState.STATE
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read the resume state {path}: {error}") from error
+    if state.get("weights") and not (Path(folder) / state["weights"]).is_file():
+        raise ConfigError(f"the resume state {path} names a missing file {state['weights']}")
+    return state
+
+
+def best_of(history: Sequence[dict[str, Any]], monitor: str = MONITOR) -> tuple[int | None, float | None]:
+    """(epoch, value) of the first strictly best ``monitor`` value in the rows."""
+    best_epoch, best_value = None, None
+    for row in history:
+        value = row.get(monitor)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (best_value is None or value > best_value):
+            best_epoch, best_value = int(row["epoch"]), float(value)
+    return best_epoch, best_value
+
+
+def history_csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """history.csv text for committed rows, in CSVLogger's layout (epoch, sorted keys)."""
+    if not rows:
+        return ""
+    keys = sorted(k for k in rows[0] if k != "epoch")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["epoch"] + keys, dialect=csv.excel)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key, "NA") for key in ["epoch"] + keys})
+    return buffer.getvalue()
+
+
+def _plain(value):
+    """A log value as a JSON-ready Python number."""
+    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "numpy"):
+        value = np.asarray(value)
+        value = value.item() if value.size == 1 else value.tolist()
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# --- checkpoints --------------------------------------------------------------------
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the model (with its ``ModelInfo``) at each epoch end, or when ``monitor`` improves.
+
+    The file is written to a temporary name and renamed, so a kill never
+    leaves a half-written model under its final name.
+
+    Args:
+        path: the ``.keras`` file.
+        info: what the model is, stored inside the file.
+        monitor: save only when this log value exceeds the best so far; None: every epoch.
+        best: the best value before this run started (a resumed run's).
+        save_on_train_begin: save once when training (re)starts, to rebuild a
+            file that a kill after the last commit left stale.
+    """
+
+    def __init__(self, path: str | Path, info: ModelInfo, monitor: str | None = None, best: float | None = None,
+                 save_on_train_begin: bool = False):
+        super().__init__()
+        self.path = Path(path)
+        self.info = info
+        self.monitor = monitor
+        self.best = -math.inf if best is None else float(best)
+        self.save_on_train_begin = save_on_train_begin
+
+    def save(self) -> None:
+        save_model(self.model, self.path, self.info)
+
+    def on_train_begin(self, logs=None):
+        if self.save_on_train_begin:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is None:
+            self.save()
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(float(value)) and float(value) > self.best:
+            self.best = float(value)
+            self.save()
+
+
+# --- stopping -----------------------------------------------------------------------
+
+
+class ResumableEarlyStopping(keras.callbacks.Callback):
+    """Stops after ``patience`` epochs without a higher ``monitor``, counting the
+    epochs before a restart too (it replays the committed history).
+
+    Args:
+        history: the committed rows of the epochs before this run.
+        patience: epochs without improvement before stopping.
+        monitor: the log value to maximise.
+        verbose: say when it stops.
+    """
+
+    def __init__(self, history: Sequence[dict[str, Any]], patience: int, monitor: str = MONITOR, verbose: int = 0):
+        super().__init__()
+        self.history = list(history)
+        self.patience = int(patience)
+        self.monitor = monitor
+        self.verbose = verbose
+        self.best, self.best_epoch, self.wait = -math.inf, None, 0
+
+    def _update(self, epoch: int, value) -> None:
+        if not isinstance(value, (int, float, np.generic)) or not math.isfinite(float(value)):
+            return
+        self.wait += 1
+        if float(value) > self.best:
+            self.best, self.best_epoch, self.wait = float(value), int(epoch), 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the patience has run out."""
+        return self.wait >= self.patience
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.wait = -math.inf, None, 0
+        for row in self.history:
+            self._update(row["epoch"], row.get(self.monitor))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._update(epoch, (logs or {}).get(self.monitor))
+        if self.exhausted:
+            self.model.stop_training = True
+            if self.verbose:
+                print(f"early stopping: {self.patience} epochs without a better {self.monitor} "
+                      f"(best {self.best:.4f}, epoch {self.best_epoch + 1})", flush=True)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Raises ``TrainingDiverged`` when an epoch's mean loss is NaN or infinite.
+
+    It reads the loss from the epoch's logs (a NaN in any batch makes the
+    epoch's mean NaN), so training steps never wait for the host; it must come
+    before ``ResumeState`` and the checkpoints in the callback list, so that
+    the raise keeps that epoch's weights out of every file.
+
+    Args:
+        learning_rate: named in the advice of the error.
+        finished_epochs: returns the number of committed epochs (for the message).
+    """
+
+    def __init__(self, learning_rate: float, finished_epochs: Callable[[], int]):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.finished_epochs = finished_epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        done = self.finished_epochs()
+        raise TrainingDiverged(
+            f"loss became {float(loss)} in epoch {epoch + 1}; training stopped. "
+            f"The run folder keeps the last good epoch ({done} finished"
+            + (": last.keras, best.keras, history.csv" if done else "")
+            + f"). Lower --lr (it was {self.learning_rate:g}) or use --precision float32, "
+            "and start a new run with another --out"
+        )
+
+
+class TrainingTime(keras.callbacks.Callback):
+    """Logs ``train_minutes``, the minutes spent in training steps so far
+    (validation and checkpointing left out), per epoch.
+
+    Args:
+        start: minutes of the epochs finished before a resumption.
+    """
+
+    def __init__(self, start: float = 0.0):
+        super().__init__()
+        self.minutes = float(start)
+        self._since = None
+
+    def _count(self) -> None:
+        if self._since is not None:
+            now = time.perf_counter()
+            self.minutes += (now - self._since) / 60.0
+            self._since = now
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._since = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self._count()  # the training part of the epoch ends where validation begins
+        self._since = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._count()
+        self._since = None
+        if logs is not None:
+            logs["train_minutes"] = self.minutes
+
+
+class TimeLimit(TrainingTime):
+    """``TrainingTime`` that ends the run once the minutes pass ``limit``: the
+    epoch stops after the batch that crosses it, is validated and committed as
+    usual, and the run is marked finished. (Its per-batch hook makes Keras wait
+    for each step, so it is only used when a limit is set.)"""
+
+    def __init__(self, limit: float, start: float = 0.0):
+        super().__init__(start)
+        self.limit = float(limit)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._count()
+        if self.minutes >= self.limit:
+            self.model.stop_training = True
+
+
+# --- logs -----------------------------------------------------------------------------
+
+
+class RenameOutputLogs(keras.callbacks.Callback):
+    """Renames ``main_<metric>`` logs of a model with outputs {"main", "aux"}
+    to ``<metric>``, so that ``val_mean_iou`` names the main output's mIoU."""
+
+    def __init__(self, output: str = "main"):
+        super().__init__()
+        self.prefix = output + "_"
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for key in list(logs):
+            for split in ("", "val_"):
+                if key.startswith(split + self.prefix) and not key.endswith("loss"):
+                    logs[split + key[len(split + self.prefix):]] = logs.pop(key)
+
+
+class ColourScores(keras.callbacks.Callback):
+    """Adds ``val_mean_iou`` and ``val_pixel_accuracy`` for the seed's colour head,
+    scored the way ``pspnet-evaluate`` scores it (``pspnet.inference``).
+
+    Args:
+        photos: (N, H, W, 3) uint8 val photos.
+        train_ids: (N, H, W) uint8 val truth.
+        info: the model's ModelInfo (head "rgb").
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, photos, train_ids, info: ModelInfo, batch_size: int):
+        super().__init__()
+        self.photos, self.train_ids = photos, train_ids
+        self.info = info
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        from pspnet.inference import Segmenter
+
+        segmenter = Segmenter(self.model, self.info, self.info.image_size, batch_size=self.batch_size)
+        scores = segmenter.confusion(self.photos, self.train_ids).result()
+        if logs is not None:
+            logs["val_mean_iou"] = scores["mean_iou"]
+            logs["val_pixel_accuracy"] = scores["pixel_accuracy"]

@@ -1,0 +1,313 @@
+"""``TrainConfig``, the names of presets and heads, and the small parsers every job shares.
+
+Importing this module loads neither Keras nor a backend, so the command line
+can build its parsers and reject bad flags at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from pspnet.errors import ConfigError
+
+PRESETS = ("fast", "seed", "pspnet50")  # model presets (pspnet.model.build_pspnet)
+HEADS = ("classes", "rgb")  # class logits, or the seed's sigmoid colour image
+MIN_SIZE = {"fast": 8, "seed": 8, "pspnet50": 32}  # smallest height/width each preset accepts
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "poly")
+CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+DEMO_SIZE = 64  # side of the demo set's images (pspnet.synth writes it)
+
+# What fields left at None become (see TrainConfig.resolved). The demo's were
+# chosen by measurement on a 2-core CPU (docs/BENCHMARKS.md, "The demo"): no
+# rescaling and a finer feature map, since its thin classes (poles, signs) are a
+# few pixels wide at 64 px; batch 2, which a CPU runs at the images/s of batch 8
+# with four times the updates; 2400 steps over 1440 pairs, which fit in the
+# time and keep train and val mIoU together (240 pairs overfit); poly decay.
+DEMO_DEFAULTS = {"image_size": DEMO_SIZE, "batch_size": 2, "epochs": 8, "steps_per_epoch": 300, "scale": False,
+                 "output_stride": 4, "adam_learning_rate": 4e-3, "adam_schedule": "poly"}
+DATA_DEFAULTS = {"image_size": 256, "batch_size": 8, "epochs": 50, "steps_per_epoch": None, "scale": True,
+                 "output_stride": None, "adam_learning_rate": 1e-3, "adam_schedule": "constant"}
+SGD_LEARNING_RATE = 1e-2  # the paper's
+SGD_HEAD_LR_MULTIPLIER = 10.0  # the paper's code (hszhao/semseg): the new layers learn 10x faster
+
+# The allowed values of the config's string fields (also the flags' choices).
+CHOICES = {
+    "preset": PRESETS,
+    "head": HEADS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "class_weighting": CLASS_WEIGHTINGS,
+    "precision": PRECISIONS,
+}
+
+# Fields a rerun may change: how long, how fast or how verbosely the run goes
+# on, never what it is. A larger --epochs or --time-limit extends a finished run.
+RESUMABLE_CHANGES = (
+    "out", "epochs", "time_limit", "early_stopping", "val_images", "workers", "cache_dir", "verbose",
+    "steps_per_execution", "jit_compile", "distribute",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on; saved as ``config.json`` in the run folder.
+
+    Fields left at ``None`` are filled in by ``resolved()`` (demo or data defaults).
+    """
+
+    data: str = "demo"  # folder holding train/ and val/ pairs, or "demo" (synthetic set in the cache)
+    out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
+    preset: str = "fast"  # model preset: fast, seed or pspnet50 (pspnet.model.build_pspnet)
+    head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
+    image_size: int | tuple[int, int] | None = None  # training size, H or (H, W); None: 256 (demo: 64)
+    batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
+    epochs: int | None = None  # number of epochs (a larger value extends a finished run); None: 50 (demo: 8)
+    steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/ (demo: 300)
+    time_limit: float | None = None  # minutes of training steps (validation not counted, a resumed run counts on) after which the epoch ends and the run stops; None: no limit
+    optimizer: str = "adam"  # adam (the seed) or sgd (the paper, with momentum)
+    learning_rate: float | None = None  # initial learning rate; None: 1e-3 for adam (demo: 4e-3), 1e-2 for sgd
+    schedule: str | None = None  # constant or poly (power 0.9 down to 0); None: poly for sgd, constant for adam (demo: poly)
+    momentum: float = 0.9  # sgd momentum (the paper: 0.9)
+    weight_decay: float = 0.0  # sgd: L2 penalty added to the gradient, as the paper (1e-4); adam: decoupled (AdamW), norms and biases exempt
+    head_lr_multiplier: float | None = None  # learning-rate factor of the layers after the backbone; None: 10 for sgd (the paper), 1 for adam
+    flip: bool = True  # random horizontal flips
+    scale: bool | None = None  # random rescaling in [0.5, 2] and cropping (the paper's); None: on (demo: off)
+    jitter: bool = False  # random brightness / contrast / saturation
+    class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq; None: none
+    aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
+    dropout: float = 0.1  # dropout before the classifier (fast, pspnet50)
+    output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input; None: 8 (demo: 4)
+    backbone_weights: str | None = None  # pspnet50: None (random), imagenet, or a ResNet50 weights file
+    precision: str = "float32"  # dtype policy: float32, mixed_bfloat16 or mixed_float16
+    jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
+    steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
+    seed: int = 0  # seeds the weights, the shuffling and the augmentation (0 or more)
+    distribute: bool = False  # data-parallel over every visible device (see pspnet.distribute)
+    val_images: int | None = None  # validate each epoch on the first N val pairs (the final metrics.json uses all); None: all
+    early_stopping: int | None = None  # stop after this many epochs without a better val mIoU; None: off
+    cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: the default cache ($PSPNET_CACHE or ~/.cache/pspnet)
+    workers: int | None = None  # input pipeline threads; None: min(4, CPU count)
+    verbose: int | None = None  # 0 silent, 1 progress bar, 2 one line per epoch; None: 1 on a terminal, 2 in a log
+
+    def __post_init__(self):
+        self.image_size = parse_size(self.image_size, "--image-size")
+        self.data = str(self.data)
+        if self.out is not None:
+            self.out = str(self.out)
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None or name in ("preset", "head", "optimizer", "precision"):
+                check_choice(name, value, choices)
+        for name in ("batch_size", "epochs", "steps_per_epoch", "early_stopping", "workers", "val_images",
+                     "steps_per_execution"):
+            value = getattr(self, name)
+            if value is not None and not _is_int(value, minimum=1):
+                raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
+        if not _is_int(self.seed, minimum=0) or self.seed >= 2**32:
+            raise ConfigError(f"--seed must be an integer from 0 to 2**32 - 1, got {self.seed!r}")
+        if self.verbose is not None and self.verbose not in (0, 1, 2):
+            raise ConfigError(f"--verbose must be 0, 1 or 2, got {self.verbose!r}")
+        for name in ("time_limit", "learning_rate", "head_lr_multiplier"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and value > 0):
+                raise ConfigError(f"{flag_name(name)} must be a positive number, got {value!r}")
+        for name in ("weight_decay", "aux_loss_weight", "momentum"):
+            if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(self, name)!r}")
+        if self.output_stride is not None and (self.preset != "fast" or self.output_stride not in (4, 8)):
+            raise ConfigError(f"--output-stride must be 4 or 8 and needs --preset fast, got {self.output_stride!r}")
+        if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
+            raise ConfigError(f"--dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.head == "rgb" and self.class_weighting not in (None, "none"):
+            raise ConfigError("--class-weighting needs --head classes (the rgb head is trained with MSE)")
+        if self.optimizer != "sgd" and self.head_lr_multiplier not in (None, 1):
+            raise ConfigError("--head-lr-multiplier needs --optimizer sgd")
+        if self.backbone_weights is not None and self.preset != "pspnet50":
+            raise ConfigError(f"--backbone-weights needs --preset pspnet50, not {self.preset}")
+        if self.image_size is not None and min(self.image_size) < MIN_SIZE[self.preset]:
+            raise ConfigError(
+                f"--image-size must be at least {MIN_SIZE[self.preset]} for the {self.preset} preset, "
+                f"got {self.image_size[0]}x{self.image_size[1]}"
+            )
+
+    @property
+    def is_demo(self) -> bool:
+        """Whether the run trains on the built-in synthetic demo set."""
+        return self.data == "demo"
+
+    def resolved(self) -> "TrainConfig":
+        """Returns a copy with every ``None`` default filled in (what config.json records).
+
+        Returns:
+            A TrainConfig whose out, image_size, batch_size, epochs,
+            learning_rate, schedule, head_lr_multiplier, scale,
+            class_weighting, verbose and (fast) output_stride are set;
+            ``data`` is an absolute path (or "demo").
+        """
+        defaults = DEMO_DEFAULTS if self.is_demo else DATA_DEFAULTS
+        data = self.data if self.is_demo else str(Path(self.data).expanduser().resolve())
+        data_name = "demo" if self.is_demo else Path(data).name
+        sgd = self.optimizer == "sgd"
+        learning_rate = SGD_LEARNING_RATE if sgd else defaults["adam_learning_rate"]
+        return dataclasses.replace(
+            self,
+            data=data,
+            out=self.out or str(Path("runs") / f"{data_name}-{self.preset}-{self.head}"),
+            image_size=self.image_size or defaults["image_size"],
+            batch_size=self.batch_size or defaults["batch_size"],
+            epochs=self.epochs or defaults["epochs"],
+            learning_rate=self.learning_rate or learning_rate,
+            head_lr_multiplier=self.head_lr_multiplier or (SGD_HEAD_LR_MULTIPLIER if sgd else 1.0),
+            steps_per_epoch=self.steps_per_epoch or defaults["steps_per_epoch"],
+            schedule=self.schedule or ("poly" if sgd else defaults["adam_schedule"]),
+            scale=defaults["scale"] if self.scale is None else self.scale,
+            class_weighting=self.class_weighting or "none",
+            output_stride=self.output_stride or (defaults["output_stride"] if self.preset == "fast" else None),
+            verbose=(1 if _is_terminal() else 2) if self.verbose is None else self.verbose,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (tuples become lists)."""
+        values = dataclasses.asdict(self)
+        if values["image_size"] is not None:
+            values["image_size"] = list(values["image_size"])
+        return values
+
+    def to_json(self) -> str:
+        """The config as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        """Reads a config written by ``to_json``.
+
+        Args:
+            text: JSON text of an object with TrainConfig fields.
+
+        Returns:
+            The TrainConfig.
+
+        Raises:
+            ConfigError: invalid JSON, unknown fields or invalid values.
+        """
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"config is not valid JSON: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError("config JSON must be an object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"invalid config: {error}") from error
+
+    def changes_from(self, saved: "TrainConfig") -> list[str]:
+        """The fields that make this config another run than ``saved`` (both resolved).
+
+        Returns:
+            ``"--flag old -> new"`` for each field outside ``RESUMABLE_CHANGES``
+            that differs.
+        """
+        before, after = saved.to_dict(), self.to_dict()
+        return [
+            f"{flag_name(name)} {before[name]!r} -> {after[name]!r}"
+            for name in after
+            if name not in RESUMABLE_CHANGES and before[name] != after[name]
+        ]
+
+
+def _is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _is_int(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a config field (``learning_rate`` -> ``--lr``)."""
+    return {"learning_rate": "--lr"}.get(name, "--" + name.replace("_", "-"))
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raises ``ConfigError`` naming the flag when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{flag_name(name)} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def parse_size(value, what: str = "size") -> tuple[int, int] | None:
+    """An image size as a (height, width) tuple of positive ints.
+
+    Args:
+        value: None, N, "N", "HxW" (or "H,W"), or a sequence of one or two ints.
+        what: how an error names the value ("--image-size").
+
+    Returns:
+        (height, width), or None for None.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value is None:
+        return None
+    original = value
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.lower().replace(",", "x").split("x")]
+        except ValueError:
+            raise ConfigError(f"{what} must be N or HxW, got {original!r}") from None
+    if hasattr(value, "__index__") and not isinstance(value, bool):  # int or NumPy integer
+        value = (int(value), int(value))
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) not in (1, 2)
+        or not all(hasattr(v, "__index__") and not isinstance(v, bool) and int(v) > 0 for v in value)
+    ):
+        raise ConfigError(f"{what} must be a positive N or HxW, got {original!r}")
+    return (int(value[0]), int(value[-1]))
+
+
+def config_field_help() -> dict[str, str]:
+    """Each TrainConfig field's comment in the source, the help text of its flag.
+
+    Returns:
+        field name -> comment (empty when the source is not available).
+    """
+    import inspect
+
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):
+        return {}
+    help_texts = {}
+    for line in source.splitlines():
+        stripped = line.strip()
+        name, colon, rest = stripped.partition(":")
+        if colon and name.isidentifier() and "  # " in rest:
+            help_texts[name] = rest.split("  # ", 1)[1].strip()
+    return help_texts
+
+
+def config_field_types() -> dict[str, Any]:
+    """Each TrainConfig field's resolved type annotation (``int | None`` etc.)."""
+    return typing.get_type_hints(TrainConfig)

@@ -1,0 +1,83 @@
+"""The losses training compiles with, and the per-class weights of the weighted one."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from pspnet.config import CLASS_WEIGHTINGS, check_choice
+from pspnet.palette import IGNORE_INDEX, NUM_CLASSES
+
+
+@keras.saving.register_keras_serializable(package="pspnet")
+class WeightedSparseCrossentropy(keras.losses.Loss):
+    """Sparse cross-entropy from logits with per-class weights and an ignored id.
+
+    The batch loss is ``sum(w[y] * ce) / sum(w[y])`` over the pixels whose
+    truth is not ``ignore_class``, so with all weights 1 it equals Keras's
+    ``SparseCategoricalCrossentropy(from_logits=True, ignore_class=...)``.
+
+    Args:
+        class_weights: C per-class weights.
+        ignore_class: truth id left out of the loss.
+    """
+
+    def __init__(self, class_weights: Sequence[float], ignore_class: int = IGNORE_INDEX,
+                 name: str = "weighted_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.class_weights = [float(w) for w in class_weights]
+        self.ignore_class = int(ignore_class)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        valid = ops.not_equal(y_true, self.ignore_class)
+        safe_true = ops.where(valid, y_true, 0)
+        entropy = ops.sparse_categorical_crossentropy(safe_true, y_pred, from_logits=True)  # (B, H, W)
+        weight_table = ops.convert_to_tensor(self.class_weights, dtype=entropy.dtype)
+        weights = ops.take(weight_table, safe_true) * ops.cast(valid, entropy.dtype)
+        # The default reduction divides by the pixel count: rescale so that it
+        # yields the weighted mean over the valid pixels instead.
+        count = ops.cast(ops.size(entropy), entropy.dtype)
+        return entropy * weights * (count / ops.maximum(ops.sum(weights), 1e-6))
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights, "ignore_class": self.ignore_class}
+
+
+def class_weights(train_ids: np.ndarray, method: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Per-class loss weights from the pixel counts of the training targets.
+
+    ``inverse_sqrt_freq``: w_c = 1 / sqrt(f_c); ``median_freq`` (SegNet):
+    w_c = median(f) / f_c. Both are scaled so that the pixel-weighted mean
+    weight is 1 (the loss keeps its scale). Classes absent from the targets
+    get weight 1 (they never occur, so it does not matter).
+
+    Args:
+        train_ids: uint8 train ids (N, H, W), 255 = ignore; may be a memmap.
+        method: "none", "inverse_sqrt_freq" or "median_freq".
+        num_classes: number of classes C.
+
+    Returns:
+        float32 (C,) weights.
+    """
+    check_choice("class_weighting", method, CLASS_WEIGHTINGS)
+    if method == "none":
+        return np.ones(num_classes, np.float32)
+    counts = np.zeros(256, np.int64)
+    for start in range(0, len(train_ids), 64):  # bounded memory on a memmap
+        counts += np.bincount(np.asarray(train_ids[start : start + 64]).ravel(), minlength=256)
+    counts = counts[:num_classes].astype(np.float64)
+    present = counts > 0
+    if not present.any():
+        return np.ones(num_classes, np.float32)
+    frequency = counts / counts.sum()
+    weights = np.ones(num_classes)
+    if method == "inverse_sqrt_freq":
+        weights[present] = 1.0 / np.sqrt(frequency[present])
+    else:
+        weights[present] = np.median(frequency[present]) / frequency[present]
+    weights[present] /= np.sum(frequency[present] * weights[present])
+    return weights.astype(np.float32)

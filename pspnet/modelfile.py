@@ -1,0 +1,163 @@
+"""The ``.keras`` model file: saved with what the model is, checked and loaded back.
+
+A model saved by ``save_model`` carries ``pspnet.json`` inside its ``.keras``
+archive (beside Keras's own ``config.json`` and weights; Keras ignores it):
+its preset, head, class count and the size it was trained at. Whoever loads
+it (evaluation, prediction, export, another program) reads what it is instead
+of guessing from layer names, and the file stays one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pspnet.config import HEADS, parse_size
+from pspnet.errors import ConfigError
+from pspnet.fileio import atomic_write
+
+INFO_NAME = "pspnet.json"  # the member of the .keras archive that describes the model
+
+
+@dataclass
+class ModelInfo:
+    """What a saved model is."""
+
+    head: str  # "classes" (logits) or "rgb" (the seed's sigmoid colours)
+    num_classes: int  # classes of the logits (19 for Cityscapes train ids)
+    preset: str | None = None  # pspnet.model preset, None for a model built elsewhere
+    image_size: tuple[int, int] | None = None  # (H, W) it was trained at; None: unknown
+    pspnet_version: str | None = None  # the package version that saved it
+
+    def to_json(self) -> str:
+        values = dataclasses.asdict(self)
+        values["image_size"] = None if self.image_size is None else list(self.image_size)
+        return json.dumps(values, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        values = json.loads(text)
+        known = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in values.items() if key in known}  # newer files may say more
+        info = cls(**values)
+        info.image_size = parse_size(info.image_size)
+        if info.head not in HEADS:
+            raise ValueError(f"unknown head {info.head!r}")
+        return info
+
+
+def save_model(model, path: str | os.PathLike, info: ModelInfo) -> None:
+    """Saves ``model`` as a ``.keras`` file holding ``info``, atomically.
+
+    Args:
+        model: a keras.Model.
+        path: the ``.keras`` file (replaced whole, never left half-written).
+        info: what the model is.
+    """
+    if info.pspnet_version is None:
+        from pspnet import __version__
+
+        info = dataclasses.replace(info, pspnet_version=__version__)
+
+    def write(temporary: Path) -> None:
+        model.save(str(temporary))
+        with zipfile.ZipFile(temporary, "a") as archive:
+            archive.writestr(INFO_NAME, info.to_json())
+
+    atomic_write(path, write, suffix=".keras")
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """Checks that ``path`` is a complete ``.keras`` archive before Keras reads it.
+
+    Raises:
+        ConfigError: missing, a folder, not ``.keras``, or damaged (truncated,
+            not a zip archive, a member failing its checksum, no Keras config).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"not a model file: {path}")
+    if path.suffix != ".keras":
+        raise ConfigError(f"not a .keras model file: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()  # reads every member and checks its CRC
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise ConfigError(f"model file is damaged (not a complete .keras archive: {error}): {path}") from None
+    if broken is not None:
+        raise ConfigError(f"model file is damaged ({broken} fails its checksum): {path}")
+    if "config.json" not in names:
+        raise ConfigError(f"model file is damaged (no config.json in the archive): {path}")
+    return path
+
+
+def read_model_info(path: str | os.PathLike) -> ModelInfo | None:
+    """The ``ModelInfo`` stored in a ``.keras`` file, or None when it holds none.
+
+    Raises:
+        ConfigError: the stored description is unreadable.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if INFO_NAME not in archive.namelist():
+                return None
+            text = archive.read(INFO_NAME).decode("utf-8")
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ConfigError(f"model file is damaged ({error}): {path}") from None
+    try:
+        return ModelInfo.from_json(text)
+    except (ValueError, TypeError, ConfigError) as error:
+        raise ConfigError(f"model file has an unreadable {INFO_NAME} ({error}): {path}") from None
+
+
+def describe_model(model) -> ModelInfo:
+    """A ``ModelInfo`` for a model saved without one, from its output shape alone.
+
+    Three output channels (or the seed notebook's flattened H*W*3) are the
+    colour head; anything else is class logits. The training size is unknown.
+    """
+    output_shape = model.output_shape
+    if isinstance(output_shape, dict):
+        output_shape = output_shape["main"] if "main" in output_shape else next(iter(output_shape.values()))
+    elif isinstance(output_shape, list):
+        output_shape = output_shape[0]
+    channels = output_shape[-1]
+    rgb = channels == 3 or (len(output_shape) == 2 and channels is not None and channels % 3 == 0)
+    return ModelInfo(head="rgb" if rgb else "classes", num_classes=3 if rgb else int(channels or 0))
+
+
+def load_model(path: str | os.PathLike, compile: bool = False) -> tuple[Any, ModelInfo]:
+    """Loads a ``.keras`` model with every pspnet object registered (safe mode).
+
+    Args:
+        path: the model file.
+        compile: also restore the loss, metrics and optimizer (training state).
+
+    Returns:
+        (the keras.Model, its ModelInfo: stored, or described from its shape).
+
+    Raises:
+        ConfigError: the file is missing, damaged or not a loadable Keras model.
+    """
+    path = check_model_file(path)
+    info = read_model_info(path)
+
+    import keras
+
+    from pspnet import registry
+
+    registry.register_all()
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # JSON, h5 and deserialisation errors alike
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"cannot load model {path}: {reason}") from None
+    return model, info or describe_model(model)

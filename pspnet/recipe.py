@@ -1,0 +1,90 @@
+"""The compiled model of a training config: network, loss, metrics and optimizer.
+
+``pspnet-train`` and ``pspnet-bench train`` both build their model here, so the
+benchmark times exactly what training runs.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from pspnet.config import TrainConfig
+from pspnet.losses import WeightedSparseCrossentropy
+from pspnet.metrics import PixelAccuracy
+from pspnet.model import BACKBONE_PREFIXES, build_pspnet
+from pspnet.modelfile import ModelInfo
+from pspnet.optimizers import add_l2_penalty, build_optimizer
+from pspnet.palette import IGNORE_INDEX, NUM_CLASSES
+
+
+def model_info(config: TrainConfig) -> ModelInfo:
+    """What the model of a resolved config is (stored in every model file it saves)."""
+    return ModelInfo(
+        head=config.head, num_classes=NUM_CLASSES if config.head == "classes" else 3, preset=config.preset,
+        image_size=tuple(config.image_size),
+    )
+
+
+def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.ndarray | None,
+                      aux_head: bool | None = None):
+    """Builds and compiles the model of a resolved config (call it inside the distribution scope).
+
+    Args:
+        config: a resolved TrainConfig.
+        steps_per_epoch: batches per epoch (the poly schedule's length).
+        weights: per-class loss weights, or None.
+        aux_head: give pspnet50 its auxiliary head; None: when the config's
+            ``aux_loss_weight`` is positive (and the head is "classes").
+
+    Returns:
+        (compiled model, whether it has the auxiliary head).
+    """
+    if aux_head is None:
+        aux_head = config.preset == "pspnet50" and config.head == "classes" and config.aux_loss_weight > 0
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        model = build_pspnet(
+            preset=config.preset,
+            num_classes=NUM_CLASSES,
+            input_shape=(*config.image_size, 3),
+            head=config.head,
+            backbone_weights=config.backbone_weights,
+            aux_head=aux_head,
+            dropout=config.dropout,
+            **({} if config.output_stride is None else {"output_stride": config.output_stride}),
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    if config.head == "rgb":
+        loss, metrics = keras.losses.MeanSquaredError(), []
+    else:
+        if weights is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX)
+        else:
+            loss = WeightedSparseCrossentropy(weights.tolist())
+        metrics = [
+            keras.metrics.MeanIoU(NUM_CLASSES, ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="mean_iou"),
+            PixelAccuracy(name="pixel_accuracy"),
+        ]
+    if config.optimizer == "sgd":
+        add_l2_penalty(model, config.weight_decay)
+    loss_weights = None
+    if aux_head:
+        loss = {"main": loss, "aux": keras.losses.deserialize(keras.losses.serialize(loss))}
+        loss_weights = {"main": 1.0, "aux": config.aux_loss_weight}
+        metrics = {"main": metrics}
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch, BACKBONE_PREFIXES[config.preset]),
+        loss=loss,
+        loss_weights=loss_weights,
+        metrics=metrics,
+        jit_compile="auto" if config.jit_compile is None else config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
+    # Create the optimizer's slots now, eagerly: created during the first traced
+    # train step instead, they cost TensorFlow about 15 s more for the fast preset.
+    model.optimizer.build(model.trainable_variables)
+    return model, aux_head

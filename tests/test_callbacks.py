@@ -1,0 +1,97 @@
+"""Tests of pspnet.callbacks on tiny models (a Dense layer, 4 samples)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from pspnet.callbacks import (
+    Checkpoint,
+    ResumableEarlyStopping,
+    ResumeState,
+    StopOnNaN,
+    TrainingDiverged,
+    history_csv_text,
+)
+from pspnet.modelfile import INFO_NAME, ModelInfo, read_model_info
+
+X = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+Y = np.ones((4, 2), np.float32)
+
+
+def _tiny_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    return model
+
+
+def test_resume_state_restores_weights_and_optimizer_state_from_its_commit(tmp_path):
+    model = _tiny_model()
+    state = ResumeState(tmp_path / "backup")
+    model.fit(X, Y, epochs=2, batch_size=2, verbose=0, shuffle=False, callbacks=[state])
+    saved = json.loads((tmp_path / "backup" / "state.json").read_text())
+    assert saved["epoch"] == 2 and [row["epoch"] for row in saved["history"]] == [0, 1]
+    assert not (tmp_path / "backup" / "epoch-000001.weights.h5").exists()  # only the committed file stays
+    # A kill between a weights write and its commit leaves an orphan file: ignored.
+    (tmp_path / "backup" / "epoch-000003.weights.h5").write_bytes(b"half written")
+
+    restored = _tiny_model()
+    resumed = ResumeState(tmp_path / "backup")
+    finished = resumed.restore(restored)
+    assert finished == 2
+    np.testing.assert_allclose(restored.predict_on_batch(X), model.predict_on_batch(X), atol=1e-6)
+    for saved_slot, live in zip(model.optimizer.variables, restored.optimizer.variables):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(saved_slot), keras.ops.convert_to_numpy(live))
+    history = restored.fit(X, Y, epochs=3, initial_epoch=finished, batch_size=2, verbose=0, shuffle=False,
+                           callbacks=[resumed])
+    assert len(history.history["loss"]) == 1  # only the third epoch ran
+    assert int(restored.optimizer.iterations) == 6  # 2 steps per epoch, continued from 4
+    assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == ["epoch-000003.weights.h5", "state.json"]
+
+
+def test_history_csv_text_matches_csvlogger_layout():
+    text = history_csv_text([{"epoch": 0, "loss": 0.5, "val_mean_iou": 0.25}, {"epoch": 1, "loss": 0.4}])
+    assert text.splitlines() == ["epoch,loss,val_mean_iou", "0,0.5,0.25", "1,0.4,NA"]
+
+
+def test_early_stopping_counts_the_epochs_before_a_restart():
+    history = [{"epoch": 0, "val_mean_iou": 0.3}, {"epoch": 1, "val_mean_iou": 0.5},
+               {"epoch": 2, "val_mean_iou": 0.4}, {"epoch": 3, "val_mean_iou": 0.45}]
+    callback = ResumableEarlyStopping(history, patience=3)
+    callback.on_train_begin()
+    assert (callback.best, callback.best_epoch, callback.wait) == (0.5, 1, 2)
+    assert not callback.exhausted
+    callback.set_model(_tiny_model())
+    callback.on_epoch_end(4, {"val_mean_iou": 0.49})
+    assert callback.exhausted and callback.model.stop_training
+
+
+def test_best_checkpoint_saves_only_improvements_and_stores_the_model_info(tmp_path):
+    model = _tiny_model()
+    info = ModelInfo(head="classes", num_classes=2, preset="fast", image_size=(32, 48))
+    checkpoint = Checkpoint(tmp_path / "best.keras", info, monitor="val_mean_iou", best=0.5)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_mean_iou": 0.4})
+    assert not (tmp_path / "best.keras").exists()  # below the best of the run before a restart
+    checkpoint.on_epoch_end(1, {"val_mean_iou": 0.6})
+    assert (tmp_path / "best.keras").is_file() and checkpoint.best == 0.6
+    stored = read_model_info(tmp_path / "best.keras")
+    assert (stored.head, stored.num_classes, stored.preset, stored.image_size) == ("classes", 2, "fast", (32, 48))
+    with zipfile.ZipFile(tmp_path / "best.keras") as archive:
+        assert {"config.json", INFO_NAME} <= set(archive.namelist())
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_nan_guard_reads_the_epoch_logs_not_every_batch():
+    # A per-batch hook would make every step wait for the host on an accelerator.
+    assert StopOnNaN.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
+    assert StopOnNaN.on_batch_end is keras.callbacks.Callback.on_batch_end
+    guard = StopOnNaN(1e-3, lambda: 4)
+    guard.on_epoch_end(4, {"loss": 0.7})
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 5;.*4 finished.*Lower --lr \(it was 0.001\)"):
+        guard.on_epoch_end(4, {"loss": float("nan")})

@@ -1,0 +1,96 @@
+"""Tests of pspnet.config: TrainConfig, its validation, its defaults and its flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pspnet.cli import train_main
+from pspnet.config import CHOICES, PRESETS, TrainConfig, config_field_help, flag_name, parse_size
+from pspnet.errors import ConfigError
+
+
+def test_every_config_field_has_a_flag_with_help(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    text = capsys.readouterr().out
+    help_texts = config_field_help()
+    for field in dataclasses.fields(TrainConfig):
+        assert flag_name(field.name) in text, field.name
+        assert help_texts.get(field.name), field.name  # every field has its comment
+    for flag in ("--lr", "--no-flip", "--no-scale", "--jitter", "--jit-compile", "--no-jit-compile",
+                 "--distribute", "--early-stopping", "--steps-per-execution", "--cache-dir"):
+        assert flag in text, flag
+    assert CHOICES["preset"] == PRESETS
+
+
+def test_config_json_round_trip_and_resolved_defaults():
+    config = TrainConfig(data="demo", image_size="48x64", optimizer="sgd", early_stopping=3)
+    assert config.image_size == (48, 64)
+    assert TrainConfig.from_json(config.to_json()) == config
+    resolved = config.resolved()
+    assert resolved.out == str(Path("runs") / "demo-fast-classes")
+    assert (resolved.learning_rate, resolved.schedule) == (1e-2, "poly")
+    demo = TrainConfig().resolved()
+    assert (demo.image_size, demo.scale, demo.output_stride, demo.learning_rate) == ((64, 64), False, 4, 4e-3)
+    assert (demo.batch_size, demo.epochs, demo.steps_per_epoch) == (2, 8, 300)
+    assert (demo.schedule, demo.class_weighting) == ("poly", "none")
+    assert TrainConfig(epochs=3, steps_per_epoch=5, schedule="constant").resolved().steps_per_epoch == 5
+    data = TrainConfig(data="somewhere", preset="seed").resolved()
+    assert (data.image_size, data.scale, data.output_stride, data.class_weighting) == ((256, 256), True, None, "none")
+    assert (data.steps_per_epoch, data.schedule, data.learning_rate) == (None, "constant", 1e-3)
+    assert data.out == str(Path("runs") / "somewhere-seed-classes") and Path(data.data).is_absolute()
+    with pytest.raises(ConfigError, match="unknown config fields: colour"):
+        TrainConfig.from_json('{"colour": 1}')
+
+
+def test_resolved_config_records_the_papers_sgd_recipe():
+    sgd = TrainConfig(data="somewhere", preset="pspnet50", optimizer="sgd", weight_decay=1e-4).resolved()
+    assert (sgd.learning_rate, sgd.schedule, sgd.head_lr_multiplier) == (1e-2, "poly", 10.0)
+    assert TrainConfig(data="somewhere").resolved().head_lr_multiplier == 1.0
+    with pytest.raises(ConfigError, match="--head-lr-multiplier needs --optimizer sgd"):
+        TrainConfig(head_lr_multiplier=10)
+
+
+def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
+    assert TrainConfig().resolved().verbose == 2  # pytest captures stdout: not a terminal
+    assert TrainConfig(verbose=1).resolved().verbose == 1
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"seed": -1}, "--seed must be an integer from 0"),
+        ({"verbose": 3}, "--verbose must be 0, 1 or 2"),
+        ({"preset": "pspnet50", "image_size": 16}, "--image-size must be at least 32 for the pspnet50 preset"),
+        ({"backbone_weights": "imagenet"}, "--backbone-weights needs --preset pspnet50"),
+        ({"time_limit": 0}, "--time-limit must be a positive number"),
+        ({"steps_per_execution": 0}, "--steps-per-execution must be a positive integer"),
+        ({"dropout": 1.0}, "--dropout must lie in [0, 1)"),
+    ],
+)
+def test_every_field_is_checked_when_the_config_is_made(fields, message):
+    with pytest.raises(ConfigError) as error:
+        TrainConfig(**fields)
+    assert message in str(error.value)
+
+
+def test_a_rerun_may_change_how_long_and_how_fast_not_what():
+    saved = TrainConfig(data="somewhere", epochs=5).resolved()
+    longer = dataclasses.replace(saved, epochs=9, time_limit=30.0, workers=1, verbose=0, val_images=10)
+    assert longer.changes_from(saved) == []
+    other = dataclasses.replace(saved, image_size=(128, 128), optimizer="sgd")
+    assert other.changes_from(saved) == ["--image-size [256, 256] -> [128, 128]", "--optimizer 'adam' -> 'sgd'"]
+
+
+@pytest.mark.parametrize("value, size", [(32, (32, 32)), ("48x64", (48, 64)), ("40", (40, 40)), ([8, 16], (8, 16))])
+def test_parse_size(value, size):
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize("value", ["big", "0x8", -3, True, [1, 2, 3], 2.5])
+def test_parse_size_rejects(value):
+    with pytest.raises(ConfigError):
+        parse_size(value, "--image-size")

@@ -1,0 +1,37 @@
+"""Tests of pspnet.losses: the weighted cross-entropy and the class weights."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from pspnet.losses import WeightedSparseCrossentropy, class_weights
+
+
+def test_class_weights_from_pixel_counts():
+    train_ids = np.array([[[0, 0, 0, 1], [0, 0, 255, 255]]], np.uint8)  # 5 x class 0, 1 x class 1
+    assert np.allclose(class_weights(train_ids, "none", num_classes=3), 1.0)
+    weights = class_weights(train_ids, "inverse_sqrt_freq", num_classes=3)
+    raw = np.array([1 / math.sqrt(5 / 6), 1 / math.sqrt(1 / 6)])
+    raw /= (5 / 6) * raw[0] + (1 / 6) * raw[1]  # pixel-weighted mean 1
+    assert np.allclose(weights, [raw[0], raw[1], 1.0])
+
+
+def test_weighted_crossentropy_ignores_255_and_weights_classes():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    truth = rng.integers(0, 3, size=(2, 4, 4)).astype(np.int32)
+    truth[0, 0] = 255
+    ones = WeightedSparseCrossentropy([1.0, 1.0, 1.0])(truth, logits)
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)(truth, logits)
+    assert float(ones) == pytest.approx(float(keras_loss), rel=1e-5)
+
+    weights = np.array([0.5, 2.0, 1.0])
+    valid = truth != 255
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    entropy = -np.take_along_axis(log_probs, np.where(valid, truth, 0)[..., None], -1)[..., 0]
+    expected = (entropy * weights[np.where(valid, truth, 0)] * valid).sum() / (weights[truth[valid]]).sum()
+    assert float(WeightedSparseCrossentropy(weights)(truth, logits)) == pytest.approx(expected, rel=1e-5)

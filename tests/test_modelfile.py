@@ -1,0 +1,89 @@
+"""Tests of pspnet.modelfile: the model info inside .keras files, damaged files, loading."""
+
+from __future__ import annotations
+
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from pspnet.errors import ConfigError
+from pspnet.model import build_pspnet
+from pspnet.modelfile import INFO_NAME, ModelInfo, check_model_file, load_model, read_model_info, save_model
+
+INFO = ModelInfo(head="classes", num_classes=19, preset="fast", image_size=(32, 48))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A fast model (any input size) saved with INFO: (path, model)."""
+    model = build_pspnet("fast", input_shape=(None, None, 3))
+    path = tmp_path_factory.mktemp("models") / "model.keras"
+    save_model(model, path, INFO)
+    return path, model
+
+
+def test_the_info_travels_inside_the_file_and_the_model_loads(saved):
+    path, model = saved
+    loaded, info = load_model(path)
+    assert (info.head, info.num_classes, info.preset, info.image_size) == ("classes", 19, "fast", (32, 48))
+    assert info.pspnet_version
+    photos = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict_on_batch(photos), model.predict_on_batch(photos), atol=1e-5)
+
+
+def test_a_model_saved_without_info_is_described_from_its_output(tmp_path):
+    path = tmp_path / "plain.keras"
+    build_pspnet("seed", head="rgb", input_shape=(16, 16, 3)).save(path)
+    assert read_model_info(path) is None
+    _, info = load_model(path)
+    assert (info.head, info.preset, info.image_size) == ("rgb", None, None)
+
+
+def test_a_truncated_file_is_named_as_damaged(saved, tmp_path):
+    path = tmp_path / "cut.keras"
+    data = saved[0].read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match=rf"model file is damaged .*: {path}$"):
+        load_model(path)
+
+
+def test_garbage_and_foreign_archives_are_damaged_not_missing(tmp_path):
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip archive at all")
+    with pytest.raises(ConfigError, match="model file is damaged"):
+        check_model_file(garbage)
+    foreign = tmp_path / "foreign.keras"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(ConfigError, match=r"damaged \(no config.json in the archive\)"):
+        check_model_file(foreign)
+    with pytest.raises(ConfigError, match="model file not found"):
+        check_model_file(tmp_path / "missing.keras")
+
+
+def test_a_flipped_byte_fails_the_checksum(saved, tmp_path):
+    data = bytearray(saved[0].read_bytes())
+    with zipfile.ZipFile(saved[0]) as archive:
+        member = archive.getinfo("model.weights.h5")
+    offset = member.header_offset + 30 + len(member.filename) + len(member.extra) + member.compress_size // 2
+    data[offset] ^= 0xFF
+    path = tmp_path / "flipped.keras"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="damaged"):
+        load_model(path)
+
+
+def test_an_unreadable_info_member_is_one_clear_error(saved, tmp_path):
+    path = tmp_path / "odd.keras"
+    path.write_bytes(saved[0].read_bytes())
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(INFO_NAME, "{not json")  # a second member of that name: the last one is read
+    with pytest.raises(ConfigError, match=f"unreadable {INFO_NAME}"):
+        read_model_info(path)
+
+
+def test_keras_ignores_the_info_member(saved):
+    model = keras.saving.load_model(saved[0], compile=False)
+    assert model.name == "pspnet_fast"
