@@ -81,7 +81,7 @@ _GLOBAL_POOLS = tuple(
     pool for pool in (
         layers.GlobalAveragePooling2D,
         layers.GlobalMaxPooling2D,
-        getattr(layers, "AdaptiveAveragePooling2D", None),  # Keras's own, from Keras 3.11
+        getattr(layers, "AdaptiveAveragePooling2D", None),  # Keras's own, from Keras 3.13
         AdaptiveAveragePooling2D,
     ) if pool is not None
 )

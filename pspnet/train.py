@@ -94,10 +94,9 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             _say(config, f"pspnet-train: resuming after epoch {finished} of {config.epochs}")
         _fit(model, train_data, val_data, fit_callbacks, config, initial_epoch=finished,
              epochs=finished if complete else config.epochs)
-        train_seconds = time.time() - start
-    if not placement.is_chief:
-        return {}
-    return _finish(config, run, model, splits, resume.state, train_seconds)
+        if not placement.is_chief:
+            return {}
+        return _finish(config, run, model, splits, resume.state, time.time() - start)  # still locked
 
 
 @dataclass
