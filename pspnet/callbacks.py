@@ -78,7 +78,14 @@ class ResumeState(keras.callbacks.Callback):
         if name:
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)  # create the slots before loading
-            model.load_weights(self.restore_dir / name)
+            try:
+                model.load_weights(self.restore_dir / name)
+            except Exception as error:  # h5py and Keras raise several types for a damaged file
+                raise ConfigError(
+                    f"the last committed epoch cannot be restored, its weights file is damaged "
+                    f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}): "
+                    f"{self.restore_dir / name}"
+                ) from None
         generators = _generator_variables(model)
         saved = self.state.get("generators", [])
         if len(saved) == len(generators):

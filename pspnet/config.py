@@ -16,9 +16,11 @@ from typing import Any, Sequence
 
 from pspnet.errors import ConfigError
 
-PRESETS = ("fast", "seed", "pspnet50")  # model presets (pspnet.model.build_pspnet)
+PRESETS = ("fast", "seed", "pspnet50", "lite")  # model presets (pspnet.model.build_pspnet)
 HEADS = ("classes", "rgb")  # class logits, or the seed's sigmoid colour image
-MIN_SIZE = {"fast": 8, "seed": 8, "pspnet50": 32}  # smallest height/width each preset accepts
+MIN_SIZE = {"fast": 8, "seed": 8, "pspnet50": 32, "lite": 32}  # smallest height/width each preset accepts
+OUTPUT_STRIDES = {"fast": (8, 4), "lite": (16, 8, 32)}  # the presets with a choice: default first
+PRETRAINED = ("pspnet50", "lite")  # the presets with an ImageNet backbone
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
@@ -66,7 +68,7 @@ class TrainConfig:
 
     data: str = "demo"  # folder holding train/ and val/ pairs, or "demo" (synthetic set in the cache)
     out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
-    preset: str = "fast"  # model preset: fast, seed or pspnet50 (pspnet.model.build_pspnet)
+    preset: str = "fast"  # model preset: fast, seed, pspnet50 or lite (pspnet.model.build_pspnet)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
     image_size: int | tuple[int, int] | None = None  # training size, H or (H, W); None: 256 (demo: 64)
     batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
@@ -84,9 +86,9 @@ class TrainConfig:
     jitter: bool = False  # random brightness / contrast / saturation
     class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq; None: none
     aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
-    dropout: float = 0.1  # dropout before the classifier (fast, pspnet50)
-    output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input; None: 8 (demo: 4)
-    backbone_weights: str | None = None  # pspnet50: None (random), imagenet, or a ResNet50 weights file
+    dropout: float = 0.1  # dropout before the classifier (fast, pspnet50, lite)
+    output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input, None: 8 (demo: 4); lite: 16, 8 or 32, None: 16
+    backbone_weights: str | None = None  # pspnet50, lite: None (random), imagenet, or a weights file (ResNet50 .h5; Lite0 .pth or .npz)
     precision: str = "float32"  # dtype policy: float32, mixed_bfloat16 or mixed_float16
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
@@ -123,16 +125,18 @@ class TrainConfig:
         for name in ("weight_decay", "aux_loss_weight", "momentum"):
             if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(self, name)!r}")
-        if self.output_stride is not None and (self.preset != "fast" or self.output_stride not in (4, 8)):
-            raise ConfigError(f"--output-stride must be 4 or 8 and needs --preset fast, got {self.output_stride!r}")
+        if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES.get(self.preset, ()):
+            choices = {preset: sorted(strides) for preset, strides in OUTPUT_STRIDES.items()}
+            raise ConfigError(f"--output-stride must be one of {choices} for those presets, "
+                              f"got {self.output_stride!r} for {self.preset}")
         if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ConfigError(f"--dropout must lie in [0, 1), got {self.dropout!r}")
         if self.head == "rgb" and self.class_weighting not in (None, "none"):
             raise ConfigError("--class-weighting needs --head classes (the rgb head is trained with MSE)")
         if self.optimizer != "sgd" and self.head_lr_multiplier not in (None, 1):
             raise ConfigError("--head-lr-multiplier needs --optimizer sgd")
-        if self.backbone_weights is not None and self.preset != "pspnet50":
-            raise ConfigError(f"--backbone-weights needs --preset pspnet50, not {self.preset}")
+        if self.backbone_weights is not None and self.preset not in PRETRAINED:
+            raise ConfigError(f"--backbone-weights needs --preset {' or '.join(PRETRAINED)}, not {self.preset}")
         if self.image_size is not None and min(self.image_size) < MIN_SIZE[self.preset]:
             raise ConfigError(
                 f"--image-size must be at least {MIN_SIZE[self.preset]} for the {self.preset} preset, "
@@ -171,7 +175,7 @@ class TrainConfig:
             schedule=self.schedule or ("poly" if sgd else defaults["adam_schedule"]),
             scale=defaults["scale"] if self.scale is None else self.scale,
             class_weighting=self.class_weighting or "none",
-            output_stride=self.output_stride or (defaults["output_stride"] if self.preset == "fast" else None),
+            output_stride=self.output_stride or _default_stride(self.preset, defaults),
             verbose=(1 if _is_terminal() else 2) if self.verbose is None else self.verbose,
         )
 
@@ -227,6 +231,12 @@ class TrainConfig:
             for name in after
             if name not in RESUMABLE_CHANGES and before[name] != after[name]
         ]
+
+
+def _default_stride(preset: str, defaults: dict) -> int | None:
+    if preset == "fast" and defaults["output_stride"]:
+        return defaults["output_stride"]
+    return OUTPUT_STRIDES[preset][0] if preset in OUTPUT_STRIDES else None
 
 
 def _is_terminal() -> bool:

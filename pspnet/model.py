@@ -11,6 +11,7 @@ Presets (``PRESETS``):
   behind a strided stem, at output stride 8 (see ``_build_fast``).
 - ``"seed"``: the Kaggle notebook's network, layer for layer (``_build_seed``).
 - ``"pspnet50"``: the PSPNet paper's dilated ResNet-50 network (``_build_pspnet50``).
+- ``"lite"``: an ImageNet-pretrained EfficientNet-Lite0 with a small pyramid head (``_build_lite``).
 
 Example:
     >>> import pspnet
@@ -27,7 +28,9 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from pspnet.config import HEADS, MIN_SIZE, PRESETS
+from pspnet.backbones import PREFIX as LITE0_PREFIX
+from pspnet.backbones import lite0_features, load_lite0_weights
+from pspnet.config import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
 from pspnet.errors import ConfigError
 from pspnet.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
 
@@ -37,6 +40,7 @@ BACKBONE_PREFIXES = {
     "fast": ("stem_", "block_"),
     "seed": ("block_",),
     "pspnet50": ("conv1_", "conv2_", "conv3_", "conv4_", "conv5_"),
+    "lite": (LITE0_PREFIX,),
 }
 
 # The seed's pyramid branches: colour name -> average-pool window at full resolution.
@@ -77,14 +81,16 @@ def build_pspnet(
     """Builds a PSPNet segmentation model.
 
     Args:
-        preset: one of ``PRESETS``: ``"fast"``, ``"seed"`` or ``"pspnet50"``.
+        preset: one of ``PRESETS``: ``"fast"``, ``"seed"``, ``"pspnet50"`` or ``"lite"``.
         num_classes: number of classes of the ``"classes"`` head.
         input_shape: (height, width, 3); height and width may be ``None``.
         head: ``"classes"`` for per-pixel logits (B, H, W, num_classes), or ``"rgb"``
             for the seed's sigmoid colour image (B, H, W, 3). Both float32, also under
             mixed precision.
-        backbone_weights: ``"pspnet50"`` only: ``None`` (random), ``"imagenet"``
-            (Keras' ResNet50 weights, downloaded once into ``~/.keras/models``) or the path of a weights file of
+        backbone_weights: ``"pspnet50"`` and ``"lite"``: ``None`` (random) or
+            ``"imagenet"``; for ``"lite"`` also a Lite0 ``.pth``/``.npz`` file
+            (``pspnet.backbones``); for ``"pspnet50"`` ``"imagenet"`` is Keras'
+            ResNet50 weights, downloaded once into ``~/.keras/models``, or the path of a weights file of
             ``keras.applications.ResNet50(include_top=False)`` (Keras' own
             ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, or
             ``save_weights`` output).
@@ -92,7 +98,8 @@ def build_pspnet(
             the outputs are then a dict ``{"main": ..., "aux": ...}``.
         dropout: dropout rate before the classifier (``"fast"``, ``"pspnet50"``; the
             seed has none).
-        output_stride: ``"fast"`` only: 8 (default) or 4, input size / feature size.
+        output_stride: input size / feature size: ``"fast"`` 8 (default) or 4;
+            ``"lite"`` 16 (default), 8 or 32.
         name: model name; defaults to ``"pspnet_<preset>"``.
 
     Returns:
@@ -114,19 +121,20 @@ def build_pspnet(
     input_shape = _check_input_shape(input_shape, MIN_SIZE[preset], preset)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
         raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
-    if preset != "pspnet50" and backbone_weights is not None:
-        raise ConfigError(f"backbone_weights is for the pspnet50 preset only, not {preset!r}")
+    if preset not in PRETRAINED and backbone_weights is not None:
+        raise ConfigError(f"backbone_weights is for the {' and '.join(PRETRAINED)} presets only, not {preset!r}")
     if preset != "pspnet50" and aux_head:
         raise ConfigError(f"aux_head is for the pspnet50 preset only, not {preset!r}")
-    if output_stride is not None and preset != "fast":
-        raise ConfigError(f"output_stride is for the fast preset only, not {preset!r}")
-    if output_stride is None:
-        output_stride = 8
-    if output_stride not in (4, 8):
-        raise ConfigError(f"output_stride must be 4 or 8, got {output_stride!r}")
+    if output_stride is not None and preset not in OUTPUT_STRIDES:
+        raise ConfigError(f"output_stride is for the {' and '.join(OUTPUT_STRIDES)} presets only, not {preset!r}")
+    if preset in OUTPUT_STRIDES:
+        output_stride = OUTPUT_STRIDES[preset][0] if output_stride is None else output_stride
+        if output_stride not in OUTPUT_STRIDES[preset]:
+            choices = " or ".join(map(str, sorted(OUTPUT_STRIDES[preset])))
+            raise ConfigError(f"output_stride must be {choices} for the {preset} preset, got {output_stride!r}")
 
-    # Load the backbone weights first: a bad path fails before the slow build.
-    source = None if backbone_weights is None else _load_resnet50(backbone_weights)
+    # Load the ResNet-50 weights first: a bad path fails before the slow build.
+    source = None if backbone_weights is None or preset != "pspnet50" else _load_resnet50(backbone_weights)
 
     channels = num_classes if head == "classes" else 3
     inputs = keras.Input(shape=input_shape, name="input")
@@ -134,11 +142,15 @@ def build_pspnet(
         outputs = _build_seed(inputs, channels, head)
     elif preset == "fast":
         outputs = _build_fast(inputs, channels, head, float(dropout), output_stride)
+    elif preset == "lite":
+        outputs = _build_lite(inputs, channels, head, float(dropout), output_stride)
     else:
         outputs = _build_pspnet50(inputs, channels, head, float(dropout), aux_head)
     model = keras.Model(inputs, outputs, name=name or f"pspnet_{preset}")
     if source is not None:
         copy_backbone_weights(source, model)
+    if preset == "lite" and backbone_weights is not None:
+        load_lite0_weights(model, backbone_weights)
     return model
 
 
@@ -320,6 +332,26 @@ def _build_fast(inputs, channels: int, head: str, dropout: float, output_stride:
         branches.append(ResizeToMatch(name=f"{colour}_upsampling")([y, base]))
     x = layers.Concatenate(name="pyramid_concat")([base, *branches])  # (B, H/8, W/8, 512)
 
+    x = _fcn_head(x, 128, channels, dropout, "head")
+    return _output(x, inputs, head, "logits" if head == "classes" else "rgb")
+
+
+# --- "lite": an ImageNet-pretrained EfficientNet-Lite0 and a small pyramid -------
+
+
+def _build_lite(inputs, channels: int, head: str, dropout: float, output_stride: int):
+    """EfficientNet-Lite0 (``pspnet.backbones``) at output stride 16 with a small pyramid head.
+
+    The backbone's last block (320 channels) at 1/16 of the input (its last
+    stride-2 stage dilated instead of strided; 8 and 32 on request), PSPNet's
+    pyramid of bins 1, 2, 3 and 6 reduced to 96 channels each (conv-BN-ReLU),
+    concatenated with the features, then a 3x3 conv of 128 + BN + ReLU,
+    dropout, a 1x1 classifier and bilinear upsampling to the input. Built to
+    start from ImageNet weights (``backbone_weights="imagenet"``), which make
+    the difference when training is short.
+    """
+    features = lite0_features(inputs, output_stride)["last"]  # (B, H/16, W/16, 320)
+    x = pyramid_pooling_module(features, (1, 2, 3, 6), 96, name="ppm")  # (B, H/16, W/16, 704)
     x = _fcn_head(x, 128, channels, dropout, "head")
     return _output(x, inputs, head, "logits" if head == "classes" else "rgb")
 

@@ -42,7 +42,7 @@ def run_python(args, backend, timeout):
 @needs_other
 def test_model_and_layer_tests_pass_under_the_other_backend():
     result = run_python(
-        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py", "tests/test_optimizers.py",
+        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py", "tests/test_optimizers.py", "tests/test_backbones.py",
          "tests/test_callbacks.py", "tests/test_losses.py"]
         + ["-q", "-p", "no:cacheprovider"],
         OTHER,

@@ -95,3 +95,14 @@ def test_nan_guard_reads_the_epoch_logs_not_every_batch():
     guard.on_epoch_end(4, {"loss": 0.7})
     with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 5;.*4 finished.*Lower --lr \(it was 0.001\)"):
         guard.on_epoch_end(4, {"loss": float("nan")})
+
+
+def test_a_damaged_backup_is_named_in_one_error(tmp_path):
+    from pspnet.errors import ConfigError
+
+    model = _tiny_model()
+    model.fit(X, Y, epochs=1, batch_size=2, verbose=0, shuffle=False, callbacks=[ResumeState(tmp_path / "backup")])
+    weights = tmp_path / "backup" / "epoch-000001.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=rf"cannot be restored, its weights file is damaged .*: {weights}$"):
+        ResumeState(tmp_path / "backup").restore(_tiny_model())

@@ -308,7 +308,7 @@ def test_imagenet_weights_offline_are_an_error_not_random_weights(monkeypatch):
 
 def test_package_exports():
     assert pspnet.build_pspnet is build_pspnet
-    assert pspnet.PRESETS == ("fast", "seed", "pspnet50")
+    assert pspnet.PRESETS == ("fast", "seed", "pspnet50", "lite")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # building warns about nothing
         assert build_pspnet().name == "pspnet_fast"
