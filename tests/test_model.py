@@ -246,10 +246,10 @@ def test_mixed_precision_outputs_float32(policy, name, preset, options):
         ({"aux_head": True}, "aux_head is for the pspnet50 preset only"),
         (
             {"preset": "seed", "backbone_weights": "imagenet"},
-            "backbone_weights is for the pspnet50 preset only",
+            "backbone_weights is for the pspnet50 and lite presets only",
         ),
-        ({"output_stride": 16}, "output_stride must be 4 or 8"),
-        ({"preset": "seed", "output_stride": 8}, "output_stride is for the fast preset only"),
+        ({"output_stride": 16}, "output_stride must be 4 or 8 for the fast preset"),
+        ({"preset": "seed", "output_stride": 8}, "output_stride is for the fast and lite presets only"),
     ],
 )
 def test_invalid_arguments_raise_config_error(kwargs, message):
