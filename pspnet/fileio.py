@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from pspnet.errors import ConfigError
+
 __all__ = ["FolderLock", "atomic_write", "atomic_write_text", "remove_temporaries", "temporary_name"]
 
 TEMPORARY_MARK = ".tmp-"  # every temporary name holds it (see remove_temporaries)
@@ -110,7 +112,6 @@ class FolderLock:
             import fcntl
         except ImportError:  # no flock on this platform
             return
-        from pspnet.errors import ConfigError
 
         handle = open(self.path, "a+")
         try:

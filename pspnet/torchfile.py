@@ -77,9 +77,8 @@ def _rebuild_tensor(storage, offset, shape, stride, *unused):
 class _StateDictUnpickler(pickle.Unpickler):
     """Resolves the names of a state dict to stand-ins; any other global is an error."""
 
-    def __init__(self, file, path: Path):
+    def __init__(self, file):
         super().__init__(file)
-        self.path = path
         self.storages: dict[str, _Storage] = {}
 
     def find_class(self, module, name):
@@ -122,7 +121,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise DataError(f"weights file not found: {path}")
     data = path.read_bytes()
     stream = io.BytesIO(data)
-    unpickler = _StateDictUnpickler(stream, path)
+    unpickler = _StateDictUnpickler(stream)
 
     def load(what: str):
         try:
@@ -165,8 +164,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         flat = values[spec.storage.key]
         if any(s < 0 for s in spec.shape + spec.stride) or spec.offset < 0:
             raise DataError(f"tensor {name!r} has a negative size: {path}")
-        last = spec.offset + sum((n - 1) * s for n, s in zip(spec.shape, spec.stride)) if all(spec.shape) else 0
-        if last >= max(len(flat), 1) and all(spec.shape):
+        last = spec.offset + sum((n - 1) * s for n, s in zip(spec.shape, spec.stride))  # the last element read
+        if all(spec.shape) and last >= len(flat):
             raise DataError(f"tensor {name!r} reaches past its storage: {path}")
         itemsize = flat.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(

@@ -69,10 +69,11 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         config, placement.is_chief, placement.worker_index
     ) as run:
         complete = is_complete(run.state, config)
-        if complete and run.metrics() is not None:
+        finished_metrics = run.metrics() if complete else None
+        if finished_metrics is not None:
             _say(config, f"pspnet-train: run {run.path} is already complete; its metrics are in "
                          f"{run.path / 'metrics.json'}")
-            return run.metrics()
+            return finished_metrics
         _say(config, f"pspnet-train: run folder {run.path.resolve()}")
         start = time.time()
         keras.utils.set_random_seed(config.seed)

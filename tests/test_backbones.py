@@ -163,3 +163,14 @@ def test_lite_preset_takes_any_size_and_one_fit_step():
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
     loss = model.train_on_batch(np.zeros((2, 32, 32, 3), np.float32), np.zeros((2, 32, 32), np.int32))
     assert np.isfinite(loss)
+
+
+def test_a_weights_file_that_is_not_converted_weights_is_one_clear_error(tmp_path):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip archive")
+    with pytest.raises(ConfigError, match=rf"not EfficientNet-Lite0 weights converted by pspnet .*: {garbage}$"):
+        EfficientNetLite0(weights=garbage, input_shape=(32, 32, 3))
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, kernel=np.zeros(3))
+    with pytest.raises(ConfigError, match="not EfficientNet-Lite0 weights converted by pspnet"):
+        EfficientNetLite0(weights=foreign, input_shape=(32, 32, 3))
