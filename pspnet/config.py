@@ -34,10 +34,15 @@ DEMO_SIZE = 64  # side of the demo set's images (pspnet.synth writes it)
 # few pixels wide at 64 px; batch 2, which a CPU runs at the images/s of batch 8
 # with four times the updates; 2400 steps over 1440 pairs, which fit in the
 # time and keep train and val mIoU together (240 pairs overfit); poly decay.
-DEMO_DEFAULTS = {"image_size": DEMO_SIZE, "batch_size": 2, "epochs": 8, "steps_per_epoch": 300, "scale": False,
-                 "output_stride": 4, "adam_learning_rate": 4e-3, "adam_schedule": "poly"}
-DATA_DEFAULTS = {"image_size": 256, "batch_size": 8, "epochs": 50, "steps_per_epoch": None, "scale": True,
-                 "output_stride": None, "adam_learning_rate": 1e-3, "adam_schedule": "constant"}
+# On real data the defaults are the recipe that scored best after 20 minutes
+# of training on that CPU (docs/BENCHMARKS.md, "Real data"): the lite preset
+# from ImageNet weights, Adam 1e-3 with poly decay (to the end of --time-limit
+# when one is set) and decoupled weight decay 1e-4. The demo keeps the fast
+# preset: at 64 px a stride-16 backbone sees 4x4 features, and it must stay short.
+DEMO_DEFAULTS = {"preset": "fast", "image_size": DEMO_SIZE, "batch_size": 2, "epochs": 8, "steps_per_epoch": 300,
+                 "scale": False, "output_stride": 4, "adam_learning_rate": 4e-3, "weight_decay": 0.0}
+DATA_DEFAULTS = {"preset": "lite", "image_size": 256, "batch_size": 8, "epochs": 50, "steps_per_epoch": None,
+                 "scale": True, "output_stride": None, "adam_learning_rate": 1e-3, "weight_decay": 1e-4}
 SGD_LEARNING_RATE = 1e-2  # the paper's
 SGD_HEAD_LR_MULTIPLIER = 10.0  # the paper's code (hszhao/semseg): the new layers learn 10x faster
 
@@ -68,7 +73,7 @@ class TrainConfig:
 
     data: str = "demo"  # folder holding train/ and val/ pairs, or "demo" (synthetic set in the cache)
     out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
-    preset: str = "fast"  # model preset: fast, seed, pspnet50 or lite (pspnet.model.build_pspnet)
+    preset: str | None = None  # model preset: fast, seed, pspnet50 or lite (pspnet.model.build_pspnet); None: lite (demo: fast)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
     image_size: int | tuple[int, int] | None = None  # training size, H or (H, W); None: 256 (demo: 64)
     batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
@@ -77,9 +82,9 @@ class TrainConfig:
     time_limit: float | None = None  # minutes of training steps (validation not counted, a resumed run counts on) after which the epoch ends and the run stops; None: no limit
     optimizer: str = "adam"  # adam (the seed) or sgd (the paper, with momentum)
     learning_rate: float | None = None  # initial learning rate; None: 1e-3 for adam (demo: 4e-3), 1e-2 for sgd
-    schedule: str | None = None  # constant or poly (power 0.9 down to 0); None: poly for sgd, constant for adam (demo: poly)
+    schedule: str | None = None  # constant or poly (power 0.9 down to 0 at the last epoch, or at --time-limit if that comes first); None: poly
     momentum: float = 0.9  # sgd momentum (the paper: 0.9)
-    weight_decay: float = 0.0  # sgd: L2 penalty added to the gradient, as the paper (1e-4); adam: decoupled (AdamW), norms and biases exempt
+    weight_decay: float | None = None  # sgd: L2 penalty added to the gradient, as the paper; adam: decoupled (AdamW), norms and biases exempt; None: 1e-4 (demo: 0)
     head_lr_multiplier: float | None = None  # learning-rate factor of the layers after the backbone; None: 10 for sgd (the paper), 1 for adam
     flip: bool = True  # random horizontal flips
     scale: bool | None = None  # random rescaling in [0.5, 2] and cropping (the paper's); None: on (demo: off)
@@ -88,7 +93,7 @@ class TrainConfig:
     aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
     dropout: float = 0.1  # dropout before the classifier (fast, pspnet50, lite)
     output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input, None: 8 (demo: 4); lite: 16, 8 or 32, None: 16
-    backbone_weights: str | None = None  # pspnet50, lite: None (random), imagenet, or a weights file (ResNet50 .h5; Lite0 .pth or .npz)
+    backbone_weights: str | None = None  # pspnet50, lite: none (random), imagenet, or a weights file (ResNet50 .h5; Lite0 .pth or .npz); None: imagenet for lite, none for pspnet50 (its download needs a network)
     precision: str = "float32"  # dtype policy: float32, mixed_bfloat16 or mixed_float16
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
@@ -103,6 +108,8 @@ class TrainConfig:
     def __post_init__(self):
         self.image_size = parse_size(self.image_size, "--image-size")
         self.data = str(self.data)
+        if self.preset is None:  # settled at once: the checks below depend on it
+            self.preset = (DEMO_DEFAULTS if self.is_demo else DATA_DEFAULTS)["preset"]
         if self.out is not None:
             self.out = str(self.out)
         for name, choices in CHOICES.items():
@@ -123,6 +130,8 @@ class TrainConfig:
             if value is not None and not (_is_number(value) and value > 0):
                 raise ConfigError(f"{flag_name(name)} must be a positive number, got {value!r}")
         for name in ("weight_decay", "aux_loss_weight", "momentum"):
+            if name == "weight_decay" and self.weight_decay is None:
+                continue
             if not (_is_number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {getattr(self, name)!r}")
         if self.output_stride is not None and self.output_stride not in OUTPUT_STRIDES.get(self.preset, ()):
@@ -135,7 +144,7 @@ class TrainConfig:
             raise ConfigError("--class-weighting needs --head classes (the rgb head is trained with MSE)")
         if self.optimizer != "sgd" and self.head_lr_multiplier not in (None, 1):
             raise ConfigError("--head-lr-multiplier needs --optimizer sgd")
-        if self.backbone_weights is not None and self.preset not in PRETRAINED:
+        if self.backbone_weights not in (None, "none") and self.preset not in PRETRAINED:
             raise ConfigError(f"--backbone-weights needs --preset {' or '.join(PRETRAINED)}, not {self.preset}")
         if self.image_size is not None and min(self.image_size) < MIN_SIZE[self.preset]:
             raise ConfigError(
@@ -153,8 +162,9 @@ class TrainConfig:
 
         Returns:
             A TrainConfig whose out, image_size, batch_size, epochs,
-            learning_rate, schedule, head_lr_multiplier, scale,
-            class_weighting, verbose and (fast) output_stride are set;
+            learning_rate, schedule, weight_decay, head_lr_multiplier, scale,
+            class_weighting, verbose, (lite) backbone_weights and (fast)
+            output_stride are set;
             ``data`` is an absolute path (or "demo").
         """
         defaults = DEMO_DEFAULTS if self.is_demo else DATA_DEFAULTS
@@ -172,9 +182,11 @@ class TrainConfig:
             learning_rate=self.learning_rate or learning_rate,
             head_lr_multiplier=self.head_lr_multiplier or (SGD_HEAD_LR_MULTIPLIER if sgd else 1.0),
             steps_per_epoch=self.steps_per_epoch or defaults["steps_per_epoch"],
-            schedule=self.schedule or ("poly" if sgd else defaults["adam_schedule"]),
+            schedule=self.schedule or "poly",
             scale=defaults["scale"] if self.scale is None else self.scale,
+            weight_decay=defaults["weight_decay"] if self.weight_decay is None else self.weight_decay,
             class_weighting=self.class_weighting or "none",
+            backbone_weights=self.backbone_weights or ("imagenet" if self.preset == "lite" else None),
             output_stride=self.output_stride or _default_stride(self.preset, defaults),
             verbose=(1 if _is_terminal() else 2) if self.verbose is None else self.verbose,
         )

@@ -48,6 +48,7 @@ __all__ = [
     "list_images",
     "load_split",
     "natural_key",
+    "read_any_photo",
     "read_pair",
     "read_photo",
     "split_composite",
@@ -133,10 +134,14 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return [folder / name for name in images]
 
 
-def _read_image(path: Path, what: str) -> np.ndarray:
-    """Reads one JPEG/PNG strictly: uint8 BGR (H, W, 3). Raises DataError.
+def _decode_file(path: Path, flags: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reads one file, checks it is a whole JPEG/PNG, decodes it with ``flags``.
 
-    ``what`` names the expected content in the greyscale messages.
+    Returns:
+        ``(image, data)``: what ``cv2.imdecode`` made of it and the file's bytes.
+
+    Raises:
+        DataError: missing, unreadable, empty, truncated, not JPEG/PNG, or corrupt.
     """
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -158,9 +163,19 @@ def _read_image(path: Path, what: str) -> np.ndarray:
             raise DataError(f"truncated PNG (no IEND chunk): {path}")
     else:
         raise DataError(f"not a JPEG or PNG image: {path}")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(data, flags)
     if image is None:
         raise DataError(f"cannot decode image (corrupt data): {path}")
+    return image, data
+
+
+def _read_image(path: Path, what: str) -> np.ndarray:
+    """Reads one JPEG/PNG strictly: uint8 BGR (H, W, 3). Raises DataError.
+
+    ``what`` names the expected content in the greyscale messages.
+    """
+    # IMREAD_UNCHANGED ignores EXIF orientation: training pairs are read as stored.
+    image, _ = _decode_file(path, cv2.IMREAD_UNCHANGED)
     if image.dtype != np.uint8:
         raise DataError(f"{image.dtype} image, expected 8 bits per channel: {path}")
     if image.ndim == 2 or image.shape[2] == 1:
@@ -186,6 +201,97 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
             the message names the file.
     """
     return cv2.cvtColor(_read_image(Path(path), "an RGB photo"), cv2.COLOR_BGR2RGB)
+
+
+def _exif_orientation(data: np.ndarray) -> int:
+    """The EXIF orientation (1-8) in a JPEG/PNG file's bytes; 1 when there is none.
+
+    Walks the JPEG markers (PNG chunks) before the image data only: a few
+    jumps through the header, not a second decode.
+    """
+    import struct
+
+    view = memoryview(data)
+    tiff = None
+    try:
+        if view[:3] == _JPEG_MAGIC:
+            offset = 2
+            while offset + 4 <= len(view) and view[offset] == 0xFF:
+                marker = view[offset + 1]
+                if marker in (0xD9, 0xDA):  # end of image, start of scan: no metadata after
+                    break
+                length = struct.unpack_from(">H", view, offset + 2)[0]
+                if marker == 0xE1 and view[offset + 4 : offset + 10] == b"Exif\0\0":
+                    tiff = view[offset + 10 : offset + 2 + length]
+                    break
+                offset += 2 + length
+        else:
+            offset = len(_PNG_MAGIC)
+            while offset + 8 <= len(view):  # chunks: length, type, data, CRC
+                length = struct.unpack_from(">I", view, offset)[0]
+                kind = view[offset + 4 : offset + 8].tobytes()
+                if kind == b"eXIf":
+                    tiff = view[offset + 8 : offset + 8 + length]
+                    break
+                if kind in (b"IDAT", b"IEND"):
+                    break
+                offset += 12 + length
+        if tiff is None:
+            return 1
+        order = {b"II": "<", b"MM": ">"}[tiff[:2].tobytes()]
+        ifd = struct.unpack_from(order + "I", tiff, 4)[0]
+        for entry in range(struct.unpack_from(order + "H", tiff, ifd)[0]):
+            tag, kind = struct.unpack_from(order + "HH", tiff, ifd + 2 + 12 * entry)
+            if tag == 0x0112 and kind == 3:  # Orientation, a SHORT
+                value = struct.unpack_from(order + "H", tiff, ifd + 2 + 12 * entry + 8)[0]
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, struct.error):
+        pass  # malformed metadata: the decoder ignores it too
+    return 1
+
+
+def read_any_photo(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Reads a photo as people have them: upright, greyscale or 16-bit allowed.
+
+    Unlike the strict ``read_photo`` (training data), it applies the EXIF
+    orientation, turns greyscale into three equal channels and 16 bits per
+    channel into 8 (value / 257, rounded), and drops alpha. Missing, empty,
+    truncated, corrupt and non-JPEG/PNG files are refused as by ``read_photo``.
+
+    Args:
+        path: a .jpg/.jpeg/.png file.
+
+    Returns:
+        ``(photo, notes)``: uint8 (H, W, 3) RGB, and what was changed or
+        noticed, e.g. ``["EXIF orientation applied", "16-bit converted"]``
+        (empty for an ordinary colour photo).
+
+    Raises:
+        DataError: an unusable file; the message names it.
+    """
+    path = Path(path)
+    # ANYDEPTH | ANYCOLOR keeps 16 bits and grey as stored but, unlike
+    # IMREAD_UNCHANGED, applies the EXIF orientation and drops alpha.
+    image, data = _decode_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    notes = []
+    if _exif_orientation(data) != 1:
+        notes.append("EXIF orientation applied")
+    if image.dtype == np.uint16:
+        # (x + 128) // 257 is x / 257 rounded: 65535 -> 255, exact in integers.
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        notes.append("16-bit converted")
+    elif image.dtype != np.uint8:
+        raise DataError(f"{image.dtype} image, expected 8 or 16 bits per channel: {path}")
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # grey, grey + alpha
+        image = image[..., 0]
+    if image.ndim == 2:
+        notes.append("greyscale converted")
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB), notes
+    if image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if _is_grey(image):
+        notes.append("greyscale (three equal channels)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), notes
 
 
 def _check_composite(image: np.ndarray, path: Path) -> None:

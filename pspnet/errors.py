@@ -15,3 +15,9 @@ class ConfigError(PspnetError, ValueError):
 
 class PspnetWarning(UserWarning):
     """A recoverable problem with the input (skipped files, odd label colours)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -43,6 +43,7 @@ class EvalConfig:
     cache_dir: str | Path | None = None  # decoded-split cache of pspnet.data.load_split
     head: str | None = None  # "classes" or "rgb"; None: what the model file says
     verbose: bool = True  # progress bar and printed table
+    skip_bad: bool = False  # skip unusable files of the split with one warning instead of stopping
 
 
 # --- data -------------------------------------------------------------------
@@ -133,7 +134,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     Raises:
         ConfigError: bad model file, image size or batch size, or an output
             folder that belongs to a training run.
-        DataError: missing or malformed data.
+        DataError: missing or malformed data (an unusable file only
+            without ``skip_bad``).
     """
     if config.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {config.batch_size}")
@@ -150,7 +152,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     from pspnet.data import load_split
     from pspnet.viz import plot_confusion, plot_per_class_iou
 
-    photos, truths = load_split(split, cache_dir=config.cache_dir, progress=config.verbose)
+    photos, truths = load_split(
+        split, cache_dir=config.cache_dir, skip_bad=config.skip_bad, progress=config.verbose
+    )
     if len(photos) == 0:
         raise DataError(f"no images in {split}")
     started = time.perf_counter()

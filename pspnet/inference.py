@@ -22,6 +22,7 @@ from pspnet.errors import ConfigError
 from pspnet.metrics import ConfusionMatrix
 from pspnet.modelfile import ModelInfo, load_model
 from pspnet.palette import NUM_CLASSES
+from pspnet.runtimes import exported_format, load_exported
 
 DEFAULT_IMAGE_SIZE = 256  # for models that take any size and do not say what they were trained at
 
@@ -80,7 +81,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def _main_output(output):
+def main_output(output):
     """The scored output of a model: ``outputs["main"]`` of dict outputs, else the first."""
     if isinstance(output, dict):
         return output["main"] if "main" in output else next(iter(output.values()))
@@ -122,15 +123,16 @@ class Segmenter:
     @classmethod
     def load(cls, path: str | os.PathLike, image_size=None, head: str | None = None, batch_size: int = 8,
              tta_flip: bool = False) -> "Segmenter":
-        """Loads a ``.keras`` file (``pspnet.modelfile.load_model``) ready to predict.
+        """Loads a ``.keras`` file (``pspnet.modelfile.load_model``) or an exported
+        ``.onnx``/``.tflite``/SavedModel (``pspnet.runtimes``) ready to predict.
 
         Args:
-            path: the model file.
+            path: the model file (or SavedModel folder).
             image_size: run at this size instead of the model's own.
             head: override the stored (or described) head.
             batch_size, tta_flip: as the constructor's.
         """
-        model, info = load_model(path)
+        model, info = load_exported(path) if exported_format(path) else load_model(path)
         if head is not None:
             check_choice("head", head, HEADS)
             info.head = head
@@ -143,7 +145,7 @@ class Segmenter:
         if count < self.batch_size:
             padding = np.zeros((self.batch_size - count, *photos.shape[1:]), photos.dtype)
             photos = np.concatenate([photos, padding])
-        output = np.asarray(_main_output(self.model.predict_on_batch(photos)), dtype=np.float32)[:count]
+        output = np.asarray(main_output(self.model.predict_on_batch(photos)), dtype=np.float32)[:count]
         if output.ndim == 2:  # the seed notebook's flattened colour output (B, h*w*3)
             output = output.reshape(count, *photos.shape[1:3], -1)
         if output.ndim != 4:

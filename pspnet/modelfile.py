@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pspnet.config import HEADS, parse_size
-from pspnet.errors import ConfigError
+from pspnet.errors import ConfigError, first_line
 from pspnet.fileio import atomic_write
 
 INFO_NAME = "pspnet.json"  # the member of the .keras archive that describes the model
@@ -158,6 +158,5 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> tuple[Any, Mod
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # JSON, h5 and deserialisation errors alike
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"cannot load model {path}: {reason}") from None
+        raise ConfigError(f"cannot load model {path}: {first_line(error)}") from None
     return model, info or describe_model(model)

@@ -92,7 +92,9 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, backbone_prefixes
     Adam: Keras's Adam, with decoupled weight decay (AdamW-style) that spares
     norms and biases, and the same learning rate everywhere. SGD:
     ``PaperSGD`` (its weight decay is ``add_l2_penalty`` on the model). Either takes a constant or a poly learning rate
-    (``(1 - step / total) ** 0.9``, down to 0 over ``epochs * steps_per_epoch``).
+    (``(1 - step / total) ** 0.9``, down to 0 over ``epochs * steps_per_epoch``). With
+    a time limit, the poly rate also depends on the clock, so it is a plain
+    rate that ``pspnet.callbacks.TimeLimit`` sets before each step.
 
     Args:
         config: a resolved TrainConfig.
@@ -104,7 +106,7 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int, backbone_prefixes
         A keras optimizer.
     """
     learning_rate = config.learning_rate
-    if config.schedule == "poly":
+    if config.schedule == "poly" and config.time_limit is None:
         learning_rate = keras.optimizers.schedules.PolynomialDecay(
             initial_learning_rate=config.learning_rate,
             decay_steps=max(1, config.epochs * steps_per_epoch),

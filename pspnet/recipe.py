@@ -27,7 +27,7 @@ def model_info(config: TrainConfig) -> ModelInfo:
 
 
 def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.ndarray | None,
-                      aux_head: bool | None = None):
+                      aux_head: bool | None = None, any_size: bool = False):
     """Builds and compiles the model of a resolved config (call it inside the distribution scope).
 
     Args:
@@ -36,6 +36,9 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.nda
         weights: per-class loss weights, or None.
         aux_head: give pspnet50 its auxiliary head; None: when the config's
             ``aux_loss_weight`` is positive (and the head is "classes").
+        any_size: build the input as (None, None, 3), so that the saved model
+            runs at any size (the batches fix the traced size, so training is
+            as fast); else at the config's image size.
 
     Returns:
         (compiled model, whether it has the auxiliary head).
@@ -48,9 +51,9 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.nda
         model = build_pspnet(
             preset=config.preset,
             num_classes=NUM_CLASSES,
-            input_shape=(*config.image_size, 3),
+            input_shape=(None, None, 3) if any_size else (*config.image_size, 3),
             head=config.head,
-            backbone_weights=config.backbone_weights,
+            backbone_weights=None if config.backbone_weights == "none" else config.backbone_weights,
             aux_head=aux_head,
             dropout=config.dropout,
             **({} if config.output_stride is None else {"output_stride": config.output_stride}),

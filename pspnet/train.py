@@ -82,7 +82,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the "
                               f"{placement.replicas} devices (it is the global batch)")
         train_data, val_data = _batches(config, splits, placement.replicas)
-        model, aux_head = build_and_compile(config, len(train_data), splits.class_weights)
+        model, aux_head = build_and_compile(config, len(train_data), splits.class_weights, any_size=True)
         run.write_config(config)  # every flag has now proved itself
         resume = cb.ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
         finished = resume.restore(model)
@@ -90,7 +90,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         train_data.set_epoch(finished)  # a resumed epoch sees the batches it would have seen
         if aux_head:
             train_data, val_data = DictTargets(train_data), DictTargets(val_data)
-        fit_callbacks = _callbacks(config, run, resume, splits, aux_head, extra=callbacks)
+        fit_callbacks = _callbacks(config, run, resume, splits, len(train_data), aux_head, extra=callbacks)
         if finished:
             _say(config, f"pspnet-train: resuming after epoch {finished} of {config.epochs}")
         _fit(model, train_data, val_data, fit_callbacks, config, initial_epoch=finished,
@@ -162,16 +162,19 @@ def _batches(config: TrainConfig, splits: _Splits, replicas: int):
     return train_data, val_data
 
 
-def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _Splits, aux_head: bool,
-               extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _Splits, steps_per_epoch: int,
+               aux_head: bool, extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
     """fit's callbacks, in the order that keeps every file behind the epoch's commit."""
     history = resume.history
     best_epoch, best_value = cb.best_of(history)
     minutes = float(history[-1].get("train_minutes", 0.0)) if history else 0.0
     info = model_info(config)
+    poly = None  # a time limit makes the poly rate a callback's job (pspnet.optimizers.build_optimizer)
+    if config.schedule == "poly":
+        poly = (config.learning_rate, config.epochs * steps_per_epoch, steps_per_epoch)
     callbacks: list[keras.callbacks.Callback] = [
         # First: the other callbacks' epoch ends see the stop and the time.
-        cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(config.time_limit, minutes),
+        cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(config.time_limit, minutes, poly=poly),
     ]
     if config.head == "rgb":
         count = config.val_images or len(splits.val_photos)

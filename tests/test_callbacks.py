@@ -14,6 +14,7 @@ from pspnet.callbacks import (
     ResumableEarlyStopping,
     ResumeState,
     StopOnNaN,
+    TimeLimit,
     TrainingDiverged,
     history_csv_text,
 )
@@ -106,3 +107,25 @@ def test_a_damaged_backup_is_named_in_one_error(tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ConfigError, match=rf"cannot be restored, its weights file is damaged .*: {weights}$"):
         ResumeState(tmp_path / "backup").restore(_tiny_model())
+
+
+def test_time_limit_poly_sets_each_steps_rate_and_the_backend_uses_it():
+    # Loss w . x has the constant gradient x, so plain SGD moves w by exactly
+    # -x * (the sum of the rates it used): a rate set but not used (JAX threads
+    # its state through an epoch) shows in the weights.
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")(inputs))
+    model.compile(keras.optimizers.SGD(0.5), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    x = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (6, 1))
+    total = 10  # the poly length: 2 epochs of 3 steps end at 6 / 10 of it
+    limit = TimeLimit(1e6, poly=(0.5, total, 3))  # minutes: the steps bound the decay here
+    model.fit(x, np.zeros((6, 1), np.float32), batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[limit])
+    used = sum(0.5 * (1 - step / total) ** 0.9 for step in range(6))
+    expected = -used * np.array([[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[-1].kernel), expected, rtol=1e-5)
+    # The clock bounds it too: past the limit the rate is 0.
+    late = TimeLimit(1.0, start=2.0, poly=(0.5, total, 3))
+    late.set_model(model)
+    late.on_epoch_begin(0)
+    late.on_train_batch_begin(0)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == 0.0

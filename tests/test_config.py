@@ -40,10 +40,24 @@ def test_config_json_round_trip_and_resolved_defaults():
     assert TrainConfig(epochs=3, steps_per_epoch=5, schedule="constant").resolved().steps_per_epoch == 5
     data = TrainConfig(data="somewhere", preset="seed").resolved()
     assert (data.image_size, data.scale, data.output_stride, data.class_weighting) == ((256, 256), True, None, "none")
-    assert (data.steps_per_epoch, data.schedule, data.learning_rate) == (None, "constant", 1e-3)
+    assert (data.steps_per_epoch, data.schedule, data.learning_rate) == (None, "poly", 1e-3)
     assert data.out == str(Path("runs") / "somewhere-seed-classes") and Path(data.data).is_absolute()
     with pytest.raises(ConfigError, match="unknown config fields: colour"):
         TrainConfig.from_json('{"colour": 1}')
+
+
+def test_real_data_defaults_to_the_pretrained_lite_recipe_and_the_demo_to_fast():
+    data = TrainConfig(data="somewhere").resolved()
+    assert (data.preset, data.backbone_weights, data.output_stride) == ("lite", "imagenet", 16)
+    assert (data.optimizer, data.learning_rate, data.schedule, data.weight_decay) == ("adam", 1e-3, "poly", 1e-4)
+    assert data.out == str(Path("runs") / "somewhere-lite-classes")
+    demo = TrainConfig().resolved()
+    assert (demo.preset, demo.backbone_weights, demo.weight_decay) == ("fast", None, 0.0)
+    # Explicit choices win; "none" asks for a random backbone (and is harmless elsewhere).
+    assert TrainConfig(data="somewhere", preset="lite", backbone_weights="none").resolved().backbone_weights == "none"
+    assert TrainConfig(data="somewhere", preset="fast", backbone_weights="none").resolved().backbone_weights == "none"
+    assert TrainConfig(data="somewhere", preset="pspnet50").resolved().backbone_weights is None
+    assert TrainConfig(data="somewhere", weight_decay=0.0).resolved().weight_decay == 0.0
 
 
 def test_resolved_config_records_the_papers_sgd_recipe():
@@ -66,6 +80,8 @@ def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
         ({"verbose": 3}, "--verbose must be 0, 1 or 2"),
         ({"preset": "pspnet50", "image_size": 16}, "--image-size must be at least 32 for the pspnet50 preset"),
         ({"backbone_weights": "imagenet"}, "--backbone-weights needs --preset pspnet50"),
+        ({"data": "somewhere", "preset": "seed", "backbone_weights": "x.h5"}, "--backbone-weights needs --preset"),
+        ({"weight_decay": -1}, "--weight-decay must be >= 0"),
         ({"time_limit": 0}, "--time-limit must be a positive number"),
         ({"steps_per_execution": 0}, "--steps-per-execution must be a positive integer"),
         ({"dropout": 1.0}, "--dropout must lie in [0, 1)"),

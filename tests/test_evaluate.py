@@ -243,6 +243,26 @@ def test_data_demo_scores_the_training_demo_val_split(tmp_path):
     assert Path(results["data"]).name == "val" and Path(results["data"]).is_dir()
 
 
+def test_skip_bad_scores_the_readable_files_and_warns_once(split, oracle_path, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "val"
+    shutil.copytree(split, folder)
+    (folder / "4.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")
+    args = ["--model", str(oracle_path), "--data", str(folder), "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2", "--quiet"]
+    assert evaluate_main(args) == 1  # without --skip-bad the file stops the run
+    assert capsys.readouterr().err == (
+        f"pspnet-evaluate: error: truncated JPEG (no end-of-image marker): {folder / '4.jpg'}\n"
+    )
+    assert evaluate_main([*args, "--skip-bad"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pspnet-evaluate: warning: skipped 1 unusable file")
+    assert "4.jpg" in lines[0]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["num_images"] == 3 and metrics["mean_iou"] == pytest.approx(1.0)
+
+
 def test_format_table_lists_classes_and_na():
     table = format_table({
         "per_class_iou": {"road": 0.5, "sky": float("nan")},

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
 import sys
+import types
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_pairs
-from pspnet.errors import ConfigError, DataError
+from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.palette import NUM_CLASSES
-from pspnet.predict import PredictConfig, predict, read_input
+from pspnet.predict import LABEL_SHARE, PredictConfig, label_share, predict, read_input
 
 SUFFIXES = ("color", "overlay", "ids")
 
@@ -61,8 +64,9 @@ def test_folder_of_pairs_writes_every_picture(any_size_model, pairs, tmp_path):
     assert result["image_size"] == [256, 256]  # any-size models run at 256 by default
     assert result["head"] == "classes"
     expected = {f"{n}_{suffix}.png" for n in (1, 2, 3) for suffix in SUFFIXES}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected | {"inputs.csv"}
     assert len(result["files"]) == 9
+    assert result["read_as"] == {str(pairs / f"{n}.jpg"): "composite" for n in (1, 2, 3)}
     for n in (1, 2, 3):
         # The left half only: 32x32 pictures for 32x64 composites.
         assert _read(out / f"{n}_color.png").shape == (32, 32, 3)
@@ -83,13 +87,13 @@ def test_color_png_is_the_palette_of_the_ids(any_size_model, pairs, tmp_path):
 
 
 def test_single_plain_photo_keeps_its_size(any_size_model, pairs, tmp_path):
-    photo, _ = read_input(pairs / "1.jpg")
+    photo = read_input(pairs / "1.jpg").photo
     wide = cv2.resize(photo, (48, 40))  # not 2:1, so a plain photo
     path = tmp_path / "street.png"
     cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     predict(PredictConfig(any_size_model, path, out, verbose=False))
-    assert sorted(p.name for p in out.iterdir()) == [f"street_{s}.png" for s in sorted(SUFFIXES)]
+    assert sorted(p.name for p in out.iterdir()) == ["inputs.csv", *(f"street_{s}.png" for s in sorted(SUFFIXES))]
     assert _read(out / "street_ids.png").shape == (40, 48)
 
 
@@ -142,7 +146,7 @@ def test_truncated_plain_photo_is_named(tmp_path):
 
 
 def test_inputs_sharing_a_stem_get_distinct_names(any_size_model, pairs, tmp_path):
-    photo, _ = read_input(pairs / "1.jpg")
+    photo = read_input(pairs / "1.jpg").photo
     cv2.imwrite(str(pairs / "1.png"), cv2.cvtColor(cv2.resize(photo, (48, 40)), cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     predict(PredictConfig(any_size_model, pairs, out, verbose=False))
@@ -159,6 +163,176 @@ def test_corrupt_file_stops_after_the_good_ones(any_size_model, pairs, tmp_path)
         predict(PredictConfig(any_size_model, pairs, out, batch_size=4, verbose=False))
     # The three images read before it were predicted and written.
     assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 2, 3) for s in SUFFIXES}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_exif_rotated_jpeg_comes_out_upright(tmp_path):
+    from PIL import Image
+
+    stored = np.full((32, 48, 3), (20, 20, 90), np.uint8)
+    stored[:, :16] = (230, 40, 40)  # a red band on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    item = read_input(path)
+    assert item.photo.shape == (48, 32, 3)
+    # Rotated clockwise, the left band is now the top rows.
+    assert item.photo[:12, :, 0].mean() > 200 and item.photo[20:, :, 0].mean() < 60
+    assert item.notes == ["EXIF orientation applied"]
+
+
+def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
+    deep = np.random.default_rng(0).integers(0, 65536, (32, 48, 3), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), deep)
+    item = read_input(path)
+    expected = np.rint(deep[..., ::-1] / 257).astype(np.uint8)  # BGR file -> RGB photo
+    np.testing.assert_array_equal(item.photo, expected)
+    assert item.notes == ["16-bit converted"] and item.read_as == "photo"
+
+
+def test_greyscale_16_bit_and_alpha_pngs_are_predicted(any_size_model, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows, columns = np.mgrid[0:32, 0:48]
+    cv2.imwrite(str(folder / "grey.png"), (rows * 4 + columns).astype(np.uint8))  # (32, 48), one channel
+    deep = np.random.default_rng(1).integers(0, 65536, (32, 48, 3), dtype=np.uint16)
+    cv2.imwrite(str(folder / "deep.png"), deep)
+    cv2.imwrite(str(folder / "alpha.png"), np.random.default_rng(2).integers(0, 256, (32, 48, 4), dtype=np.uint8))
+    out = tmp_path / "out"
+    result = predict(PredictConfig(any_size_model, folder, out, batch_size=2, verbose=False))
+    assert result["num_images"] == 3
+    for name in ("grey", "deep", "alpha"):
+        assert _read(out / f"{name}_ids.png").shape == (32, 48)
+        assert _read(out / f"{name}_overlay.png").shape == (32, 48, 3)
+    notes = {Path(row["file"]).name: row["notes"] for row in _read_csv(out / "inputs.csv")}
+    assert notes == {"alpha.png": "", "deep.png": "16-bit converted", "grey.png": "greyscale converted"}
+
+
+def test_wide_photo_is_a_photo_and_a_composite_a_composite(pairs, tmp_path):
+    rows, columns = np.mgrid[0:32, 0:64]
+    gradient = np.stack([columns * 4, rows * 8, 255 - columns * 4], axis=-1).astype(np.uint8)
+    texture = np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    for name, image in (("gradient.png", gradient), ("texture.jpg", texture)):
+        cv2.imwrite(str(tmp_path / name), image)
+        item = read_input(tmp_path / name)  # 2:1, but no label colours on the right
+        assert item.read_as == "photo" and item.label_rgb is None, name
+        assert item.photo.shape == (32, 64, 3)
+    for path in sorted(pairs.iterdir()):
+        item = read_input(path)
+        assert item.read_as == "composite" and item.photo.shape == (32, 32, 3)
+        assert label_share(item.label_rgb) >= LABEL_SHARE  # the synthetic labels pass the test
+    # pairs="always" still splits a photo, pairs="never" keeps a composite whole.
+    assert read_input(tmp_path / "gradient.png", pairs="always").read_as == "composite"
+    assert read_input(pairs / "1.jpg", pairs="never").photo.shape == (32, 64, 3)
+
+
+def test_inputs_csv_and_closing_line_say_how_files_were_read(any_size_model, pairs, tmp_path, capsys):
+    rows, columns = np.mgrid[0:32, 0:64]
+    cv2.imwrite(str(pairs / "4.png"), np.stack([columns * 4, rows * 8, 255 - columns * 4], -1).astype(np.uint8))
+    out = tmp_path / "out"
+    result = predict(PredictConfig(any_size_model, pairs, out, batch_size=2))
+    assert result["read_as"] == {
+        **{str(pairs / f"{n}.jpg"): "composite" for n in (1, 2, 3)}, str(pairs / "4.png"): "photo",
+    }
+    table = _read_csv(out / "inputs.csv")
+    assert [(row["file"], row["read_as"]) for row in table] == list(result["read_as"].items())
+    assert f"4 images (3 composites, 1 photo): wrote 12 files and inputs.csv to {out}" in capsys.readouterr().out
+
+
+def test_skip_bad_skips_a_corrupt_image_with_one_warning(any_size_model, pairs, tmp_path):
+    (pairs / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = predict(PredictConfig(any_size_model, pairs, out, batch_size=2, skip_bad=True, verbose=False))
+    messages = [str(w.message) for w in caught if issubclass(w.category, PspnetWarning)]
+    assert len(messages) == 1 and str(pairs / "2.jpg") in messages[0]
+    assert result["num_images"] == 2 and result["skipped"] == [str(pairs / "2.jpg")]
+    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 3) for s in SUFFIXES} | {"inputs.csv"}
+    assert [row["read_as"] for row in _read_csv(out / "inputs.csv")] == ["composite", "skipped", "composite"]
+
+
+def test_cli_skip_bad_is_one_warning_line(any_size_model, pairs, tmp_path, capsys):
+    from pspnet.cli import predict_main
+
+    (pairs / "1.jpg").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    code = predict_main(["--model", str(any_size_model), "--input", str(pairs), "--out", str(out),
+                         "--quiet", "--batch-size", "2", "--skip-bad"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pspnet-predict:")]
+    assert lines == [f"pspnet-predict: warning: skipped an unusable image: not a JPEG or PNG image: {pairs / '1.jpg'}"]
+    assert (out / "2_ids.png").is_file() and (out / "3_ids.png").is_file()
+
+
+def test_failing_first_input_leaves_no_output_folder(any_size_model, pairs, tmp_path):
+    (pairs / "1.jpg").write_bytes(b"")
+    out = tmp_path / "new" / "out"
+    with pytest.raises(DataError, match=re.escape(f"empty file: {pairs / '1.jpg'}")):
+        predict(PredictConfig(any_size_model, pairs, out, verbose=False))
+    assert not (tmp_path / "new").exists()
+
+
+def test_skip_bad_with_no_usable_image_is_an_error_and_no_folder(any_size_model, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"none of the 1 images could be read; first: truncated PNG"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predict(PredictConfig(any_size_model, folder, out, skip_bad=True, verbose=False))
+    assert not out.exists()
+
+
+def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch):
+    from pspnet.inference import Segmenter
+
+    calls = []
+
+    def predict_video(segmenter, video_path, out_dir, every=1, colour_video=False, alpha=0.5, verbose=True):
+        calls.append(dict(segmenter=segmenter, video_path=video_path, out_dir=out_dir, every=every,
+                          colour_video=colour_video, alpha=alpha, verbose=verbose))
+        Path(out_dir).mkdir(parents=True)
+        return {"frames": 4}
+
+    monkeypatch.setitem(sys.modules, "pspnet.video", types.SimpleNamespace(predict_video=predict_video))
+    clip = tmp_path / "street.MP4"
+    clip.write_bytes(b"not read here")
+    out = tmp_path / "out"
+    result = predict(PredictConfig(any_size_model, clip, out, batch_size=2, every=3, colour_video=True,
+                                   alpha=0.25, verbose=False))
+    assert result == {"frames": 4, "read_as": {str(clip): "video"}, "inputs_csv": str(out / "inputs.csv")}
+    (call,) = calls
+    assert isinstance(call["segmenter"], Segmenter)
+    assert call["segmenter"].input_size == (256, 256) and call["segmenter"].batch_size == 2
+    assert (call["video_path"], call["out_dir"]) == (clip, out)
+    assert (call["every"], call["colour_video"], call["alpha"], call["verbose"]) == (3, True, 0.25, False)
+    assert _read_csv(out / "inputs.csv") == [{"file": str(clip), "read_as": "video", "notes": "every 3 frames"}]
+
+
+def test_image_input_does_not_import_pspnet_video(any_size_model, pairs, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pspnet.video", None)  # any import of it now fails
+    result = predict(PredictConfig(any_size_model, pairs / "1.jpg", tmp_path / "out", verbose=False))
+    assert result["num_images"] == 1
+
+
+def test_every_below_one_is_refused(any_size_model, pairs, tmp_path, capsys):
+    from pspnet.cli import predict_main
+
+    with pytest.raises(ConfigError, match="every must be at least 1"):
+        predict(PredictConfig(any_size_model, pairs, tmp_path / "out", every=0, verbose=False))
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main(["--model", "m.keras", "--input", "x.mp4", "--out", "o", "--every", "0"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pspnet-predict: error: argument --every") and "\n" not in error
 
 
 # TensorFlow's native start-up log reaches stderr before absl is initialised.
@@ -197,5 +371,5 @@ def test_cli_single_composite_with_truth(any_size_model, pairs, tmp_path):
     code, stdout, lines = _run_cli("--model", str(any_size_model), "--input", str(pairs / "3.jpg"),
                                    "--out", str(out), "--with-truth")
     assert code == 0, lines
-    assert {p.name for p in out.iterdir()} == {f"3_{s}.png" for s in (*SUFFIXES, "panel")}
-    assert "1 image: wrote 4 files" in stdout
+    assert {p.name for p in out.iterdir()} == {f"3_{s}.png" for s in (*SUFFIXES, "panel")} | {"inputs.csv"}
+    assert f"1 image (1 composite): wrote 4 files and inputs.csv to {out}" in stdout

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from pspnet.cli import train_main
 from pspnet.errors import ConfigError
 from pspnet.callbacks import TrainingDiverged
 from pspnet.config import CHOICES, PRESETS, TrainConfig, config_field_help, flag_name
+from pspnet.modelfile import load_model
 from pspnet.train import train
 
 TINY = dict(preset="fast", image_size=32, batch_size=2, epochs=1, workers=1, verbose=0)
@@ -119,7 +121,8 @@ def test_a_non_empty_folder_without_config_is_refused(data_dir, tmp_path):
 def _train_command(data_dir: Path, run: Path, *extra: str) -> list[str]:
     return [
         sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data_dir), "--out", str(run),
-        "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--workers", "1", "--verbose", "0", *extra,
+        "--preset", "fast", "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--workers", "1",
+        "--verbose", "0", *extra,
     ]
 
 
@@ -216,7 +219,7 @@ def test_a_larger_epoch_count_extends_a_finished_run(data_dir, tmp_path):
 
 def test_a_bad_flag_leaves_nothing_behind_and_the_corrected_command_runs(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    argv = ["--data", str(data_dir), "--out", str(run), "--image-size", "32", "--batch-size", "2",
+    argv = ["--data", str(data_dir), "--out", str(run), "--preset", "fast", "--image-size", "32", "--batch-size", "2",
             "--epochs", "1", "--workers", "1", "--verbose", "0"]
     assert train_main([*argv, "--seed", "-1"]) == 2
     assert capsys.readouterr().err == "pspnet-train: error: --seed must be an integer from 0 to 2**32 - 1, got -1\n"
@@ -329,6 +332,48 @@ def test_time_limit_ends_the_epoch_and_the_run(data_dir, tmp_path):
     assert "val_mean_iou" in rows[0]
     assert json.loads((run / "backup" / "state.json").read_text())["stopped"] is True
     assert train(config)["epochs"] == 1  # a rerun finds the run complete
+
+
+class _Clock:
+    """time for pspnet.callbacks, whose perf_counter advances 0.15 s a call: a
+    training clock that does not depend on how fast this machine compiles."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.15
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_poly_decay_reaches_zero_at_the_time_limit(data_dir, tmp_path, monkeypatch):
+    # Two clock reads a step (before and after it), 0.15 s each, against a 1.14 s
+    # limit: 4 steps, the last one begun after 1.05 s. Step-based poly over 5
+    # epochs of 4 steps would still be at 1e-3 * (1 - 3 / 20) ** 0.9 = 8.6e-4 there.
+    monkeypatch.setattr("pspnet.callbacks.time", _Clock())
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5}, time_limit=0.019)
+    assert train(config)["epochs"] == 1
+    model, _ = load_model(Path(config.out) / "last.keras", compile=True)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
+        1e-3 * (1 - 1.05 / 1.14) ** 0.9, rel=1e-4)
+
+
+def test_a_trained_model_takes_any_size_so_native_prediction_works(one_epoch_run, tmp_path):
+    from pspnet.cli import predict_main
+    from pspnet.inference import fixed_input_size
+
+    config, _ = one_epoch_run
+    model, info = load_model(Path(config.out) / "best.keras")
+    assert fixed_input_size(model) is None and tuple(info.image_size) == (32, 32)
+    photo = tmp_path / "street.png"
+    cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert predict_main(["--model", str(Path(config.out) / "best.keras"), "--input", str(photo), "--out", str(out),
+                         "--native", "--quiet"]) == 0
+    assert cv2.imread(str(out / "street_ids.png"), cv2.IMREAD_UNCHANGED).shape == (40, 56)
 
 
 def test_val_images_limits_per_epoch_validation_not_the_final_scores(data_dir, tmp_path):

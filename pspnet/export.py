@@ -1,0 +1,306 @@
+"""``pspnet-export``: a trained ``.keras`` model as ONNX, LiteRT or SavedModel, checked before it counts.
+
+    pspnet-export --model RUN/best.keras --format onnx --out exports/pspnet.onnx
+    pspnet-export --model RUN/best.keras --format litert --out exports/pspnet.tflite [--quantize --calibration DIR]
+    pspnet-export --model RUN/best.keras --format saved_model --out exports/pspnet_savedmodel
+
+The artefact takes what the Keras model takes, float32 RGB photos in 0-255
+(the normalisation is inside), at a fixed size (the training size unless
+``image_size`` says otherwise) with any batch (LiteRT: one image a call), and returns the main head's
+scores at that size: class logits, or the seed's colours in 0-1. Beside it
+goes ``<name>.json``: the classes, their colours, the input and output, the
+preset and where it came from, so that a consumer needs nothing from this
+package.
+
+The export is written under a temporary name, run in its own runtime (ONNX
+Runtime, the LiteRT interpreter, TensorFlow's SavedModel loader) on a few
+generated street scenes and compared with the Keras model; only when it
+agrees within ``TOLERANCE`` (int8: ``INT8_AGREEMENT`` of the pixels' classes)
+is it renamed into place. It never replaces an existing file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pspnet.errors import ConfigError, first_line
+from pspnet.fileio import atomic_write_text
+from pspnet.runtimes import FORMATS, SUFFIXES, description_path, open_exported
+
+# Largest |export - keras| allowed, relative to max(1, the largest |keras score|).
+# ONNX and SavedModel run the same float32 graph; LiteRT's kernels (XNNPACK)
+# sum in another order. Measured on the tests' tiny models and on a trained
+# lite model: docs/BENCHMARKS.md, "Export".
+TOLERANCE = {"onnx": 1e-4, "saved_model": 1e-4, "litert": 1e-3}
+INT8_AGREEMENT = 0.9  # int8 LiteRT: least share of pixels whose class matches the float model's
+CHECK_PHOTOS = 4  # generated scenes each export is checked on (batches of 3 and 1: the batch is dynamic)
+
+
+def export(
+    model_path: str | os.PathLike,
+    format: str,
+    out: str | os.PathLike,
+    image_size=None,
+    quantize: bool = False,
+    calibration: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Exports a ``.keras`` model and checks the artefact against it.
+
+    Args:
+        model_path: a ``.keras`` file saved by ``pspnet-train`` (or any
+            pspnet model file).
+        format: "onnx", "litert" or "saved_model".
+        out: the artefact's path (``.onnx``, ``.tflite``, or a folder for a
+            SavedModel); it and ``<out stem>.json`` must not exist.
+        image_size: fixed input size N or (H, W); None: the training size.
+        quantize: LiteRT only: int8 weights and activations, calibrated on
+            ``calibration`` photos.
+        calibration: a folder of photos (or composites) for ``quantize``.
+        verbose: print one closing line.
+
+    Returns:
+        The description written beside the artefact, with ``"path"``.
+
+    Raises:
+        ConfigError: a bad option, an existing output, a model that cannot be
+            converted, or an artefact that disagrees with the Keras model.
+    """
+    from pspnet.inference import main_output, model_input_size
+    from pspnet.modelfile import load_model
+
+    if format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if quantize and format != "litert":
+        raise ConfigError("--quantize is for --format litert only")
+    if calibration is not None and not quantize:
+        raise ConfigError("--calibration needs --quantize")
+    out = Path(out)
+    _check_out(out, format)
+    if quantize and calibration is None:
+        raise ConfigError("--quantize needs --calibration FOLDER (photos like the ones the model will see)")
+    model, info = load_model(model_path)
+    size = model_input_size(model, info, image_size)
+    calibration_photos = _calibration_photos(calibration, size) if quantize else None
+    serving = _serving_model(_float32(model), size, main_output, model_path)
+    photos = check_photos(size)
+    expected = np.asarray(serving.predict_on_batch(photos), np.float32)
+
+    work = Path(tempfile.mkdtemp(prefix=".pspnet-export-", dir=out.parent))
+    try:
+        built = _convert(serving, format, work, size, calibration_photos)
+        check = _check(built, format, quantize, photos, expected)
+        description = _description(info, format, quantize, size, model_path, expected.shape[-1], check)
+        os.replace(built, out)  # the artefact first: a description never points at nothing
+        atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if verbose:
+        print(f"pspnet-export: wrote {out} and {description_path(out).name} ({format}"
+              f"{', int8' if quantize else ''}, {size[0]}x{size[1]}); {_check_text(check)}")
+    return {**description, "path": str(out)}
+
+
+def _check_out(out: Path, format: str) -> None:
+    suffix = SUFFIXES[format]
+    if suffix and out.suffix != suffix:
+        raise ConfigError(f"--out for --format {format} must end in {suffix}: {out}")
+    if not suffix and out.suffix in (".onnx", ".tflite", ".keras", ".json"):
+        raise ConfigError(f"--out for --format saved_model is a folder, not a {out.suffix} file: {out}")
+    for path in (out, description_path(out)):
+        if path.exists():
+            raise ConfigError(f"{path} exists (pspnet-export never replaces files; choose another --out)")
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder not found: {out.parent}")
+
+
+def _float32(model):
+    """The model itself, or a float32 copy of a mixed-precision one (the converters want float32)."""
+    import keras
+
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def plain(value):
+        if isinstance(value, dict):
+            if value.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and str(
+                value.get("config", {}).get("name", "")
+            ).startswith("mixed_"):
+                return "float32"
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    copy = keras.Model.from_config(plain(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _serving_model(model, size: tuple[int, int], main_output, source):
+    """The model at a fixed size with a dynamic batch, returning only its main output."""
+    import keras
+
+    try:
+        inputs = keras.Input((*size, 3), name="photos", dtype="float32")
+        return keras.Model(inputs, main_output(model(inputs)), name="pspnet_export")
+    except Exception as error:  # shape errors of any layer
+        raise ConfigError(f"cannot build the model at {size[0]}x{size[1]} ({first_line(error)}); "
+                          f"try another --image-size: {source}") from None
+
+
+def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray:
+    """``count`` generated street scenes at ``size``, float32 0-255: what exports are checked on."""
+    import cv2
+
+    from pspnet.synth import render_scene
+
+    height, width = size
+    side = max(64, height, width)
+    return np.stack([
+        cv2.resize(render_scene(seed, size=side)[0], (width, height), interpolation=cv2.INTER_AREA)
+        for seed in range(count)
+    ]).astype(np.float32)
+
+
+def _convert(serving, format: str, work: Path, size: tuple[int, int], calibration) -> Path:
+    """Writes the artefact into ``work``; returns its path."""
+    import keras
+
+    # LiteRT gets a batch of one: its converted pyramid pooling cannot be
+    # resized to another batch (XNNPACK fails to prepare), and phones run one
+    # frame at a time; pspnet.runtimes.LiteRTModel feeds a batch image by image.
+    batch = 1 if format == "litert" else None
+    signature = [keras.InputSpec(shape=(batch, *size, 3), dtype="float32", name="photos")]
+    saved = work / "saved_model"
+    try:
+        if format == "onnx":
+            path = work / "model.onnx"
+            _quietly(lambda: serving.export(str(path), format="onnx", verbose=False, input_signature=signature))
+            return path
+        _quietly(lambda: serving.export(str(saved), format="tf_saved_model", verbose=False,
+                                        input_signature=signature))
+        if format == "saved_model":
+            return saved
+        path = work / "model.tflite"
+        path.write_bytes(_to_litert(saved, calibration))
+        return path
+    except ConfigError:
+        raise
+    except ImportError as error:
+        package = {"onnx": "tf2onnx and onnx"}.get(format, "tensorflow")
+        raise ConfigError(f"--format {format} needs {package} ({error}): pip install {package.replace(' and ', ' ')}") from None
+    except Exception as error:  # converters raise their own types
+        raise ConfigError(f"cannot convert the model to {format}: {first_line(error)}") from None
+
+
+def _to_litert(saved: Path, calibration) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if calibration is not None:
+        def representative():
+            for photo in calibration:
+                yield [photo[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return _quietly(converter.convert)
+
+
+def _calibration_photos(folder, size: tuple[int, int], count: int = 32) -> list[np.ndarray]:
+    """Up to ``count`` photos of a folder at the export size, float32 0-255, for int8 calibration."""
+    import cv2
+
+    from pspnet.predict import list_inputs, read_input
+
+    return [
+        cv2.resize(read_input(path).photo, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
+        for path in list_inputs(folder)[:count]
+    ]
+
+
+def _check(path: Path, format: str, quantized: bool, photos: np.ndarray, expected: np.ndarray) -> dict:
+    """Runs the artefact in its runtime on ``photos`` (batches of 3 and 1) and compares it with Keras."""
+    runtime = open_exported(path)
+    got = np.concatenate([np.asarray(runtime.predict_on_batch(photos[:3]), np.float32),
+                          np.asarray(runtime.predict_on_batch(photos[3:]), np.float32)])
+    if got.shape != expected.shape:
+        raise ConfigError(f"the {format} export returns shape {got.shape}, Keras {expected.shape}")
+    scale = max(1.0, float(np.abs(expected).max()))
+    difference = float(np.abs(got - expected).max())
+    agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
+    check = {"photos": len(photos), "max_abs_difference": difference, "score_scale": scale,
+             "class_agreement": agreement}
+    if quantized:
+        check["min_class_agreement"] = INT8_AGREEMENT
+        if agreement < INT8_AGREEMENT:
+            raise ConfigError(f"the int8 {format} export agrees with the float model on {agreement:.1%} of pixels, "
+                              f"less than {INT8_AGREEMENT:.0%}; calibrate on photos like the real ones")
+    else:
+        check["tolerance"] = TOLERANCE[format] * scale
+        if not difference <= TOLERANCE[format] * scale:
+            raise ConfigError(f"the {format} export differs from the Keras model by {difference:.3g} "
+                              f"(allowed {TOLERANCE[format] * scale:.3g}); not written")
+    return check
+
+
+def _check_text(check: dict) -> str:
+    if "tolerance" in check:
+        return (f"checked on {check['photos']} scenes: max |difference| {check['max_abs_difference']:.2g} "
+                f"<= {check['tolerance']:.2g}")
+    return f"checked on {check['photos']} scenes: {check['class_agreement']:.1%} of pixels agree with float"
+
+
+def _description(info, format: str, quantized: bool, size, model_path, channels: int, check: dict) -> dict:
+    from pspnet import __version__
+    from pspnet.palette import CLASS_NAMES, palette
+
+    classes = info.head == "classes"
+    return {
+        "format": format,
+        "quantized": "int8" if quantized else None,
+        "input": {"name": "photos", "shape": [1 if format == "litert" else None, size[0], size[1], 3],
+                  "dtype": "float32",
+                  "layout": "NHWC", "values": "RGB 0-255 (normalised inside the model)"},
+        "output": {"shape": [1 if format == "litert" else None, size[0], size[1], channels],
+                   "values": "class logits: argmax over the last axis is the train id" if classes
+                   else "RGB colours in 0-1 (the seed's head): snap to the nearest class colour"},
+        "head": info.head,
+        "num_classes": info.num_classes,
+        "classes": list(CLASS_NAMES),
+        "colors": palette()[: len(CLASS_NAMES)].tolist(),
+        "preset": info.preset,
+        "trained_image_size": None if info.image_size is None else list(info.image_size),
+        "source": str(Path(model_path).resolve()),
+        "pspnet_version": __version__,
+        "check": check,
+    }
+
+
+def _quietly(function):
+    """Calls ``function`` with the converters' chatter silenced: tf2onnx's log and
+    anything printed. (stderr is left alone: a logging handler made while it was
+    swapped would keep the swapped, later closed, stream.)"""
+    import logging
+
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # tf2onnx reads np.object, which NumPy 2 deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return function()
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,202 @@
+"""Segmentation of a video: frames in, an overlay video (and a colour video) out.
+
+``predict_video`` decodes a video with OpenCV, predicts every Nth frame in
+batches through a ``pspnet.inference.Segmenter``, and writes the Cityscapes
+colours over every frame at the source's frame rate and size. The videos are
+written under temporary names and renamed into place when complete, so a crash
+never leaves a half video under the final name.
+
+Example:
+    >>> segmenter = Segmenter.load("runs/demo-fast-classes/best.keras", batch_size=4)
+    >>> predict_video(segmenter, "drive.mp4", "out", every=2)["files"]
+    ['out/drive_overlay.mp4']
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from pspnet.errors import ConfigError, DataError
+from pspnet.fileio import atomic_write
+
+__all__ = ["predict_video"]
+
+DEFAULT_FPS = 25.0  # for sources that report no frame rate
+MAX_PENDING_BYTES = 512 * 2**20  # frames held while waiting for their batch (bounds memory at large `every`)
+
+
+def _container(video: Path) -> tuple[str, str]:
+    """(suffix, fourcc) of the outputs: AVI stays AVI (Motion JPEG), anything else becomes MP4."""
+    if video.suffix.lower() == ".avi":
+        return ".avi", "MJPG"
+    return ".mp4", "mp4v"
+
+
+def _frames(capture: cv2.VideoCapture, first: np.ndarray, video: Path) -> Iterator[np.ndarray]:
+    """Yields (H, W, 3) RGB frames, starting with the BGR frame already read, until a read fails."""
+    frame = first
+    while True:
+        if frame.shape != first.shape:
+            size = f"{frame.shape[1]}x{frame.shape[0]}, not {first.shape[1]}x{first.shape[0]}"
+            raise DataError(f"a frame is {size}: {video}")
+        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        ok, frame = capture.read()
+        if not ok:
+            return
+
+
+def _segment(
+    frames: Iterator[np.ndarray], segmenter, every: int, frame_bytes: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields (rgb, train_ids) for each frame; frames 0, every, 2*every, ... are predicted.
+
+    Frames are read a chunk at a time, ``every`` frames per predicted frame and
+    at most a batch of predicted frames (fewer when MAX_PENDING_BYTES would be
+    exceeded), so each chunk starts on a predicted frame and the frames after
+    it reuse its train ids.
+    """
+    keys_per_chunk = max(1, min(segmenter.batch_size, MAX_PENDING_BYTES // (every * frame_bytes)))
+    while True:
+        chunk = list(itertools.islice(frames, every * keys_per_chunk))  # (H, W, 3) RGB each
+        if not chunk:
+            return
+        train_ids = segmenter.predict_ids(np.stack(chunk[::every]), label_size=chunk[0].shape[:2])  # (K, H, W)
+        for position, rgb in enumerate(chunk):
+            yield rgb, train_ids[position // every]
+
+
+def _open_writer(path: Path, temporary: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """A VideoWriter on ``temporary`` (named ``path`` in errors) for (H, W) frames."""
+    height, width = size
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    if not writer.isOpened():
+        writer.release()
+        raise DataError(f"cannot write video (OpenCV has no {fourcc} {path.suffix} writer here): {path}")
+    return writer
+
+
+def _write_all(
+    paths: Sequence[Path], write: Callable[[list[Path]], None], temporaries: tuple[Path, ...] = ()
+) -> None:
+    """``atomic_write`` of several files: ``write(temporaries)`` once, then each is renamed over its path.
+
+    When ``write`` raises, every temporary is deleted and no final file is touched.
+    """
+    if len(temporaries) == len(paths):
+        write(list(temporaries))
+        return
+    path = paths[len(temporaries)]
+    atomic_write(path, lambda temporary: _write_all(paths, write, (*temporaries, temporary)), suffix=path.suffix)
+
+
+def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: bool = False,
+                  alpha: float = 0.5, verbose: bool = True) -> dict:
+    """Segments a video and writes the overlay video (and optionally the colour video).
+
+    Args:
+        segmenter: a ``pspnet.inference.Segmenter``; frames go through it
+            ``segmenter.batch_size`` predicted frames at a time.
+        video_path: any video OpenCV reads (mp4, avi, mkv, ...).
+        out_dir: where ``STEM_overlay.EXT`` (and ``STEM_color.EXT``) go; EXT is
+            ``avi`` (Motion JPEG) for an AVI source, else ``mp4`` (mp4v). Created
+            once the first frame is decoded.
+        every: predict frames 0, every, 2*every, ...; the frames between reuse
+            the latest prediction, so the output keeps every frame.
+        colour_video: also write the Cityscapes colours alone.
+        alpha: weight of the colours in the overlay (0: the frame, 1: the colours).
+        verbose: show a progress bar and print a summary line.
+
+    Returns:
+        ``{"num_frames", "predicted_frames", "seconds", "frames_per_second",
+        "files" (the paths written), "out"}``.
+
+    Raises:
+        ConfigError: ``every`` < 1 or ``alpha`` outside [0, 1].
+        DataError: the video is missing, unreadable, truncated (after the frames
+            decoded are written and renamed into place) or cannot be written.
+    """
+    if every < 1:
+        raise ConfigError(f"every must be at least 1, got {every}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
+    video = Path(video_path)
+    if not video.is_file():
+        raise DataError(f"video not found: {video}")
+    start = time.perf_counter()
+    capture = cv2.VideoCapture(str(video))
+    progress = None
+    try:
+        ok, first = capture.read() if capture.isOpened() else (False, None)
+        if not ok:
+            raise DataError(f"cannot read video (no frames decoded): {video}")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS
+        reported = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # from the container's header: -1, 0 or NaN when unknown
+        expected = int(reported) if math.isfinite(reported) and reported > 0 else None
+
+        suffix, fourcc = _container(video)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [out_dir / f"{video.stem}_overlay{suffix}"]
+        if colour_video:
+            paths.append(out_dir / f"{video.stem}_color{suffix}")
+        if verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=expected, desc=video.name, unit="frame", disable=None)
+        num_frames = 0
+
+        def write(temporaries: list[Path]) -> None:
+            nonlocal num_frames
+            from pspnet.viz import colorize, overlay
+
+            writers = []
+            try:
+                for path, temporary in zip(paths, temporaries):
+                    writers.append(_open_writer(path, temporary, fourcc, fps, first.shape[:2]))
+                frames = _frames(capture, first, video)
+                for rgb, train_ids in _segment(frames, segmenter, every, first.nbytes):
+                    writers[0].write(cv2.cvtColor(overlay(rgb, train_ids, alpha=alpha), cv2.COLOR_RGB2BGR))
+                    if colour_video:
+                        writers[1].write(cv2.cvtColor(colorize(train_ids), cv2.COLOR_RGB2BGR))
+                    num_frames += 1
+                    if progress is not None:
+                        progress.update(1)
+            finally:
+                for writer in writers:
+                    writer.release()
+
+        # A read that fails early ends the frames like the end of the file does:
+        # the frames done are written and renamed into place, then reported.
+        _write_all(paths, write)
+    finally:
+        capture.release()
+        if progress is not None:
+            progress.close()
+    files = [str(path) for path in paths]
+    if expected is not None and num_frames < expected:
+        raise DataError(
+            f"video ended after {num_frames} of {expected} frames (truncated or corrupt); "
+            f"wrote the {num_frames} frames done to {', '.join(files)}: {video}"
+        )
+    seconds = time.perf_counter() - start
+    predicted = len(range(0, num_frames, every))
+    frames_per_second = num_frames / seconds if seconds > 0 else float("inf")
+    if verbose:
+        print(f"video {video.name}: {num_frames} frames ({predicted} predicted) in {seconds:.1f} s, "
+              f"{frames_per_second:.1f} frames/s; wrote {', '.join(files)}")
+    return {
+        "num_frames": num_frames,
+        "predicted_frames": predicted,
+        "seconds": seconds,
+        "frames_per_second": frames_per_second,
+        "files": files,
+        "out": str(out_dir),
+    }

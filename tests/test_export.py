@@ -1,0 +1,201 @@
+"""pspnet.export and pspnet-export on tiny untrained models (32x48), each artefact run in its own runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+tf = pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+
+import pspnet  # noqa: E402
+from conftest import make_pairs  # noqa: E402
+from pspnet.cli import evaluate_main, export_main  # noqa: E402
+from pspnet.errors import ConfigError  # noqa: E402
+from pspnet.evaluate import EvalConfig, evaluate  # noqa: E402
+from pspnet.export import TOLERANCE, export  # noqa: E402
+from pspnet.modelfile import ModelInfo, save_model  # noqa: E402
+from pspnet.runtimes import description_path, load_exported  # noqa: E402
+
+SIZE = (32, 48)
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export runs on TensorFlow")
+
+
+def _model_file(folder: Path, preset: str, head: str = "classes") -> Path:
+    keras.utils.set_random_seed(1)
+    model = pspnet.build_pspnet(preset, input_shape=(None, None, 3), head=head)
+    path = folder / f"{preset}-{head}.keras"
+    save_model(model, path, ModelInfo(head=head, num_classes=19 if head == "classes" else 3, preset=preset,
+                                      image_size=SIZE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return {preset: _model_file(folder, preset) for preset in ("fast", "seed")}
+
+
+@pytest.fixture(scope="module")
+def photos() -> np.ndarray:
+    """Photos the export's own check never saw: random noise over a gradient."""
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 255, SIZE[1], dtype=np.float32)[None, :, None]
+    return np.clip(rng.normal(0, 60, (3, *SIZE, 3)) + ramp, 0, 255).astype(np.float32)
+
+
+def _keras_scores(path: Path, photos: np.ndarray) -> np.ndarray:
+    from pspnet.modelfile import load_model
+
+    model, _ = load_model(path)
+    return np.asarray(model.predict_on_batch(photos), np.float32)
+
+
+@pytest.mark.parametrize("preset", ["fast", "seed"])
+@pytest.mark.parametrize("format, name", [("onnx", "m.onnx"), ("saved_model", "m_savedmodel")])
+def test_onnx_and_saved_model_match_keras_within_1e4(models, photos, tmp_path, preset, format, name):
+    out = tmp_path / name
+    result = export(models[preset], format, out, verbose=False)
+    runtime, info = load_exported(out)
+    got = np.asarray(runtime.predict_on_batch(photos), np.float32)  # a batch of 3: the batch is dynamic
+    np.testing.assert_allclose(got, _keras_scores(models[preset], photos), atol=1e-4, rtol=0)
+    assert (info.head, info.preset, tuple(info.image_size)) == ("classes", preset, SIZE)
+    description = json.loads(description_path(out).read_text())
+    assert description["input"]["shape"] == [None, *SIZE, 3] and description["output"]["shape"][-1] == 19
+    assert len(description["classes"]) == len(description["colors"]) == 19
+    assert description["check"]["max_abs_difference"] <= TOLERANCE[format] * description["check"]["score_scale"]
+    assert result["path"] == str(out)
+
+
+def test_litert_matches_keras_within_its_stated_tolerance(models, photos, tmp_path):
+    out = tmp_path / "m.tflite"
+    export(models["fast"], "litert", out, verbose=False)
+    runtime, _ = load_exported(out)
+    expected = _keras_scores(models["fast"], photos)
+    got = runtime.predict_on_batch(photos)  # fed one image at a time
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(got - expected).max() <= TOLERANCE["litert"] * scale
+    assert json.loads(description_path(out).read_text())["input"]["shape"] == [1, *SIZE, 3]
+
+
+def test_another_fixed_size_and_the_cli_line(models, tmp_path, capsys):
+    out = tmp_path / "m40.onnx"
+    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
+                        "--image-size", "40", "56"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"pspnet-export: wrote {out} and m40.onnx.json (onnx, 40x56); checked on 4 scenes")
+    runtime, _ = load_exported(out)
+    assert runtime.input_shape == (None, 40, 56, 3)
+
+
+def test_an_exported_model_scores_like_the_keras_model(models, tmp_path):
+    split = make_pairs(tmp_path / "val", 4, size=32, seed=5, split="val")
+    out = tmp_path / "m.onnx"
+    export(models["fast"], "onnx", out, verbose=False)
+    keras_scores = evaluate(EvalConfig(model=models["fast"], data=split, out=tmp_path / "k", batch_size=2,
+                                       verbose=False))
+    assert evaluate_main(["--model", str(out), "--data", str(split), "--out", str(tmp_path / "o"),
+                          "--batch-size", "2", "--quiet"]) == 0
+    onnx_scores = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert onnx_scores["mean_iou"] == pytest.approx(keras_scores["mean_iou"], abs=1e-6)
+    assert onnx_scores["pixel_accuracy"] == pytest.approx(keras_scores["pixel_accuracy"], abs=1e-6)
+
+
+def test_int8_litert_is_checked_against_the_float_model(models, tmp_path, monkeypatch):
+    photos = make_pairs(tmp_path / "calibration", 4, size=32, seed=2, split="train")
+    result = export(models["fast"], "litert", tmp_path / "int8.tflite", quantize=True, calibration=photos,
+                    verbose=False)
+    assert result["quantized"] == "int8" and result["check"]["class_agreement"] >= 0.9  # 96.8% measured
+    # An int8 model that agrees too little is refused, and nothing is written.
+    monkeypatch.setattr("pspnet.export.INT8_AGREEMENT", 1.01)
+    with pytest.raises(ConfigError, match="agrees with the float model on"):
+        export(models["fast"], "litert", tmp_path / "refused.tflite", quantize=True, calibration=photos,
+               verbose=False)
+    assert not (tmp_path / "refused.tflite").exists() and not description_path(tmp_path / "refused.tflite").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--format", "onnx", "--out", "x.tflite"], "--out for --format onnx must end in .onnx"),
+        (["--format", "onnx", "--out", "m.onnx", "--quantize"], "--quantize is for --format litert only"),
+        (["--format", "litert", "--out", "m.tflite", "--quantize"], "--quantize needs --calibration"),
+        (["--format", "saved_model", "--out", "m.onnx"], "--out for --format saved_model is a folder"),
+    ],
+)
+def test_bad_options_end_in_one_line_and_write_nothing(models, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert export_main(["--model", str(models["fast"]), *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pspnet-export: error: ") and message in err, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_an_existing_output_is_never_replaced(models, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"someone else's")
+    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out)]) == 1
+    assert f"{out} exists" in capsys.readouterr().err and out.read_bytes() == b"someone else's"
+    assert not description_path(out).exists()
+
+
+@keras.saving.register_keras_serializable("pspnet_test")
+class Spectrum(keras.layers.Layer):
+    """The magnitude of a 2-D FFT: an op no ONNX or LiteRT converter knows."""
+
+    def call(self, inputs):
+        real, imag = keras.ops.fft2((inputs, keras.ops.zeros_like(inputs)))
+        return keras.ops.sqrt(real * real + imag * imag)
+
+
+def test_a_model_the_converter_cannot_handle_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    inputs = keras.Input((None, None, 3))
+    features = Spectrum()(keras.ops.transpose(inputs, (0, 3, 1, 2)))
+    model = keras.Model(inputs, keras.layers.Conv2D(19, 1)(keras.ops.transpose(features, (0, 2, 3, 1))))
+    path = tmp_path / "fft.keras"
+    save_model(model, path, ModelInfo(head="classes", num_classes=19, image_size=SIZE))
+    out = tmp_path / "exports"
+    out.mkdir()
+    assert export_main(["--model", str(path), "--format", "litert", "--out", str(out / "fft.tflite")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pspnet-export: error: cannot convert the model to litert"), err
+    assert list(out.iterdir()) == []  # no artefact, no description, no temporary folder
+
+
+def test_the_readme_onnx_example_runs_on_an_export(models, tmp_path, monkeypatch):
+    import re
+
+    import cv2
+
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy"):readme.index("## Video")]
+    snippet = re.search(r"```python\n(.*?)```", deploy, re.S).group(1)
+    assert len(snippet.strip().splitlines()) <= 11  # "a ten-line example" (plus its import line)
+    export(models["fast"], "onnx", tmp_path / "pspnet.onnx", verbose=False)
+    cv2.imwrite(str(tmp_path / "street.jpg"), np.full((60, 90, 3), 128, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    colours = cv2.imread(str(tmp_path / "street_color.png"))
+    assert colours.shape == (*SIZE, 3)
+
+
+def test_bench_runtimes_times_and_scores_every_runtime(models, tmp_path, capsys):
+    from pspnet.cli import bench_main
+
+    split = make_pairs(tmp_path / "val", 2, size=32, seed=5, split="val")
+    assert bench_main(["runtimes", "--model", str(models["fast"]), "--data", str(split), "--steps", "1",
+                       "--calibration", str(split)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith("| runtime | images/s, batch 1 | images/s, batch 8 | val mIoU")
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| keras (tensorflow)", "| onnxruntime", "| litert", "| litert int8"]
+    float_scores = {line.split(" | ")[4] for line in table[2:5]}
+    assert len(float_scores) == 1  # the float runtimes give one model one number
