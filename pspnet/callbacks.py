@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from pspnet.errors import ConfigError, PspnetError
+from pspnet.errors import ConfigError, PspnetError, first_line
 from pspnet.fileio import atomic_write, atomic_write_text
 from pspnet.modelfile import ModelInfo, save_model
 
@@ -83,7 +83,7 @@ class ResumeState(keras.callbacks.Callback):
             except Exception as error:  # h5py and Keras raise several types for a damaged file
                 raise ConfigError(
                     f"the last committed epoch cannot be restored, its weights file is damaged "
-                    f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}): "
+                    f"({first_line(error)}): "
                     f"{self.restore_dir / name}"
                 ) from None
         generators = _generator_variables(model)

@@ -75,7 +75,7 @@ def export(
         ConfigError: a bad option, an existing output, a model that cannot be
             converted, or an artefact that disagrees with the Keras model.
     """
-    from pspnet.inference import main_output, model_input_size
+    from pspnet.inference import model_input_size
     from pspnet.modelfile import load_model
 
     if format not in FORMATS:
@@ -91,7 +91,7 @@ def export(
     model, info = load_model(model_path)
     size = model_input_size(model, info, image_size)
     calibration_photos = _calibration_photos(calibration, size) if quantize else None
-    serving = _serving_model(_float32(model), size, main_output, model_path)
+    serving = _serving_model(_float32(model), size, model_path)
     photos = check_photos(size)
     expected = np.asarray(serving.predict_on_batch(photos), np.float32)
 
@@ -146,9 +146,11 @@ def _float32(model):
     return copy
 
 
-def _serving_model(model, size: tuple[int, int], main_output, source):
+def _serving_model(model, size: tuple[int, int], source):
     """The model at a fixed size with a dynamic batch, returning only its main output."""
     import keras
+
+    from pspnet.inference import main_output
 
     try:
         inputs = keras.Input((*size, 3), name="photos", dtype="float32")

@@ -31,7 +31,7 @@ from keras import layers
 from pspnet.backbones import PREFIX as LITE0_PREFIX
 from pspnet.backbones import lite0_features, load_lite0_weights
 from pspnet.config import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
-from pspnet.errors import ConfigError
+from pspnet.errors import ConfigError, first_line
 from pspnet.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
 
 # Layer-name prefixes of each preset's backbone; the layers after it (pyramid,
@@ -494,10 +494,9 @@ def _load_resnet50(backbone_weights) -> keras.Model:
         try:
             return keras.applications.ResNet50(include_top=False, weights="imagenet")
         except Exception as error:  # offline: urllib/HTTP errors, wrapped by Keras
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigError(
                 "backbone_weights 'imagenet': could not download Keras's ResNet50 ImageNet weights "
-                f"({reason}); on a machine with a network, run python -c \"import keras; "
+                f"({first_line(error)}); on a machine with a network, run python -c \"import keras; "
                 "keras.applications.ResNet50(include_top=False)\" to fetch them into ~/.keras/models, "
                 "or pass the downloaded file "
                 "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) as --backbone-weights FILE"

@@ -63,14 +63,14 @@ def read_description(path: str | os.PathLike) -> dict:
     return description
 
 
-def info_of(description: dict) -> ModelInfo:
-    """The ``ModelInfo`` an export description holds."""
+def info_of(description: dict, source: str | os.PathLike = "") -> ModelInfo:
+    """The ``ModelInfo`` an export description holds (``source``: its file, for the error)."""
     try:
         return ModelInfo(head=description["head"], num_classes=int(description["num_classes"]),
                          preset=description.get("preset"), image_size=description.get("trained_image_size"),
                          pspnet_version=description.get("pspnet_version"))
     except (KeyError, TypeError, ValueError) as error:
-        raise ConfigError(f"export description lacks {error}") from None
+        raise ConfigError(f"export description lacks or garbles {error}: {source}") from None
 
 
 class OnnxModel:
@@ -186,5 +186,5 @@ def load_exported(path: str | os.PathLike, threads: int | None = None):
     Returns:
         (the runtime object, its ModelInfo).
     """
-    info = info_of(read_description(path))
+    info = info_of(read_description(path), description_path(path))
     return open_exported(path, threads), info
