@@ -36,22 +36,24 @@ def _one_line_warnings(prog: str) -> None:
     warnings.showwarning = show
 
 
-def _start_backend() -> None:
+def _start_backend(start_runtime: bool = True) -> None:
     """Sets the process up before Keras loads: heap padding, then a quiet start.
 
     Only entry points call it: importing the package changes nothing in the
     process (see pspnet.allocator for why the padding must come first). With
-    ``TF_CONFIG`` set the runtime is left unstarted: a multi-worker strategy
-    must be created before TensorFlow's first op (pspnet.distribute).
+    ``TF_CONFIG`` set, or ``start_runtime`` False, the runtime is left
+    unstarted: a multi-worker strategy must be created before TensorFlow's
+    first op, and ``jax.distributed`` started before JAX's (pspnet.distribute).
     """
     from pspnet._quiet import import_keras_quietly
     from pspnet.allocator import pad_heap
 
     pad_heap()
-    import_keras_quietly(start_runtime=not os.environ.get("TF_CONFIG"))
+    import_keras_quietly(start_runtime=start_runtime and not os.environ.get("TF_CONFIG"))
 
 
-def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backend: bool = True) -> int:
+def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backend: bool = True,
+         start_runtime: bool = True) -> int:
     """Runs a command body, turning known failures into one line and an exit code.
 
     Args:
@@ -59,11 +61,13 @@ def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backe
         body: the command's work (arguments already parsed).
         interrupted: what to add to the line printed on Ctrl-C.
         backend: set the process up for Keras first (False: the body needs no Keras).
+        start_runtime: let the backend find its devices first (False: the body
+            must configure them first, as ``pspnet-train --distribute``).
     """
     _one_line_warnings(prog)
     try:
         if backend:
-            _start_backend()
+            _start_backend(start_runtime)
         return int(body() or 0)
     except PspnetError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
@@ -274,7 +278,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         train(config)
         return 0
 
-    return _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished epoch")
+    return _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished epoch",
+                start_runtime=not config.distribute)
 
 
 def _bench_train(args) -> int:

@@ -60,7 +60,8 @@ CHOICES = {
 # on, never what it is. A larger --epochs or --time-limit extends a finished run.
 RESUMABLE_CHANGES = (
     "out", "epochs", "time_limit", "early_stopping", "val_images", "workers", "cache_dir", "verbose",
-    "steps_per_execution", "jit_compile", "distribute",
+    "steps_per_execution", "jit_compile", "distribute", "sync_batch_norm", "coordinator", "num_processes",
+    "process_id",
 )
 
 
@@ -98,7 +99,11 @@ class TrainConfig:
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
     seed: int = 0  # seeds the weights, the shuffling and the augmentation (0 or more)
-    distribute: bool = False  # data-parallel over every visible device (see pspnet.distribute)
+    distribute: bool = False  # data-parallel over every visible device, and over several processes (see pspnet.distribute)
+    sync_batch_norm: bool = True  # --distribute on tensorflow: batch norm over the global batch (all-reduced); off: each replica's own part (jax: always global)
+    coordinator: str | None = None  # --distribute on jax, several processes: HOST:PORT of process 0; None: $JAX_COORDINATOR_ADDRESS, or Slurm's
+    num_processes: int | None = None  # --distribute on jax: processes in the job; None: $KERAS_DISTRIBUTION_NUM_PROCESSES, or Slurm's, else 1
+    process_id: int | None = None  # --distribute on jax: this process's index (0 writes the run folder); None: $KERAS_DISTRIBUTION_PROCESS_ID, or Slurm's
     val_images: int | None = None  # validate each epoch on the first N val pairs (the final metrics.json uses all); None: all
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU; None: off
     cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: the default cache ($PSPNET_CACHE or ~/.cache/pspnet)
@@ -117,12 +122,16 @@ class TrainConfig:
             if value is not None or name in ("preset", "head", "optimizer", "precision"):
                 check_choice(name, value, choices)
         for name in ("batch_size", "epochs", "steps_per_epoch", "early_stopping", "workers", "val_images",
-                     "steps_per_execution"):
+                     "steps_per_execution", "num_processes"):
             value = getattr(self, name)
             if value is not None and not _is_int(value, minimum=1):
                 raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
         if not _is_int(self.seed, minimum=0) or self.seed >= 2**32:
             raise ConfigError(f"--seed must be an integer from 0 to 2**32 - 1, got {self.seed!r}")
+        if self.process_id is not None and not _is_int(self.process_id, minimum=0):
+            raise ConfigError(f"--process-id must be an integer 0 or more, got {self.process_id!r}")
+        if self.coordinator is not None and not _is_address(self.coordinator):
+            raise ConfigError(f"--coordinator must be HOST:PORT, got {self.coordinator!r}")
         if self.verbose is not None and self.verbose not in (0, 1, 2):
             raise ConfigError(f"--verbose must be 0, 1 or 2, got {self.verbose!r}")
         for name in ("time_limit", "learning_rate", "head_lr_multiplier"):
@@ -260,6 +269,12 @@ def _is_terminal() -> bool:
 
 def _is_int(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_address(value) -> bool:
+    """HOST:PORT with a port number."""
+    host, _, port = str(value).rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _is_number(value) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import random
 from typing import Sequence
 
 import keras
@@ -450,7 +451,14 @@ def pyramid_pooling_module(
 def _fcn_head(x, filters: int, channels: int, dropout: float, name: str):
     """3x3 conv + BN + ReLU + dropout + 1x1 classifier (PSPNet's final and aux heads)."""
     x = _conv_bn_relu(x, filters, 3, name)
-    x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    # A seed of its own, drawn from Python's generator as Keras draws a default
+    # one (so set_random_seed fixes it, and TensorFlow and JAX draw the masks
+    # they drew without it): unseeded, Keras's PyTorch backend draws the masks
+    # from torch's global generator, which no saved state holds, so a resumed
+    # run would not draw the masks the uninterrupted run draws. Seeded, they
+    # come from the layer's SeedGenerator, which ResumeState saves. (Keras
+    # draws no seed for a rate of 0; neither does this.)
+    x = layers.Dropout(dropout, seed=random.randint(1, 10**9) if dropout > 0 else None, name=f"{name}_dropout")(x)
     return layers.Conv2D(channels, 1, name=f"{name}_classifier")(x)
 
 

@@ -9,6 +9,7 @@ of guessing from layer names, and the file stays one file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -65,11 +66,38 @@ def save_model(model, path: str | os.PathLike, info: ModelInfo) -> None:
         info = dataclasses.replace(info, pspnet_version=__version__)
 
     def write(temporary: Path) -> None:
-        model.save(str(temporary))
+        with _plain_batch_norm(model):
+            model.save(str(temporary))
         with zipfile.ZipFile(temporary, "a") as archive:
             archive.writestr(INFO_NAME, info.to_json())
 
     atomic_write(path, write, suffix=".keras")
+
+
+def all_layers(model) -> list:
+    """Every layer of a model, nested models' layers included."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(all_layers(layer))
+    return found
+
+
+@contextlib.contextmanager
+def _plain_batch_norm(model):
+    """Batch norm synchronised across replicas (pspnet.distribute) saved as plain batch norm.
+
+    Synchronisation is how a run trains, not what the model is; and Keras
+    refuses ``synchronized=True`` when it loads a model on JAX or PyTorch.
+    """
+    synchronised = [layer for layer in all_layers(model) if getattr(layer, "synchronized", False) is True]
+    for layer in synchronised:
+        layer.synchronized = False
+    try:
+        yield
+    finally:
+        for layer in synchronised:
+            layer.synchronized = True
 
 
 def check_model_file(path: str | os.PathLike) -> Path:

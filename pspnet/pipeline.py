@@ -48,6 +48,11 @@ class SegmentationDataset(keras.utils.PyDataset):
         steps_per_epoch: batches per epoch (``len(dataset)``); None: one pass
             over the images. Other values read the passes as one endless
             stream, so an epoch may end or start within a pass.
+        part: rows ``(start, stop)`` of each batch to yield: one process's part
+            of a global batch that several processes feed (pspnet.distribute).
+            Every part draws the randomness of the whole batch, so the parts of
+            all processes make up exactly the batch one process would make.
+            None: whole batches.
         **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
 
     Yields (``dataset[i]``):
@@ -80,6 +85,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         seed: int = 0,
         drop_remainder: bool = False,
         steps_per_epoch: int | None = None,
+        part: tuple[int, int] | None = None,
         **pydataset_kwargs,
     ):
         super().__init__(**pydataset_kwargs)
@@ -114,6 +120,10 @@ class SegmentationDataset(keras.utils.PyDataset):
         if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or int(steps_per_epoch) < 1):
             raise ConfigError(f"steps_per_epoch must be a positive integer, got {steps_per_epoch!r}")
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        start, stop = (0, self.batch_size) if part is None else (int(part[0]), int(part[1]))
+        if not 0 <= start < stop <= self.batch_size:
+            raise ConfigError(f"part must be rows (start, stop) of a batch of {self.batch_size}, got {part!r}")
+        self.part = (start, stop)
         self.epoch = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
 
@@ -174,12 +184,13 @@ class SegmentationDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         height, width = self.image_size
         size = len(indices)
+        first, stop = min(self.part[0], size), min(self.part[1], size)  # a short last batch may leave no rows
         # Padding values: 0 for photos and colour targets, 255 (ignore) for train ids.
-        photos_out = np.zeros((size, height, width, 3), dtype=np.uint8)
+        photos_out = np.zeros((stop - first, height, width, 3), dtype=np.uint8)
         if self.colour_targets:
-            targets_out = np.zeros((size, height, width, 3), dtype=np.float32)
+            targets_out = np.zeros((stop - first, height, width, 3), dtype=np.float32)
         else:
-            targets_out = np.full((size, height, width), IGNORE_INDEX, dtype=np.uint8)
+            targets_out = np.full((stop - first, height, width), IGNORE_INDEX, dtype=np.uint8)
         # Every random number is drawn up front, in a fixed order, so that the
         # batch depends only on (seed, epoch, index).
         if self.augment:
@@ -187,14 +198,15 @@ class SegmentationDataset(keras.utils.PyDataset):
             flips = rng.random(size) < 0.5 if self.flip else np.zeros(size, dtype=bool)
             offsets = rng.random((size, 2))
             jitters = rng.uniform(-1.0, 1.0, size=(size, 3)) if self.jitter else None
-        for slot, image_index in enumerate(indices):
+        for slot, image_index in enumerate(indices[first:stop], start=first):
+            row = slot - first
             photo = np.asarray(self.photos[image_index])
             target = np.asarray(self.targets[image_index])
             if not self.colour_targets:
                 target = _as_uint8_ids(target)
             if not self.augment:
-                photos_out[slot] = _resize(photo, (height, width), cv2.INTER_LINEAR)
-                targets_out[slot] = _resize(target, (height, width), self._target_interpolation)
+                photos_out[row] = _resize(photo, (height, width), cv2.INTER_LINEAR)
+                targets_out[row] = _resize(target, (height, width), self._target_interpolation)
                 continue
             if jitters is not None:
                 photo = _jitter(photo, jitters[slot])
@@ -212,7 +224,7 @@ class SegmentationDataset(keras.utils.PyDataset):
                 resized = _resize(window, (out_h, out_w), interpolation)
                 if flips[slot]:
                     resized = resized[:, ::-1]
-                destination[slot, place_y : place_y + out_h, place_x : place_x + out_w] = resized
+                destination[row, place_y : place_y + out_h, place_x : place_x + out_w] = resized
         photos_float = photos_out.astype(np.float32)
         if self.colour_targets:
             return photos_float, targets_out

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,7 +109,7 @@ def _check_reusable(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run folder {path} is a file")
     if path.is_dir() and not (path / CONFIG).is_file():
-        # Hidden entries are the run's own: its lock, temporaries, other workers' scratch folders.
+        # Hidden entries are the run's own: its lock and temporaries.
         if any(not entry.name.startswith(".") for entry in path.iterdir()):
             raise ConfigError(f"run folder {path} is not empty and has no {CONFIG}; choose another --out")
 
@@ -119,9 +120,12 @@ def open_run(config: TrainConfig, is_chief: bool = True, worker_index: int = 0) 
 
     Args:
         config: a resolved TrainConfig; ``config.out`` is the run folder.
-        is_chief: whether this process writes the run folder; a multi-worker
-            non-chief writes to ``RUN/.worker-N`` and restores from the chief's backup.
-        worker_index: the non-chief's index.
+        is_chief: whether this process writes the run folder. Another process
+            of a multi-process run writes nothing there: its files go to a
+            scratch folder of its own (removed when it ends), and it restores
+            from the chief's ``RUN/backup``, which it must see (a shared file
+            system when the processes run on several machines).
+        worker_index: the other process's index (names its scratch folder).
 
     Yields:
         The Run. A folder this call created is removed again when the body
@@ -133,23 +137,29 @@ def open_run(config: TrainConfig, is_chief: bool = True, worker_index: int = 0) 
     """
     path = Path(config.out)
     _check_reusable(path)
+    if not is_chief:
+        scratch = Path(tempfile.mkdtemp(prefix=f"pspnet-process{worker_index}-"))
+        try:
+            yield Run(path=path, folder=scratch, saved=_read_config(path / CONFIG), state=read_state(path / "backup"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     created = not path.exists()
-    folder = path if is_chief else path / f".worker-{worker_index}"
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(folder, what="another pspnet-train")
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(path, what="another pspnet-train")
     try:
         lock.acquire()
         saved = _read_config(path / CONFIG)
-        if saved is not None and is_chief:
+        if saved is not None:
             changes = config.changes_from(saved)
             if changes:
                 raise ConfigError(
                     f"run folder {path} holds another run ({'; '.join(changes)}); rerun with its flags to "
                     "resume or extend it, or choose another --out"
                 )
-        for place in (folder, folder / "backup"):
+        for place in (path, path / "backup"):
             remove_temporaries(place)
-        yield Run(path=path, folder=folder, saved=saved, state=read_state(path / "backup"))
+        yield Run(path=path, folder=path, saved=saved, state=read_state(path / "backup"))
     except BaseException:
         lock.release()
         if created and not (path / CONFIG).exists():

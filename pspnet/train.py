@@ -30,7 +30,9 @@ from pspnet import callbacks as cb
 from pspnet.allocator import pad_heap
 from pspnet.config import TrainConfig
 from pspnet.data import load_split
-from pspnet.distribute import distribution
+from pspnet.distribute import (
+    check_same_start, distribution, join_processes, peers_watched, synchronize_batch_norm,
+)
 from pspnet.errors import ConfigError, PspnetWarning
 from pspnet.fileio import atomic_write, atomic_write_text
 from pspnet.inference import Segmenter
@@ -61,13 +63,13 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         ConfigError: bad values or paths, a run folder holding another run, or in use.
         DataError: unreadable data.
         TrainingDiverged: the loss became NaN or infinite.
+        ProcessStopped: another process of a multi-process run stopped.
     """
     config = config.resolved()
-    data_folder = _data_folder(config)  # before anything is written
     pad_heap()  # before the backend's first op, or it does nothing (pspnet.allocator)
-    with distribution(config.distribute) as placement, open_run(
-        config, placement.is_chief, placement.worker_index
-    ) as run:
+    placement = join_processes(config)  # also before the first op: it may start jax.distributed
+    data_folder = _data_folder(config)  # before anything is written
+    with open_run(config, placement.is_chief, placement.index) as run:
         complete = is_complete(run.state, config)
         finished_metrics = run.metrics() if complete else None
         if finished_metrics is not None:
@@ -76,27 +78,32 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             return finished_metrics
         _say(config, f"pspnet-train: run folder {run.path.resolve()}")
         start = time.time()
-        keras.utils.set_random_seed(config.seed)
         splits = _load_splits(config, data_folder)
-        if config.batch_size % placement.replicas:
-            raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the "
-                              f"{placement.replicas} devices (it is the global batch)")
-        train_data, val_data = _batches(config, splits, placement.replicas)
-        model, aux_head = build_and_compile(config, len(train_data), splits.class_weights, any_size=True)
-        run.write_config(config)  # every flag has now proved itself
         resume = cb.ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
-        finished = resume.restore(model)
-        run.rebuild_history(resume.history)
-        train_data.set_epoch(finished)  # a resumed epoch sees the batches it would have seen
-        if aux_head:
-            train_data, val_data = DictTargets(train_data), DictTargets(val_data)
-        fit_callbacks = _callbacks(config, run, resume, splits, len(train_data), aux_head, extra=callbacks)
-        if finished:
-            _say(config, f"pspnet-train: resuming after epoch {finished} of {config.epochs}")
-        _fit(model, train_data, val_data, fit_callbacks, config, initial_epoch=finished,
-             epochs=finished if complete else config.epochs)
+        with peers_watched(placement), distribution(config.distribute, placement) as replicas:
+            keras.utils.set_random_seed(config.seed)
+            if config.batch_size % replicas:
+                raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the "
+                                  f"{replicas} devices (it is the global batch)")
+            train_data, val_data = _batches(config, splits, replicas, placement.part(config.batch_size))
+            model, aux_head = build_and_compile(config, len(train_data), splits.class_weights, any_size=True)
+            if config.sync_batch_norm:
+                synchronize_batch_norm(model, replicas)
+            run.write_config(config)  # every flag has now proved itself
+            check_same_start(placement, resume.epochs_done, run.path / "backup")  # before restore's collectives
+            finished = resume.restore(model)
+            run.rebuild_history(resume.history)
+            train_data.set_epoch(finished)  # a resumed epoch sees the batches it would have seen
+            if aux_head:
+                train_data, val_data = DictTargets(train_data), DictTargets(val_data)
+            fit_callbacks = _callbacks(config, run, resume, splits, len(train_data), aux_head, extra=callbacks)
+            if finished:
+                _say(config, f"pspnet-train: resuming after epoch {finished} of {config.epochs}")
+            _fit(model, train_data, val_data, fit_callbacks, config, initial_epoch=finished,
+                 epochs=finished if complete else config.epochs)
         if not placement.is_chief:
             return {}
+        # Scored outside the distribution (from best.keras): the other processes have finished.
         return _finish(config, run, model, splits, resume.state, time.time() - start)  # still locked
 
 
@@ -144,21 +151,25 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
     return _Splits(train_photos, train_targets, val_photos, val_targets, val_ids, weights)
 
 
-def _batches(config: TrainConfig, splits: _Splits, replicas: int):
-    """The augmented training batches and the per-epoch validation batches."""
+def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[int, int]):
+    """The augmented training batches and the per-epoch validation batches.
+
+    ``part``: the rows of each global batch this process feeds (pspnet.distribute.Placement.part).
+    """
     pipeline = {"workers": config.workers or min(4, os.cpu_count() or 1), "use_multiprocessing": False}
     train_data = SegmentationDataset(
         splits.train_photos, splits.train_targets, config.batch_size, image_size=config.image_size, augment=True,
         scale_range=(0.5, 2.0) if config.scale else (1.0, 1.0), flip=config.flip, jitter=config.jitter,
-        shuffle=True, seed=config.seed, drop_remainder=True, steps_per_epoch=config.steps_per_epoch, **pipeline,
+        shuffle=True, seed=config.seed, drop_remainder=True, steps_per_epoch=config.steps_per_epoch, part=part,
+        **pipeline,
     )
     count = config.val_images or len(splits.val_photos)  # per-epoch validation on a prefix; metrics.json uses all
     val_data = SegmentationDataset(
         splits.val_photos[:count], splits.val_targets[:count], config.batch_size, image_size=config.image_size,
-        augment=False, shuffle=False, drop_remainder=replicas > 1 and config.head == "rgb", **pipeline,
+        augment=False, shuffle=False, drop_remainder=replicas > 1 and config.head == "rgb", part=part, **pipeline,
     )
     if replicas > 1 and config.head == "classes":
-        val_data = PaddedBatches(val_data, config.batch_size)  # keeps every val image
+        val_data = PaddedBatches(val_data, part[1] - part[0])  # keeps every val image
     return train_data, val_data
 
 

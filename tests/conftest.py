@@ -19,6 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "cityscapes_data"
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports on 127.0.0.1 that were free a moment ago (for worker processes)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for handle in sockets:
+        handle.bind(("127.0.0.1", 0))
+    ports = [handle.getsockname()[1] for handle in sockets]
+    for handle in sockets:
+        handle.close()
+    return ports
+
+
 def make_pairs(folder, n: int, size: int = 32, seed: int = 0, split: str = "train") -> Path:
     """Writes n synthetic composites 1.jpg..n.jpg of size x 2*size into folder.
 

@@ -85,6 +85,10 @@ def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
         ({"time_limit": 0}, "--time-limit must be a positive number"),
         ({"steps_per_execution": 0}, "--steps-per-execution must be a positive integer"),
         ({"dropout": 1.0}, "--dropout must lie in [0, 1)"),
+        ({"num_processes": 0}, "--num-processes must be a positive integer"),
+        ({"process_id": -1}, "--process-id must be an integer 0 or more"),
+        ({"coordinator": "host0"}, "--coordinator must be HOST:PORT, got 'host0'"),
+        ({"coordinator": "host0:99999"}, "--coordinator must be HOST:PORT"),
     ],
 )
 def test_every_field_is_checked_when_the_config_is_made(fields, message):
@@ -97,6 +101,10 @@ def test_a_rerun_may_change_how_long_and_how_fast_not_what():
     saved = TrainConfig(data="somewhere", epochs=5).resolved()
     longer = dataclasses.replace(saved, epochs=9, time_limit=30.0, workers=1, verbose=0, val_images=10)
     assert longer.changes_from(saved) == []
+    # Each process of a job has its own index; the chief's config.json holds 0.
+    elsewhere = dataclasses.replace(saved, distribute=True, process_id=1, num_processes=2, coordinator="h:1",
+                                    sync_batch_norm=False)
+    assert elsewhere.changes_from(saved) == []
     other = dataclasses.replace(saved, image_size=(128, 128), optimizer="sgd")
     assert other.changes_from(saved) == ["--image-size [256, 256] -> [128, 128]", "--optimizer 'adam' -> 'sgd'"]
 

@@ -318,9 +318,11 @@ def test_load_split_unknown_target(tiny_pairs, cache_dir):
 
 
 def test_load_split_without_cache(tiny_pairs, tmp_path):
+    cache = Path(os.environ["PSPNET_CACHE"])  # shared with the session's other tests: compare, don't expect empty
+    before = sorted(cache.rglob("*"))
     photos, train_ids = load_split(tiny_pairs / "train", cache_dir=False, progress=False)
     assert photos.shape == (4, 32, 32, 3) and not isinstance(photos, np.memmap)
-    assert not any(Path(os.environ["PSPNET_CACHE"]).glob("splits/*train*"))
+    assert sorted(cache.rglob("*")) == before
 
 
 def test_load_split_default_cache_dir(tiny_pairs):
@@ -587,6 +589,21 @@ def test_dataset_deterministic_per_seed_and_epoch():
     np.testing.assert_array_equal(first[0][0], epoch0[0])
     other_seed = _dataset(photos, ids, **{**kwargs, "seed": 4})
     assert not np.array_equal(other_seed[0][0], epoch0[0])
+
+
+def test_dataset_parts_make_up_the_whole_batch():
+    # Several processes each feed a part of every global batch (pspnet.distribute):
+    # together the parts must be exactly the batch one process makes, augmented alike.
+    photos, ids = _arrays(count=7)
+    kwargs = dict(batch_size=4, image_size=12, jitter=True, seed=5, scale_range=(0.5, 2.0))
+    whole = _dataset(photos, ids, **kwargs)
+    parts = [_dataset(photos, ids, **kwargs, part=(start, start + 2)) for start in (0, 2)]
+    for index in range(len(whole)):  # the last batch has 3 images: the second part gets 1
+        for got, expected in zip(zip(*(part[index] for part in parts)), whole[index]):
+            np.testing.assert_array_equal(np.concatenate(got), expected)
+    assert [len(part[1][0]) for part in parts] == [2, 1]
+    with pytest.raises(ConfigError, match="part must be rows"):
+        _dataset(photos, ids, batch_size=4, part=(2, 6))
 
 
 def test_dataset_steps_per_epoch_cut_an_endless_stream_of_passes():

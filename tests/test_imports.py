@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, free_ports
 
 HEAVY = ("tensorflow", "keras", "jax", "torch")
 
@@ -79,25 +78,17 @@ def test_keras_loaded_after_pspnet_knows_its_layers():
     assert result.stdout.split() == ["ResizeToMatch", "PixelAccuracy"]
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for handle in sockets:
-        handle.bind(("127.0.0.1", 0))
-    ports = [handle.getsockname()[1] for handle in sockets]
-    for handle in sockets:
-        handle.close()
-    return ports
-
-
 def test_two_tensorflow_workers_get_past_strategy_creation():
     # TF_CONFIG as a user on two machines would set it; the strategy must be made
     # before TensorFlow's first op, which importing pspnet used to run.
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     script = (
         "import pspnet, pspnet.train\n"
-        "from pspnet.distribute import distribution\n"
-        "with distribution(True) as placement:\n"
-        "    print(placement.replicas, placement.is_chief, placement.worker_index)\n"
+        "from pspnet.config import TrainConfig\n"
+        "from pspnet.distribute import distribution, join_processes\n"
+        "placement = join_processes(TrainConfig(distribute=True))\n"
+        "with distribution(True, placement) as replicas:\n"
+        "    print(replicas, placement.is_chief, placement.index)\n"
     )
     processes = []
     for index in range(2):

@@ -196,6 +196,26 @@ def test_one_fit_step_lowers_the_loss(preset, head):
     assert after < before
 
 
+def test_dropout_masks_follow_the_generator_state_a_resumed_run_restores():
+    # pspnet.callbacks.ResumeState saves the variables that are not weights (the
+    # random generators' states) so that a resumed run draws the uninterrupted
+    # run's dropout masks; masks drawn from a backend's global generator (Keras's
+    # PyTorch backend, for an unseeded Dropout) would not come back.
+    model = cached_model("fast", (None, None, 3))  # dropout 0.1
+    weights = {id(weight) for weight in model.weights}
+    generators = [variable for variable in model.variables if id(variable) not in weights]
+    saved = [keras.ops.convert_to_numpy(variable).copy() for variable in generators]
+    dropout = model.get_layer("head_dropout")
+    features = np.ones((2, 8, 8, 16), "float32")  # the layer alone: JAX runs a whole model eagerly slowly
+    first = keras.ops.convert_to_numpy(dropout(features, training=True))
+    keras.utils.set_random_seed(1)  # every global generator elsewhere
+    for variable, value in zip(generators, saved):
+        variable.assign(value)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dropout(features, training=True)), first)
+    # And the generator moves on: a new mask each step.
+    assert not np.array_equal(keras.ops.convert_to_numpy(dropout(features, training=True)), first)
+
+
 @pytest.fixture
 def policy():
     """Sets a global dtype policy for one test and restores the previous one."""

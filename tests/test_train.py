@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 from conftest import REPO, make_pairs
 
-import pspnet
 from pspnet.cli import train_main
 from pspnet.errors import ConfigError
 from pspnet.callbacks import TrainingDiverged
-from pspnet.config import CHOICES, PRESETS, TrainConfig, config_field_help, flag_name
+from pspnet.config import TrainConfig
 from pspnet.modelfile import load_model
 from pspnet.train import train
 
@@ -321,10 +320,10 @@ class _SlowSteps(keras.callbacks.Callback):
 
 
 def test_time_limit_ends_the_epoch_and_the_run(data_dir, tmp_path):
-    # 0.3 s steps against a 1.2 s (0.02 min) limit: the first epoch (4 steps)
+    # 0.5 s steps against a 1.2 s (0.02 min) limit: the first epoch (4 steps)
     # ends early, and is validated, committed and the run marked finished.
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5}, time_limit=0.02)
-    metrics = train(config, callbacks=[_SlowSteps(0.3)])
+    metrics = train(config, callbacks=[_SlowSteps(0.5)])
     run = Path(config.out)
     rows = _rows(run / "history.csv")
     assert metrics["epochs"] == len(rows) == 1
@@ -414,78 +413,6 @@ def test_rgb_head_trains_with_mse_and_is_scored_in_miou(data_dir, tmp_path):
     dataset = SegmentationDataset(photos, colours, 2, image_size=(32, 32), augment=False, shuffle=False)
     errors = [np.mean((model.predict_on_batch(x) - y) ** 2) for x, y in (dataset[i] for i in range(len(dataset)))]
     assert float(row["val_loss"]) == pytest.approx(float(np.mean(errors)), rel=1e-4)
-
-
-# --- distribution ---------------------------------------------------------------------
-
-_DISTRIBUTED_LOSSES = """
-import csv, json, sys
-{setup}
-from pspnet.train import TrainConfig, distribution, train
-
-with distribution(True) as placement:
-    replicas = placement.replicas
-losses = {{}}
-for distribute in (False, True):
-    out = sys.argv[2] + ("/two" if distribute else "/one")
-    train(TrainConfig(data=sys.argv[1], out=out, preset="fast", image_size=32, batch_size=2, epochs=1,
-                      workers=1, verbose=0, distribute=distribute))
-    with open(out + "/history.csv") as handle:
-        losses[distribute] = float(next(csv.DictReader(handle))["loss"])
-print(json.dumps({{"replicas": replicas, "one": losses[False], "two": losses[True]}}))
-"""
-
-
-_TWO_TF_CPUS = """
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-"""
-_BACKENDS = {
-    "tensorflow": (_TWO_TF_CPUS, {"KERAS_BACKEND": "tensorflow"}),
-    "jax": ("", {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
-}
-
-
-@pytest.fixture(scope="module")
-def distributed_runs(data_dir, tmp_path_factory):
-    """Starts both backends' comparisons at once (they overlap): backend -> process."""
-    processes = {}
-    for backend, (setup, env) in _BACKENDS.items():
-        if backend == "jax" and importlib.util.find_spec("jax") is None:
-            continue
-        out = tmp_path_factory.mktemp(f"distributed-{backend}")
-        script = _DISTRIBUTED_LOSSES.format(setup=setup)
-        processes[backend] = subprocess.Popen(
-            [sys.executable, "-c", script, str(data_dir), str(out)], env=_env(**env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-    yield processes
-    for process in processes.values():
-        process.kill()
-        process.communicate()
-
-
-def _losses(distributed_runs, backend: str) -> dict:
-    if backend not in distributed_runs:
-        pytest.skip(f"{backend} is not installed")
-    stdout, stderr = distributed_runs[backend].communicate(timeout=600)
-    assert distributed_runs[backend].returncode == 0, stderr[-3000:]
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def test_distribute_on_two_tensorflow_cpus_matches_one_device(distributed_runs):
-    losses = _losses(distributed_runs, "tensorflow")
-    assert losses["replicas"] == 2
-    # Batch norm statistics are per replica under MirroredStrategy: close, not equal.
-    assert losses["two"] == pytest.approx(losses["one"], rel=0.05)
-
-
-def test_distribute_on_two_jax_cpus_matches_one_device(distributed_runs):
-    losses = _losses(distributed_runs, "jax")
-    assert losses["replicas"] == 2
-    # One global SPMD program: equal up to float rounding, amplified over a few Adam steps.
-    assert losses["two"] == pytest.approx(losses["one"], rel=2e-3)
 
 
 # --- the command line -------------------------------------------------------------------
