@@ -232,12 +232,13 @@ def test_a_doubled_step_is_far_outside_the_tolerance(two_process_runs):
     assert abs(twice[1] - plain[1]) > 100 * TOLERANCE * plain[1], (plain, twice)
 
 
-def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_path):
+@pytest.mark.parametrize("backend", ["tf", pytest.param("jax", marks=needs_jax)])
+def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_path, backend):
     run = tmp_path / "run"
     args = ["--data", str(clean_data), *EXACT, "--epochs", "4", "--steps-per-epoch", "4", "--out", str(run),
             "--verbose", "2"]
-    workers = _tf_workers(args, 2)
-    job = Job(tmp_path / "first", workers)
+    launch = {"tf": _tf_workers, "jax": _jax_processes}[backend]  # fresh ports for each start
+    job = Job(tmp_path / "first", launch(args, 2))
     try:
         deadline = time.monotonic() + 300
         while not (run / "history.csv").is_file() or len(_rows(run)) < 1:
@@ -259,7 +260,7 @@ def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_p
         job.kill()  # as a user (or Slurm) would end the rest of the job
     # Process 1 started with another --out sees no finished epoch: both refuse, in one line.
     elsewhere = [([str(tmp_path / "elsewhere") if arg == str(run) else arg for arg in args] if index else args, env)
-                 for index, (args, env) in enumerate(workers)]
+                 for index, (args, env) in enumerate(launch(args, 2))]
     refused = Job(tmp_path / "elsewhere-logs", elsewhere)
     codes = [process.wait(timeout=300) for process in refused.processes]
     assert codes == [1, 1], refused.log(0)[-3000:]
@@ -267,7 +268,7 @@ def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_p
         assert refused.log(index).strip().splitlines()[-1].startswith(
             "pspnet-train: error: the processes found different numbers of finished epochs"), refused.log(index)
     assert _rows(run) == before and not (tmp_path / "elsewhere").exists()
-    Job(tmp_path / "second", workers).wait()  # the same commands again
+    Job(tmp_path / "second", launch(args, 2)).wait()  # the same commands again
     rows = _rows(run)
     assert [int(row["epoch"]) for row in rows] == list(range(4))
     assert all(np.isfinite(float(row["loss"])) for row in rows)
