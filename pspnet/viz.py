@@ -21,6 +21,11 @@ from matplotlib.patches import Rectangle
 from pspnet.palette import CLASS_NAMES, CLASSES, IGNORE_INDEX, palette
 
 
+def _count(number: int, noun: str) -> str:
+    """``"1 photo"``, ``"2 photos"``: a number and its noun in agreement."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def colorize(
     train_ids: np.ndarray, ignore_color: tuple[int, int, int] = (0, 0, 0)
 ) -> np.ndarray:
@@ -135,7 +140,7 @@ def three_panel(
     num_rows = len(columns[0])
     for column, title in zip(columns, names):
         if len(column) != num_rows:
-            raise ValueError(f"{len(column)} {title} images for {num_rows} photos")
+            raise ValueError(f"{_count(len(column), title + ' image')} for {_count(num_rows, 'photo')}")
 
     figure = Figure(figsize=(panel_size * len(columns), panel_size * num_rows))
     axes = figure.subplots(num_rows, len(columns), squeeze=False)
@@ -173,7 +178,7 @@ def legend(
         colors = [info.color for info in CLASSES[: len(class_names)]]
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     if len(colors) != len(class_names):
-        raise ValueError(f"{len(colors)} colours for {len(class_names)} names")
+        raise ValueError(f"{_count(len(colors), 'colour')} for {_count(len(class_names), 'name')}")
 
     num_rows = max(1, math.ceil(len(class_names) / columns))
     figure = Figure(figsize=(2.6 * columns, 0.45 * num_rows + 0.3))
@@ -212,8 +217,16 @@ def _read_history(history: str | Path | Mapping[str, Sequence[float]]) -> dict[s
     return {key: np.array([number(row.get(key)) for row in rows]) for key in rows[0]}
 
 
+def _is_score(name: str) -> bool:
+    """Whether a history column is a score in [0, 1] (IoU or accuracy, val_ or not)."""
+    return "iou" in name or "accuracy" in name
+
+
 def plot_history(history: str | Path | Mapping[str, Sequence[float]]) -> Figure:
-    """Training curves: losses on the left, other metrics (IoU, accuracy) on the right.
+    """Training curves: losses on the left, scores (IoU, accuracy) in [0, 1] on the right.
+
+    Other columns (``train_minutes``, the learning rate, step counts) are
+    bookkeeping, not curves, and are left out.
 
     Args:
         history: path of a ``history.csv`` written by ``CSVLogger``, a
@@ -227,11 +240,10 @@ def plot_history(history: str | Path | Mapping[str, Sequence[float]]) -> Figure:
     num_epochs = max(lengths) if lengths else 0
     epochs = columns.pop("epoch", None)
     epochs = epochs + 1 if epochs is not None else np.arange(1, num_epochs + 1)
-    # Bookkeeping columns are not curves worth a panel.
-    for key in ("lr", "learning_rate"):
-        columns.pop(key, None)
+    # Only named kinds are drawn: any other column (minutes, rates, counts) has
+    # its own scale and would flatten the curves it shared an axis with.
     losses = {k: v for k, v in columns.items() if "loss" in k}
-    metrics = {k: v for k, v in columns.items() if "loss" not in k}
+    metrics = {k: v for k, v in columns.items() if "loss" not in k and _is_score(k)}
 
     panels = [(title, group) for title, group in (("loss", losses), ("metrics", metrics)) if group]
     figure = Figure(figsize=(5.5 * max(1, len(panels)), 4))
@@ -242,6 +254,8 @@ def plot_history(history: str | Path | Mapping[str, Sequence[float]]) -> Figure:
             axis.plot(epochs[: len(values)], values, style, marker=".", label=name)
         axis.set_title(title)
         axis.set_xlabel("epoch")
+        if title == "metrics":
+            axis.set_ylim(0.0, 1.0)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     if not panels:

@@ -74,6 +74,14 @@ def test_three_panel_one_and_many_samples():
         viz.three_panel(photos, ids[:2], ids)
 
 
+def test_size_mismatches_are_told_in_singular_and_plural():
+    photos = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="^1 truth image for 2 photos$"):
+        viz.three_panel(photos, np.zeros((1, 8, 8), np.uint8), np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="^1 colour for 2 names$"):
+        viz.legend(["x", "y"], [(255, 0, 0)])
+
+
 def test_legend_has_a_swatch_and_name_per_class():
     figure = viz.legend()
     assert isinstance(figure, Figure)
@@ -99,6 +107,24 @@ def test_plot_history_from_csv_and_dict(tmp_path):
 
     only_loss = viz.plot_history({"loss": [1.0, 0.5]})
     assert len(only_loss.axes) == 1
+
+
+def test_plot_history_draws_only_metrics_never_bookkeeping_columns(tmp_path):
+    # The columns pspnet-train's history.csv holds: train_minutes grows to tens of
+    # minutes and would squash the [0, 1] scores into a flat line at the bottom.
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "epoch,learning_rate,loss,mean_iou,pixel_accuracy,train_minutes,"
+        "val_loss,val_mean_iou,val_pixel_accuracy\n"
+        "0,0.001,1.5,0.2,0.5,9.5,1.6,0.18,0.45\n1,0.0005,1.1,0.3,0.6,19.8,1.2,0.25,0.55\n"
+    )
+    loss_axis, score_axis = viz.plot_history(path).axes
+    assert sorted(line.get_label() for line in loss_axis.lines) == ["loss", "val_loss"]
+    assert sorted(line.get_label() for line in score_axis.lines) == [
+        "mean_iou", "pixel_accuracy", "val_mean_iou", "val_pixel_accuracy"]
+    assert score_axis.get_ylim() == (0.0, 1.0)
+    only_bookkeeping = viz.plot_history({"train_minutes": [9.5, 19.8], "lr": [1e-3, 5e-4], "steps": [50, 90]})
+    assert [line for axis in only_bookkeeping.axes for line in axis.lines] == []
 
 
 def test_plot_confusion_normalises_rows():
