@@ -1,8 +1,9 @@
 """Segmentation of a video: frames in, an overlay video (and a colour video) out.
 
-``predict_video`` decodes a video with OpenCV, predicts every Nth frame in
-batches through a ``pspnet.inference.Segmenter``, and writes the Cityscapes
-colours over every frame at the source's frame rate and size. The videos are
+``predict_video`` decodes a video with OpenCV, predicts every Nth frame
+through a ``pspnet.inference.Segmenter`` and writes the Cityscapes colours
+over every frame at the source's frame rate and size, streaming: at most a
+batch of frames is held, however large N is. The videos are
 written under temporary names and renamed into place when complete, so a crash
 never leaves a half video under the final name.
 
@@ -29,7 +30,6 @@ from pspnet.fileio import atomic_write
 __all__ = ["predict_video"]
 
 DEFAULT_FPS = 25.0  # for sources that report no frame rate
-MAX_PENDING_BYTES = 512 * 2**20  # frames held while waiting for their batch (bounds memory at large `every`)
 
 
 def _container(video: Path) -> tuple[str, str]:
@@ -53,23 +53,28 @@ def _frames(capture: cv2.VideoCapture, first: np.ndarray, video: Path) -> Iterat
 
 
 def _segment(
-    frames: Iterator[np.ndarray], segmenter, every: int, frame_bytes: int
+    frames: Iterator[np.ndarray], segmenter, every: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yields (rgb, train_ids) for each frame; frames 0, every, 2*every, ... are predicted.
 
-    Frames are read a chunk at a time, ``every`` frames per predicted frame and
-    at most a batch of predicted frames (fewer when MAX_PENDING_BYTES would be
-    exceeded), so each chunk starts on a predicted frame and the frames after
-    it reuse its train ids.
+    Frames are read ``segmenter.batch_size`` at a time, whatever ``every``:
+    the key frames among them go through the model in one call, and each
+    frame is yielded with the map of the latest key frame at or before it,
+    held across batches. Memory holds one batch of frames, never ``every``.
     """
-    keys_per_chunk = max(1, min(segmenter.batch_size, MAX_PENDING_BYTES // (every * frame_bytes)))
-    while True:
-        chunk = list(itertools.islice(frames, every * keys_per_chunk))  # (H, W, 3) RGB each
-        if not chunk:
+    held = None  # (H, W) train ids of the latest key frame
+    for start in itertools.count(0, segmenter.batch_size):
+        batch = list(itertools.islice(frames, segmenter.batch_size))  # (H, W, 3) RGB each
+        if not batch:
             return
-        train_ids = segmenter.predict_ids(np.stack(chunk[::every]), label_size=chunk[0].shape[:2])  # (K, H, W)
-        for position, rgb in enumerate(chunk):
-            yield rgb, train_ids[position // every]
+        keys = [offset for offset in range(len(batch)) if (start + offset) % every == 0]
+        if keys:
+            photos = np.stack([batch[offset] for offset in keys])
+            maps = iter(segmenter.predict_ids(photos, label_size=batch[0].shape[:2]))  # (K, H, W)
+        for offset, rgb in enumerate(batch):
+            if (start + offset) % every == 0:
+                held = next(maps)
+            yield rgb, held
 
 
 def _open_writer(path: Path, temporary: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
@@ -101,8 +106,8 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
     """Segments a video and writes the overlay video (and optionally the colour video).
 
     Args:
-        segmenter: a ``pspnet.inference.Segmenter``; frames go through it
-            ``segmenter.batch_size`` predicted frames at a time.
+        segmenter: a ``pspnet.inference.Segmenter``; frames are read
+            ``segmenter.batch_size`` at a time, their key frames predicted together.
         video_path: any video OpenCV reads (mp4, avi, mkv, ...).
         out_dir: where ``STEM_overlay.EXT`` (and ``STEM_color.EXT``) go; EXT is
             ``avi`` (Motion JPEG) for an AVI source, else ``mp4`` (mp4v). Created
@@ -162,7 +167,7 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
                 for path, temporary in zip(paths, temporaries):
                     writers.append(_open_writer(path, temporary, fourcc, fps, first.shape[:2]))
                 frames = _frames(capture, first, video)
-                for rgb, train_ids in _segment(frames, segmenter, every, first.nbytes):
+                for rgb, train_ids in _segment(frames, segmenter, every):
                     writers[0].write(cv2.cvtColor(overlay(rgb, train_ids, alpha=alpha), cv2.COLOR_RGB2BGR))
                     if colour_video:
                         writers[1].write(cv2.cvtColor(colorize(train_ids), cv2.COLOR_RGB2BGR))

@@ -192,3 +192,39 @@ def test_every_below_one_is_a_config_error(segmenter, tmp_path):
     with pytest.raises(ConfigError, match="every must be at least 1, got 0"):
         predict_video(segmenter, video, tmp_path / "out", every=0, verbose=False)
     assert not (tmp_path / "out").exists()
+
+
+class ZeroSegmenter:
+    """A stand-in Segmenter that predicts road (0) everywhere, in no time."""
+
+    batch_size = 4
+
+    def predict_ids(self, photos, label_size=None):
+        return np.zeros((len(photos), *label_size), np.uint8)
+
+
+def test_every_300_holds_a_batch_of_frames_not_300(tmp_path):
+    import tracemalloc
+
+    # 302 frames of 640x480 (0.9 MB each): holding the 300 frames after a key
+    # frame would take 276 MB; a batch of 4 frames and the writer's work, a few MB.
+    height, width, count = 480, 640, 302
+    video = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (width, height))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG .avi")
+    frame = np.full((height, width, 3), 90, np.uint8)
+    for index in range(count):
+        frame[:, index % width] = 200
+        writer.write(frame)
+    writer.release()
+    import pspnet.viz  # noqa: F401  (its imports are not the video's memory)
+
+    tracemalloc.start()
+    try:
+        result = predict_video(ZeroSegmenter(), video, tmp_path / "out", every=300, verbose=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (result["num_frames"], result["predicted_frames"]) == (count, 2)
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MB"  # 43 frames; measured 24 MB
