@@ -6,10 +6,11 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, make_pairs
 
 NOTEBOOK = REPO / "notebooks" / "pspnet_cityscapes.ipynb"
 KERNEL = "pspnet-test-python"
@@ -28,41 +29,98 @@ def test_notebook_is_stored_without_outputs():
     assert "def " not in source and "class " not in source
 
 
-@pytest.mark.slow
-def test_notebook_runs_in_a_fresh_kernel(tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-
-    # A kernel spec that starts this very interpreter, whatever specs are installed.
-    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
-    spec_dir.mkdir(parents=True)
+def _notebook_env(patch: pytest.MonkeyPatch, root: Path) -> None:
+    """Quick mode, caches under root, and a kernel spec that starts this very interpreter."""
+    spec_dir = root / "jupyter" / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "pspnet test", "language": "python",
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("PSPNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PSPNET_NOTEBOOK_QUICK", "1")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    patch.setenv("JUPYTER_PATH", str(root / "jupyter"))
+    patch.setenv("PSPNET_CACHE", str(root / "cache"))
+    patch.setenv("PSPNET_NOTEBOOK_QUICK", "1")
+    patch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("PSPNET_DATA", "PSPNET_RUN"):
-        monkeypatch.delenv(name, raising=False)
+        patch.delenv(name, raising=False)
+
+
+def _execute(root: Path):
+    """Runs the notebook top to bottom in a fresh kernel started in root.
+
+    Returns:
+        (the notebook with its outputs, seconds taken).
+    """
+    import nbformat
+    from nbclient import NotebookClient
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(notebook, kernel_name=KERNEL, timeout=240,
-                            resources={"metadata": {"path": str(tmp_path)}})
+                            resources={"metadata": {"path": str(root)}})
     started = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
-    seconds = time.perf_counter() - started
+    return notebook, time.perf_counter() - started
+
+
+def _outputs(notebook) -> list:
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def _run_folders(root: Path) -> dict[str, Path]:
+    """The notebook's run folders under root's cache, by the name of the data each trained on."""
+    folders = [path.parent for path in (root / "cache").glob("notebook-runs-quick/*/config.json")]
+    return {Path(json.loads((folder / "config.json").read_text())["data"]).name: folder for folder in folders}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The notebook run once, in quick mode on the demo set: (root folder, notebook, seconds)."""
+    root = tmp_path_factory.mktemp("notebook")
+    with pytest.MonkeyPatch.context() as patch:
+        _notebook_env(patch, root)
+        notebook, seconds = _execute(root)
+    return root, notebook, seconds
+
+
+@pytest.mark.slow
+def test_notebook_runs_in_a_fresh_kernel(demo_run):
+    root, notebook, seconds = demo_run
     assert seconds < 300, f"the notebook took {seconds:.0f} s"
 
-    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    outputs = _outputs(notebook)
     assert not [output for output in outputs if output.output_type == "error"]
     images = [output for output in outputs if "image/png" in output.get("data", {})]
     # Pairs, legend, curves, per-class IoU, predictions, overlays: six figures.
     assert len(images) >= 6
     text = "".join(output.get("text", "") for output in outputs)
     assert "mean_iou" in text  # the evaluation table was printed
-    run = tmp_path / "cache" / "notebook-run"
-    assert (run / "best.keras").is_file() and (run / "notebook-eval" / "metrics.json").is_file()
-    assert len(list((run / "notebook-predictions").glob("*_ids.png"))) == 8  # the 8 val pairs
+    [(data_name, run)] = _run_folders(root).items()
+    # Named as pspnet-train names its runs: <data name>-<preset>-<head>.
+    assert data_name.startswith("demo-") and run.name == f"{data_name}-fast-classes"
+    assert (run / "best.keras").is_file()
+    assert (run / f"notebook-eval-{data_name}" / "metrics.json").is_file()
+    assert len(list((run / f"notebook-predictions-{data_name}").glob("*_ids.png"))) == 8  # the 8 val pairs
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_pspnet_data_after_the_demo(demo_run, tmp_path, monkeypatch):
+    # The same cache as the demo's run: a run folder shared by both would hold another
+    # run's config.json, and train() would refuse it.
+    root, _, _ = demo_run
+    models = {path: path.read_bytes() for path in (root / "cache").rglob("best.keras")}
+    assert models, "the demo run trained no model"
+    data = tmp_path / "pairs"
+    make_pairs(data / "train", 4, size=32, seed=1, split="train")
+    make_pairs(data / "val", 3, size=32, seed=1, split="val")
+    _notebook_env(monkeypatch, root)
+    monkeypatch.setenv("PSPNET_DATA", str(data))
+
+    notebook, _ = _execute(root)
+
+    assert not [output for output in _outputs(notebook) if output.output_type == "error"]
+    assert all(path.read_bytes() == model for path, model in models.items())  # the demo's run untouched
+    runs = _run_folders(root)
+    assert len(runs) == 2 and runs["pairs"].name == "pairs-fast-classes"
+    assert (runs["pairs"] / "notebook-eval-pairs" / "metrics.json").is_file()
+    assert len(list((runs["pairs"] / "notebook-predictions-pairs").glob("*_ids.png"))) == 3
