@@ -22,7 +22,7 @@ from pspnet.errors import ConfigError
 from pspnet.metrics import ConfusionMatrix
 from pspnet.modelfile import ModelInfo, load_model
 from pspnet.palette import NUM_CLASSES
-from pspnet.runtimes import exported_format, load_exported
+from pspnet.runtimes import RUNTIMES, exported_format, load_exported
 
 DEFAULT_IMAGE_SIZE = 256  # for models that take any size and do not say what they were trained at
 
@@ -97,8 +97,12 @@ class Segmenter:
         model: a keras.Model (dict outputs: ``"main"`` is used).
         info: its ModelInfo (the head decides how outputs become train ids).
         input_size: (H, W) to run it at; None: ``model_input_size``.
-        batch_size: images per forward pass; shorter batches are padded to it,
-            so a compiled (or sharded) function always sees one shape.
+        batch_size: images per forward pass.
+        pad_batch: pad shorter batches to ``batch_size``, so that a compiled
+            (or, under ``keras.distribution``, sharded) Keras function always
+            sees one shape; None: pad Keras models only, never an exported
+            runtime (``pspnet.runtimes``), which takes any batch (LiteRT
+            would run one call per padded image).
         tta_flip: average the class probabilities of each photo and its mirror image.
         source: the model file, named in error messages.
 
@@ -108,7 +112,7 @@ class Segmenter:
     """
 
     def __init__(self, model, info: ModelInfo, input_size=None, batch_size: int = 8, tta_flip: bool = False,
-                 source: str | os.PathLike = ""):
+                 source: str | os.PathLike = "", pad_batch: bool | None = None):
         check_choice("head", info.head, HEADS)
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -119,6 +123,7 @@ class Segmenter:
         self.batch_size = int(batch_size)
         self.tta_flip = bool(tta_flip)
         self.source = str(source)
+        self.pad_batch = not isinstance(model, RUNTIMES) if pad_batch is None else bool(pad_batch)
 
     @classmethod
     def load(cls, path: str | os.PathLike, image_size=None, head: str | None = None, batch_size: int = 8,
@@ -142,7 +147,7 @@ class Segmenter:
     def _forward(self, photos: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) float32 0-255 at the input size -> (B, h, w, K) float32 scores."""
         count = len(photos)
-        if count < self.batch_size:
+        if self.pad_batch and count < self.batch_size:
             padding = np.zeros((self.batch_size - count, *photos.shape[1:]), photos.dtype)
             photos = np.concatenate([photos, padding])
         output = np.asarray(main_output(self.model.predict_on_batch(photos)), dtype=np.float32)[:count]

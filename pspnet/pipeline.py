@@ -23,7 +23,12 @@ from pspnet.config import parse_size
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX
 
-__all__ = ["DictTargets", "PaddedBatches", "SegmentationDataset"]
+__all__ = ["DictTargets", "PAD_RGB", "PaddedBatches", "SegmentationDataset"]
+
+# Photo padding: the ImageNet mean colour (as hszhao/semseg pads), an average
+# photo pixel, rather than black, which no street photo is and which would pull
+# batch-norm statistics; labels there are 255 and never scored.
+PAD_RGB = (124, 116, 104)
 
 
 class SegmentationDataset(keras.utils.PyDataset):
@@ -39,7 +44,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             (bilinear photos, nearest labels).
         scale_range: (low, high) of the uniform random scale, relative to the
             image resized to ``image_size``. Scales below 1 pad the photo with
-            0 and the labels with 255; above 1 a random crop is taken.
+            ``PAD_RGB`` and the labels with 255; above 1 a random crop is taken.
         flip: random horizontal flip (with ``augment``).
         jitter: random brightness, contrast and saturation (with ``augment``).
         shuffle: reshuffle the order every epoch (from ``seed`` and the epoch).
@@ -185,8 +190,9 @@ class SegmentationDataset(keras.utils.PyDataset):
         height, width = self.image_size
         size = len(indices)
         first, stop = min(self.part[0], size), min(self.part[1], size)  # a short last batch may leave no rows
-        # Padding values: 0 for photos and colour targets, 255 (ignore) for train ids.
-        photos_out = np.zeros((stop - first, height, width, 3), dtype=np.uint8)
+        # Padding values: PAD_RGB for photos, 0 for colour targets, 255 (ignore) for train ids.
+        photos_out = np.empty((stop - first, height, width, 3), dtype=np.uint8)
+        photos_out[...] = PAD_RGB
         if self.colour_targets:
             targets_out = np.zeros((stop - first, height, width, 3), dtype=np.float32)
         else:
@@ -268,7 +274,7 @@ class DictTargets(keras.utils.PyDataset):
 
 
 class PaddedBatches(keras.utils.PyDataset):
-    """Pads a short last batch to the full batch with black photos whose labels
+    """Pads a short last batch to the full batch with ``PAD_RGB`` photos whose labels
     are all 255 (ignored by the loss and the metrics): a batch sharded over
     several devices must divide evenly."""
 
@@ -287,7 +293,7 @@ class PaddedBatches(keras.utils.PyDataset):
         photos, train_ids = self.dataset[index]
         missing = self.batch_size - len(photos)
         if missing > 0:
-            photos = np.concatenate([photos, np.zeros((missing,) + photos.shape[1:], photos.dtype)])
+            photos = np.concatenate([photos, np.full((missing,) + photos.shape[1:], PAD_RGB, photos.dtype)])
             train_ids = np.concatenate([train_ids, np.full((missing,) + train_ids.shape[1:], IGNORE_INDEX,
                                                            train_ids.dtype)])
         return photos, train_ids

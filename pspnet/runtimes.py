@@ -161,6 +161,9 @@ class SavedModelRunner:
         return np.asarray(next(iter(outputs.values())))
 
 
+RUNTIMES = (OnnxModel, LiteRTModel, SavedModelRunner)  # each takes any batch: Segmenter never pads for them
+
+
 def open_exported(path: str | os.PathLike, threads: int | None = None):
     """The runtime object of an exported artefact, chosen by its name.
 
