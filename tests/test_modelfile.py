@@ -87,3 +87,13 @@ def test_an_unreadable_info_member_is_one_clear_error(saved, tmp_path):
 def test_keras_ignores_the_info_member(saved):
     model = keras.saving.load_model(saved[0], compile=False)
     assert model.name == "pspnet_fast"
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"classes"', "19", "null"])
+def test_an_info_member_that_is_not_an_object_is_one_clear_error(saved, tmp_path, text):
+    path = tmp_path / "array.keras"
+    path.write_bytes(saved[0].read_bytes())
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(INFO_NAME, text)
+    with pytest.raises(ConfigError, match=f"unreadable {INFO_NAME} .*not a JSON object.*{path.name}"):
+        read_model_info(path)
