@@ -61,7 +61,8 @@ def export(
             pspnet model file).
         format: "onnx", "litert" or "saved_model".
         out: the artefact's path (``.onnx``, ``.tflite``, or a folder for a
-            SavedModel); it and ``<out stem>.json`` must not exist.
+            SavedModel); it and ``<out>.json`` must not exist. Its folder is
+            created (and removed again if the export fails).
         image_size: fixed input size N or (H, W); None: the training size.
         quantize: LiteRT only: int8 weights and activations, calibrated on
             ``calibration`` photos.
@@ -95,15 +96,24 @@ def export(
     photos = check_photos(size)
     expected = np.asarray(serving.predict_on_batch(photos), np.float32)
 
-    work = Path(tempfile.mkdtemp(prefix=".pspnet-export-", dir=out.parent))
+    made = _make_folder(out.parent)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".pspnet-export-", dir=out.parent))
+    except OSError as error:
+        _remove_empty(made)
+        raise ConfigError(f"cannot write in the output folder ({error.strerror or first_line(error)}): "
+                          f"{out.parent}") from None
     try:
         built = _convert(serving, format, work, size, calibration_photos)
         check = _check(built, format, quantize, photos, expected)
         description = _description(info, format, quantize, size, model_path, expected.shape[-1], check)
         os.replace(built, out)  # the artefact first: a description never points at nothing
         atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        _remove_empty(made)  # a failed export leaves no folder it made
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     if verbose:
         print(f"pspnet-export: wrote {out} and {description_path(out).name} ({format}"
               f"{', int8' if quantize else ''}, {size[0]}x{size[1]}); {_check_text(check)}")
@@ -119,8 +129,32 @@ def _check_out(out: Path, format: str) -> None:
     for path in (out, description_path(out)):
         if path.exists():
             raise ConfigError(f"{path} exists (pspnet-export never replaces files; choose another --out)")
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder not found: {out.parent}")
+    for folder in (out.parent, *out.parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"the output folder {folder} is a file: {out}")
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Creates ``folder`` and its missing parents, as predict and evaluate do; returns those made, deepest first.
+
+    Raises:
+        ConfigError: it cannot be created (read-only file system, no permission).
+    """
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the output folder ({error.strerror or first_line(error)}): {folder}") from None
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Removes the folders an export made, deepest first, where nothing else was put in them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else writes there now
+            return
 
 
 def _float32(model):

@@ -166,6 +166,17 @@ def test_a_model_the_converter_cannot_handle_is_one_line_and_leaves_nothing(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("pspnet-export: error: cannot convert the model to litert"), err
     assert list(out.iterdir()) == []  # no artefact, no description, no temporary folder
+    # Into folders that do not exist yet: made for the export, removed again when it fails.
+    assert export_main(["--model", str(path), "--format", "litert", "--out", str(out / "a" / "b" / "fft.tflite")]) == 1
+    assert "cannot convert the model to litert" in capsys.readouterr().err and list(out.iterdir()) == []
+
+
+def test_out_under_a_file_is_one_line(models, tmp_path, capsys):
+    (tmp_path / "exports").write_text("not a folder")
+    assert export_main(["--model", str(models["fast"]), "--format", "onnx",
+                        "--out", str(tmp_path / "exports" / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the output folder {tmp_path / 'exports'} is a file" in err, err
 
 
 def test_the_readme_onnx_example_runs_on_an_export(models, tmp_path, monkeypatch):
