@@ -1,9 +1,9 @@
-"""Executes notebooks/pspnet_cityscapes.ipynb top to bottom in a fresh kernel (quick mode)."""
+"""Executes notebooks/pspnet_cityscapes.ipynb top to bottom in a fresh kernel (quick mode):
+on the demo set, then on a PSPNET_DATA folder in the same cache."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
