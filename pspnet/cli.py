@@ -8,16 +8,26 @@ known failure (``PspnetError``, a missing file, a bad flag) ends in one line
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable, Sequence
 
-from pspnet.errors import PspnetError
+from pspnet.errors import ConfigError, PspnetError, first_line
 
 EXIT_ERROR = 1  # a known failure (bad file, bad data)
 EXIT_USAGE = 2  # a bad flag (argparse's own convention)
 EXIT_INTERRUPTED = 130
+
+# The backends pspnet runs on, and what each needs installed (module, what to tell).
+BACKENDS = {"tensorflow": ("tensorflow", "TensorFlow: pip install tensorflow"),
+            "jax": ("jax", "JAX: pip install jax"),
+            "torch": ("torch", "PyTorch: pip install torch")}
+OTHER_KERAS_BACKENDS = ("numpy", "openvino")  # Keras has them; pspnet's training and models are not tested on them
+# Failures that mean the output cannot be written (disk full, read-only, quota), whatever call met them.
+WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +46,44 @@ def _one_line_warnings(prog: str) -> None:
     warnings.showwarning = show
 
 
+def _keras_backend_name() -> tuple[str, str]:
+    """The backend Keras will load, and where it is set (as Keras reads it: the variable, then keras.json)."""
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"], "KERAS_BACKEND"
+    home = Path(os.environ.get("KERAS_HOME") or Path("~/.keras").expanduser())
+    try:
+        settings = json.loads((home / "keras.json").read_text())
+    except (OSError, ValueError):  # none, or unreadable: Keras falls back to tensorflow too
+        return "tensorflow", ""
+    backend = settings.get("backend", "tensorflow") if isinstance(settings, dict) else "tensorflow"
+    return str(backend), str(home / "keras.json")
+
+
+def _check_backend() -> None:
+    """Raises ``ConfigError`` in one line for a backend that is misspelt, unsupported or not installed.
+
+    Checked before Keras loads: Keras would end in a traceback of its own.
+    """
+    import importlib.util
+
+    name, source = _keras_backend_name()
+    where = f"KERAS_BACKEND={name}" if source == "KERAS_BACKEND" else f"backend {name!r} in {source}"
+    supported = f"({', '.join(BACKENDS)})"
+    if name in OTHER_KERAS_BACKENDS:
+        raise ConfigError(f"{where} is a Keras backend pspnet does not run on; use one of {supported}")
+    if name not in BACKENDS:
+        raise ConfigError(f"{where} is not a Keras backend {supported}")
+    module, needs = BACKENDS[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"the {name} backend needs {needs}")
+
+
 def _start_backend(start_runtime: bool = True) -> None:
     """Sets the process up before Keras loads: heap padding, then a quiet start.
 
@@ -48,12 +96,37 @@ def _start_backend(start_runtime: bool = True) -> None:
     from pspnet._quiet import import_keras_quietly
     from pspnet.allocator import pad_heap
 
+    _check_backend()
     pad_heap()
-    import_keras_quietly(start_runtime=start_runtime and not os.environ.get("TF_CONFIG"))
+    try:
+        import_keras_quietly(start_runtime=start_runtime and not os.environ.get("TF_CONFIG"))
+    except ImportError as error:  # installed, but broken (a missing library, a version clash)
+        raise ConfigError(f"cannot load the Keras backend: {first_line(error)}") from None
+
+
+def _os_error_line(error: OSError, out: str | os.PathLike | None = None) -> str:
+    """One line for a failed file operation: the file (or the output) and the reason.
+
+    A write that fails (disk full, read-only folder) says ``cannot write FILE``;
+    a temporary file is named by the file it was to become, and an error that
+    names no file (h5py's) by the command's output.
+    """
+    name = error.filename or error.filename2
+    # os.strerror: h5py's errors hold many lines of HDF5's report where the reason goes.
+    reason = os.strerror(error.errno) if error.errno else (error.strerror or first_line(error))
+    if name is not None:
+        from pspnet.fileio import final_name
+
+        name = final_name(name)
+    if error.errno in WRITE_ERRNOS:
+        if name is not None:
+            return f"cannot write {name}: {reason}"
+        return f"cannot write under {out}: {reason}" if out else f"cannot write: {reason}"
+    return f"{reason}: {name}" if name is not None else reason
 
 
 def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backend: bool = True,
-         start_runtime: bool = True) -> int:
+         start_runtime: bool = True, out: str | os.PathLike | None = None) -> int:
     """Runs a command body, turning known failures into one line and an exit code.
 
     Args:
@@ -63,6 +136,7 @@ def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backe
         backend: set the process up for Keras first (False: the body needs no Keras).
         start_runtime: let the backend find its devices first (False: the body
             must configure them first, as ``pspnet-train --distribute``).
+        out: what the command writes, named when a write fails without naming its file.
     """
     _one_line_warnings(prog)
     try:
@@ -72,9 +146,8 @@ def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backe
     except PspnetError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
-        name = error.filename or ""
-        print(f"{prog}: error: {error.strerror or error}: {name}", file=sys.stderr)
+    except OSError as error:  # a missing file, a read-only folder, a full disk, a denied permission...
+        print(f"{prog}: error: {_os_error_line(error, out)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         # On its own line: a progress bar may hold the cursor.
@@ -216,7 +289,8 @@ def data_main(argv: Sequence[str] | None = None) -> int:
                 print(f"label halves mostly far from the palette: {len(summary.far_images)}")
         return 0
 
-    return _run(parser.prog, run_synth if args.command == "synth" else run_inspect, backend=False)
+    return _run(parser.prog, run_synth if args.command == "synth" else run_inspect, backend=False,
+                out=args.out if args.command == "synth" else args.cache_dir)
 
 
 # --- pspnet-train -----------------------------------------------------------
@@ -279,7 +353,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished epoch",
-                start_runtime=not config.distribute)
+                start_runtime=not config.distribute, out=config.resolved().out)
 
 
 def _bench_train(args) -> int:
@@ -370,7 +444,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    return _run(parser.prog, body)
+    return _run(parser.prog, body, out=args.out or Path(args.model).parent)
 
 
 # --- pspnet-predict ---------------------------------------------------------
@@ -418,7 +492,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    return _run(parser.prog, body)
+    return _run(parser.prog, body, out=args.out)
 
 
 # --- pspnet-export ----------------------------------------------------------
@@ -455,7 +529,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                calibration=args.calibration)
         return 0
 
-    return _run(parser.prog, body)
+    return _run(parser.prog, body, out=args.out)
 
 
 # --- pspnet-bench -----------------------------------------------------------
@@ -550,7 +624,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     runtimes.add_argument("--cache-dir", default=None, help="decoded-split cache (as pspnet-evaluate)")
     args = parser.parse_args(argv)
     if args.section == "train":
-        return _run(parser.prog, lambda: _bench_train(args))
+        return _run(parser.prog, lambda: _bench_train(args), out=args.json)
     if args.section == "runtimes":
         return _run(parser.prog, lambda: _bench_runtimes(args))
 
@@ -587,4 +661,4 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
                 json.dump([dataclasses.asdict(row) for row in rows], file, indent=2)
         return 0
 
-    return _run(parser.prog, body)
+    return _run(parser.prog, body, out=args.json)

@@ -10,13 +10,16 @@ sets, checkpoints and metrics all go through it.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Callable
 
 from pspnet.errors import ConfigError
 
-__all__ = ["FolderLock", "atomic_write", "atomic_write_text", "remove_temporaries", "temporary_name"]
+__all__ = [
+    "FolderLock", "atomic_write", "atomic_write_text", "final_name", "remove_temporaries", "temporary_name",
+]
 
 TEMPORARY_MARK = ".tmp-"  # every temporary name holds it (see remove_temporaries)
 
@@ -33,6 +36,17 @@ def temporary_name(path: str | os.PathLike, suffix: str = "") -> Path:
     """
     path = Path(path)
     return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def final_name(path: str | os.PathLike) -> Path:
+    """The file a temporary name stands for (``DIR/.NAME.tmp-PID-XXXXXXXX.keras`` -> ``DIR/NAME``).
+
+    Errors name the file the user asked for, not the temporary it was written
+    under; any other path comes back as it is.
+    """
+    path = Path(os.fsdecode(path))
+    match = re.fullmatch(rf"\.(.+){re.escape(TEMPORARY_MARK)}\d+-[0-9a-f]{{8}}.*", path.name)
+    return path.with_name(match.group(1)) if match else path
 
 
 def _fsync_path(path: Path) -> None:
@@ -63,6 +77,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
         write(temporary)
         _fsync_path(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None and error.errno:  # a failed write() (disk full) names no file: name it
+            raise OSError(error.errno, os.strerror(error.errno), str(path)) from error
+        raise
     finally:
         if temporary.exists():
             temporary.unlink()

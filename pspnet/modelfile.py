@@ -44,7 +44,7 @@ class ModelInfo:
     def from_json(cls, text: str) -> "ModelInfo":
         values = json.loads(text)
         if not isinstance(values, dict):  # any JSON value parses; only an object describes a model
-            kind = {list: "an array", str: "a string", type(None): "null"}.get(type(values), "a number")
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(values), "a number")
             raise ValueError(f"not a JSON object but {kind}")
         known = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in values.items() if key in known}  # newer files may say more

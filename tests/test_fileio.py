@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 from conftest import REPO
 
 from pspnet.errors import ConfigError
-from pspnet.fileio import FolderLock, atomic_write, atomic_write_text, remove_temporaries, temporary_name
+from pspnet.fileio import (
+    FolderLock, atomic_write, atomic_write_text, final_name, remove_temporaries, temporary_name,
+)
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -65,3 +68,21 @@ def test_the_lock_dies_with_its_process(tmp_path):
         except ConfigError:
             assert time.time() < deadline
             time.sleep(0.05)
+
+
+def test_a_failed_write_that_names_no_file_is_given_the_final_name(tmp_path):
+    def write(temporary):
+        temporary.write_text("part")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a full disk's write() does
+
+    with pytest.raises(OSError) as raised:
+        atomic_write(tmp_path / "metrics.json", write)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(tmp_path / "metrics.json"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_name_leads_back_to_its_final_name(tmp_path):
+    for final, suffix in ((tmp_path / "a.json", ""), (tmp_path / "best.keras", ".keras")):
+        assert final_name(temporary_name(final, suffix)) == final
+    assert final_name(tmp_path / ".hidden") == tmp_path / ".hidden"
+    assert final_name(tmp_path / "a.json") == tmp_path / "a.json"
