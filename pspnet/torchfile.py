@@ -9,14 +9,18 @@ The file is five pickles, then the raw storages::
 
 The reader never executes what the file says: its unpickler resolves only the
 few names a state dict needs (an ordered dict, the tensor rebuild function,
-the storage types), each to a harmless stand-in, and rejects any other global.
-Every size is checked against the file before an array is made.
+the storage types), each to a harmless stand-in that a pickle cannot rewrite,
+and rejects any other global. Every size is checked against the file before an
+array is made: a tensor is a view of its storage that must fit in it and never
+reads one stored element twice, so the arrays together are never larger than
+the file.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspnet.errors import DataError
+from pspnet.errors import DataError, first_line
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch.serialization's
 PROTOCOL_VERSION = 1001
@@ -43,8 +47,15 @@ STORAGE_DTYPES = {
 }
 
 
+class _Unbuildable:
+    """A stand-in that a pickle BUILD (``__setstate__``) cannot rewrite."""
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError(f"it sets the state of a {type(self).__name__.lstrip('_')}")
+
+
 @dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_Unbuildable):
     name: str
 
     @property
@@ -53,14 +64,14 @@ class _StorageType:
 
 
 @dataclass
-class _Storage:
+class _Storage(_Unbuildable):
     key: str
     dtype: np.dtype
     count: int  # elements, as the state dict says
 
 
 @dataclass
-class _TensorSpec:
+class _TensorSpec(_Unbuildable):
     storage: _Storage
     offset: int
     shape: tuple[int, ...]
@@ -119,7 +130,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"weights file not found: {path}")
-    data = path.read_bytes()
+    try:
+        return _read(path, path.read_bytes())
+    except DataError:
+        raise
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # whatever else a crafted file provokes is still the file's fault
+        raise DataError(f"not a PyTorch state dict file ({type(error).__name__}: {first_line(error)}): {path}") from None
+
+
+def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
+    """``read_state_dict`` of the file's bytes; raises DataError (or anything a malformed file provokes)."""
     stream = io.BytesIO(data)
     unpickler = _StateDictUnpickler(stream)
 
@@ -161,15 +183,42 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for name, spec in state.items():
         if not isinstance(spec, _TensorSpec):
             raise DataError(f"entry {name!r} is not a tensor: {path}")
+        problem = _view_problem(spec, len(values[spec.storage.key]))
+        if problem:
+            raise DataError(f"tensor {name!r} {problem}: {path}")
         flat = values[spec.storage.key]
-        if any(s < 0 for s in spec.shape + spec.stride) or spec.offset < 0:
-            raise DataError(f"tensor {name!r} has a negative size: {path}")
-        last = spec.offset + sum((n - 1) * s for n, s in zip(spec.shape, spec.stride))  # the last element read
-        if all(spec.shape) and last >= len(flat):
-            raise DataError(f"tensor {name!r} reaches past its storage: {path}")
         itemsize = flat.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             flat[spec.offset :], shape=spec.shape, strides=tuple(s * itemsize for s in spec.stride), writeable=False
         )
-        tensors[str(name)] = np.array(view)
+        tensors[str(name)] = np.array(view)  # at most the storage's size: the view reads no element twice
     return tensors
+
+
+def _view_problem(spec: _TensorSpec, stored: int) -> str | None:
+    """Why a tensor's view of its ``stored`` elements is refused, or None when it reads each at most once.
+
+    A view is legal when its elements fit after the offset, its last element
+    lies in the storage, and, over the dimensions of size > 1 taken by
+    increasing stride, each stride steps over everything the smaller ones
+    span (so no two indices share an element). Python integers: no overflow.
+    """
+    shape, stride, offset = spec.shape, spec.stride, spec.offset
+    text = "x".join(map(str, shape)) or "()"
+    if len(shape) != len(stride):
+        return f"has {len(shape)} sizes but {len(stride)} stride{'s' if len(stride) != 1 else ''}"
+    if offset < 0 or any(value < 0 for value in shape + stride):
+        return "has a negative size, offset or stride"
+    count = math.prod(shape)
+    if count == 0:
+        return None
+    if count > stored - offset:
+        return f"of shape {text} has more elements than its storage holds after offset {offset} ({count} > {stored - offset})"
+    span = 0  # the elements the smaller strides reach beyond the first
+    for size, step in sorted((pair for pair in zip(shape, stride) if pair[0] > 1), key=lambda pair: pair[1]):
+        if step <= span:
+            return f"of shape {text} has strides {tuple(stride)} that overlap (they would read stored elements twice)"
+        span += (size - 1) * step
+    if offset + span >= stored:
+        return f"of shape {text} reaches past its storage of {stored} elements"
+    return None
