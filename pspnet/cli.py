@@ -185,7 +185,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: int, quiet
     parser.add_argument("--batch-size", type=_positive, default=batch_size,
                         help=f"images per forward pass ({batch_size})")
     parser.add_argument("--image-size", type=_positive, default=None,
-                        help="side of the square input for models that take any size (default 256)")
+                        help="side of the square input for models that take any size (default: the size the "
+                             "model was trained at, 256 if its file does not say)")
     parser.add_argument("--head", choices=("classes", "rgb"), default=None,
                         help="override the detected output head")
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
@@ -326,7 +327,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         flags = [configuration.flag_name(field.name)]
         if field.name == "learning_rate":
             flags.append("--learning-rate")
-        text = f"{help_texts.get(field.name, field.name)} (default: {field.default})"
+        text = help_texts.get(field.name, field.name)
+        # A field left at None takes the value its comment gives after "None:" (TrainConfig.resolved).
+        text = text.replace("None: ", "default: ") if field.default is None else f"{text} (default: {field.default})"
         options: dict = {"help": text.replace("%", "%%"), "dest": field.name}
         if bool in kinds:
             options["action"] = argparse.BooleanOptionalAction
@@ -425,7 +428,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         "--data", required=True,
         help="a split folder of composite pairs, a data folder whose val/ is used, or 'demo'",
     )
-    parser.add_argument("--out", default=None, help="output folder (default: the model's folder)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: RUN/eval-<model>-<split>, -tta with --tta, beside the model)")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
     parser.add_argument("--cache-dir", default=None, help="cache folder for the decoded split")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning")
@@ -518,6 +522,9 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quantize", action="store_true",
                         help="litert: int8 weights and activations, calibrated on --calibration photos")
     parser.add_argument("--calibration", default=None, help="with --quantize: a folder of photos (or composites)")
+    parser.add_argument("--check-data", default=None, metavar="DIR",
+                        help="check the export on up to 8 photos of DIR (default: the calibration photos, "
+                        "else 4 generated street scenes)")
     args = parser.parse_args(argv)
     if args.image_size is not None and len(args.image_size) > 2:
         parser.error("--image-size takes H or H W")
@@ -526,7 +533,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         from pspnet.export import export
 
         export(args.model, args.format, args.out, image_size=args.image_size, quantize=args.quantize,
-               calibration=args.calibration)
+               calibration=args.calibration, check_data=args.check_data)
         return 0
 
     return _run(parser.prog, body, out=args.out)

@@ -58,10 +58,13 @@ CHOICES = {
 
 # Fields a rerun may change: how long, how fast or how verbosely the run goes
 # on, never what it is. A larger --epochs or --time-limit extends a finished run.
+# skip_bad is one of them: it decides only whether an unusable file stops the
+# run or is skipped with a warning, never which usable files are read, so a
+# run that went on without it read exactly the files it would have read with it.
 RESUMABLE_CHANGES = (
     "out", "epochs", "time_limit", "early_stopping", "val_images", "workers", "cache_dir", "verbose",
     "steps_per_execution", "jit_compile", "distribute", "sync_batch_norm", "coordinator", "num_processes",
-    "process_id",
+    "process_id", "skip_bad",
 )
 
 
@@ -76,7 +79,7 @@ class TrainConfig:
     out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
     preset: str | None = None  # model preset: fast, seed, pspnet50 or lite (pspnet.model.build_pspnet); None: lite (demo: fast)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
-    image_size: int | tuple[int, int] | None = None  # training size, H or (H, W); None: 256 (demo: 64)
+    image_size: int | tuple[int, int] | None = None  # training size, N or HxW (photos and labels are resized to it); None: 256 (demo: 64)
     batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
     epochs: int | None = None  # number of epochs (a larger value extends a finished run); None: 50 (demo: 8)
     steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/ (demo: 300)
@@ -106,7 +109,8 @@ class TrainConfig:
     process_id: int | None = None  # --distribute on jax: this process's index (0 writes the run folder); None: $KERAS_DISTRIBUTION_PROCESS_ID, or Slurm's
     val_images: int | None = None  # validate each epoch on the first N val pairs (the final metrics.json uses all); None: all
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU; None: off
-    cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: the default cache ($PSPNET_CACHE or ~/.cache/pspnet)
+    cache_dir: str | None = None  # cache folder of decoded splits (pspnet.data.load_split); None: $PSPNET_CACHE/splits or ~/.cache/pspnet/splits
+    skip_bad: bool = False  # skip unusable data files (truncated, unreadable, greyscale, odd-sized) with one warning naming them; off: the first is an error
     workers: int | None = None  # input pipeline threads; None: min(4, CPU count)
     verbose: int | None = None  # 0 silent, 1 progress bar, 2 one line per epoch; None: 1 on a terminal, 2 in a log
 

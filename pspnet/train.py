@@ -139,7 +139,8 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
     progress = config.verbose != 0
 
     def load(split: str, target: str, progress: bool = progress):
-        return load_split(folder / split, cache_dir=config.cache_dir, target=target, progress=progress)
+        return load_split(folder / split, cache_dir=config.cache_dir, target=target, skip_bad=config.skip_bad,
+                          progress=progress)
 
     train_photos, train_targets = load("train", target)
     val_photos, val_targets = load("val", target)
