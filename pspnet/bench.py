@@ -318,7 +318,7 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
                          class_weighting="none", scale=True).resolved()
     keras.utils.set_random_seed(seed)
     try:
-        model, _ = build_and_compile(config, config.steps_per_epoch, None, aux_head=False)
+        model, _ = build_and_compile(config, None, aux_head=False)
         photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed)
         data = SegmentationDataset(photos, ids, batch_size, image_size=image_size, seed=seed,
                                    drop_remainder=True, steps_per_epoch=config.steps_per_epoch,

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -64,6 +65,11 @@ class ResumeState(keras.callbacks.Callback):
         self.history: list[dict[str, Any]] = list(self.state.get("history", []))
 
     @property
+    def _start_again(self) -> str:
+        """What to do about a resume state that cannot be used."""
+        return f"delete {self.restore_dir} to start the run again, or restore it from a copy"
+
+    @property
     def epochs_done(self) -> int:
         """Epochs committed so far."""
         return int(self.state.get("epoch", 0))
@@ -78,14 +84,17 @@ class ResumeState(keras.callbacks.Callback):
         if name:
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)  # create the slots before loading
+            path = self.restore_dir / name
             try:
-                model.load_weights(self.restore_dir / name)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    model.load_weights(path)
             except Exception as error:  # h5py and Keras raise several types for a damaged file
                 raise ConfigError(
                     f"the last committed epoch cannot be restored, its weights file is damaged "
-                    f"({first_line(error)}): "
-                    f"{self.restore_dir / name}"
+                    f"({first_line(error)}): {path}; {self._start_again}"
                 ) from None
+            _check_optimizer_loaded(caught, path, self._start_again)
         generators = _generator_variables(model)
         saved = self.state.get("generators", [])
         if len(saved) == len(generators):
@@ -116,6 +125,22 @@ class ResumeState(keras.callbacks.Callback):
                 stale.unlink()
 
 
+def _check_optimizer_loaded(caught: list, path: Path, advice: str) -> None:
+    """Raises when ``load_weights`` skipped the optimizer (Keras only warns); re-issues other warnings.
+
+    A fresh optimizer would lose its moments and its step, the learning
+    rate's schedule, without a word.
+    """
+    for warning in caught:
+        message = str(warning.message)
+        if "Skipping variable loading for optimizer" in message:
+            raise ConfigError(
+                f"the optimizer state in {path} does not fit this run's optimizer ({first_line(warning.message)}); "
+                f"rerun with the flags that made it (config.json), or {advice}"
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
 def _generator_variables(model) -> list:
     """The model's variables that are not weights: the states of its random generators, in build order."""
     weights = {id(variable) for variable in model.weights}
@@ -131,12 +156,15 @@ def read_state(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / ResumeState.STATE
     if not path.is_file():
         return {}
+    advice = f"delete {folder} to start the run again, or restore it from a copy"
     try:
         state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read the resume state {path}: {error}") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"cannot read the resume state {path} ({first_line(error)}); {advice}") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"the resume state {path} is not a JSON object; {advice}")
     if state.get("weights") and not (Path(folder) / state["weights"]).is_file():
-        raise ConfigError(f"the resume state {path} names a missing file {state['weights']}")
+        raise ConfigError(f"the resume state {path} names a missing file {state['weights']}; {advice}")
     return state
 
 
@@ -259,7 +287,8 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         if self.exhausted:
             self.model.stop_training = True
             if self.verbose:
-                print(f"early stopping: {self.patience} epochs without a better {self.monitor} "
+                epochs = "epoch" if self.patience == 1 else "epochs"
+                print(f"early stopping: {self.patience} {epochs} without a better {self.monitor} "
                       f"(best {self.best:.4f}, epoch {self.best_epoch + 1})", flush=True)
 
 
@@ -295,9 +324,15 @@ class StopOnNaN(keras.callbacks.Callback):
         )
 
 
+def optimizer_step(model) -> int:
+    """The optimizer's step count (one sync with the device: call it per epoch, not per step)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
 class TrainingTime(keras.callbacks.Callback):
     """Logs ``train_minutes``, the minutes spent in training steps so far
-    (validation and checkpointing left out), per epoch.
+    (validation and checkpointing left out), and ``steps``, the steps the
+    epoch ran, per epoch.
 
     Args:
         start: minutes of the epochs finished before a resumption.
@@ -307,6 +342,7 @@ class TrainingTime(keras.callbacks.Callback):
         super().__init__()
         self.minutes = float(start)
         self._since = None
+        self._first_step = 0
 
     def _count(self) -> None:
         if self._since is not None:
@@ -314,7 +350,13 @@ class TrainingTime(keras.callbacks.Callback):
             self.minutes += (now - self._since) / 60.0
             self._since = now
 
+    def elapsed(self) -> float:
+        """The training minutes up to now."""
+        self._count()
+        return self.minutes
+
     def on_epoch_begin(self, epoch, logs=None):
+        self._first_step = optimizer_step(self.model)
         self._since = time.perf_counter()
 
     def on_test_begin(self, logs=None):
@@ -326,6 +368,7 @@ class TrainingTime(keras.callbacks.Callback):
         self._since = None
         if logs is not None:
             logs["train_minutes"] = self.minutes
+            logs["steps"] = optimizer_step(self.model) - self._first_step
 
 
 class TimeLimit(TrainingTime):
@@ -334,46 +377,83 @@ class TimeLimit(TrainingTime):
     usual, and the run is marked finished. (Its per-batch hook makes Keras wait
     for each step, so it is only used when a limit is set.)
 
-    With ``poly`` it also sets the optimizer's learning rate before each batch
-    to ``base * (1 - progress) ** 0.9``, ``progress`` being the larger of
-    ``steps / total_steps`` and ``minutes / limit``: the poly schedule ends at 0
-    whichever bound ends the run. The optimizer must hold a plain (variable)
-    learning rate.
-
     Args:
         limit: minutes of training after which the run stops.
         start: minutes of the epochs finished before a resumption.
-        poly: ``(base learning rate, total steps, steps per epoch)``, or None.
+        verbose: say, when the limit stops an epoch, how many of its steps ran.
     """
 
-    def __init__(self, limit: float, start: float = 0.0, poly: tuple[float, int, int] | None = None):
+    def __init__(self, limit: float, start: float = 0.0, verbose: int = 0):
         super().__init__(start)
         self.limit = float(limit)
-        self.poly = poly
+        self.verbose = verbose
         self._epoch = 0
+        self._stop = None  # (steps run, steps of the epoch, epoch), once the limit stopped an epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self._epoch = epoch
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.poly is None:
-            return
-        base, total_steps, steps_per_epoch = self.poly
+    def on_train_batch_end(self, batch, logs=None):
         self._count()
-        step = self._epoch * steps_per_epoch + batch
-        progress = min(1.0, max(step / max(1, total_steps), self.minutes / self.limit))
+        if self.minutes >= self.limit and self._stop is None:
+            self.model.stop_training = True
+            self._stop = (batch + 1, self.params.get("steps"), self._epoch + 1)  # batch: the last step's index
+
+    def on_train_end(self, logs=None):
+        # After Keras's progress line, whose count is the epoch's length, not the steps run.
+        if self.verbose and self._stop is not None:
+            done, steps, epoch = self._stop
+            print(f"pspnet-train: time limit of {self.limit:g} minutes reached after {done} of {steps} steps "
+                  f"of epoch {epoch}", flush=True)
+
+
+class PolyLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before each step to
+    ``base * (1 - progress) ** 0.9``, ``progress`` being the fraction of the
+    run done: the optimizer's step over ``total_steps``, or, when ``clock``
+    (a ``TimeLimit``) predicts an earlier end, its minutes over its limit.
+
+    The rate is a function of the optimizer's step, which a resumed run
+    restores with the rest of the optimizer, so a rerun, extended or not, with
+    or without a time limit, continues the schedule (nanoGPT's
+    ``get_lr(iter)``); the optimizer holds a plain learning-rate variable
+    (``pspnet.optimizers.build_optimizer``) whatever bounds the run. With
+    ``steps_per_execution`` N the rate changes every N steps.
+
+    Args:
+        base: the learning rate at step 0.
+        total_steps: the step at which the rate reaches 0 (``epochs * steps_per_epoch``).
+        clock: a TimeLimit whose limit may end the run first, or None.
+    """
+
+    def __init__(self, base: float, total_steps: int, clock: TimeLimit | None = None):
+        super().__init__()
+        self.base = float(base)
+        self.total_steps = max(1, int(total_steps))
+        self.clock = clock
+        self._first_step = 0
+
+    def rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based)."""
+        progress = step / self.total_steps
+        if self.clock is not None:
+            # At a steady pace the limit falls at step * limit / minutes: the
+            # clock's fraction is the same fraction of that horizon.
+            progress = max(progress, self.clock.elapsed() / self.clock.limit)
+        return self.base * (1.0 - min(1.0, progress)) ** 0.9
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first_step = optimizer_step(self.model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        rate = self.rate(self._first_step + batch)  # batch: the epoch's step index
         # JAX threads the variables through the epoch: write its state back
         # first, so that the next step reads the new rate (Keras's own hook).
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:
             sync()
-        self.model.optimizer.learning_rate = base * (1.0 - progress) ** 0.9
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._count()
-        if self.minutes >= self.limit:
-            self.model.stop_training = True
+        self.model.optimizer.learning_rate = rate
 
 
 # --- logs -----------------------------------------------------------------------------

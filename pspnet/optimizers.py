@@ -86,33 +86,27 @@ def add_l2_penalty(model, weight_decay: float) -> None:
             variable.regularizer = keras.regularizers.L2(weight_decay / 2)
 
 
-def build_optimizer(config: TrainConfig, steps_per_epoch: int, backbone_prefixes: Sequence[str] = ()):
+def build_optimizer(config: TrainConfig, backbone_prefixes: Sequence[str] = ()):
     """The optimizer of a resolved config.
 
     Adam: Keras's Adam, with decoupled weight decay (AdamW-style) that spares
     norms and biases, and the same learning rate everywhere. SGD:
-    ``PaperSGD`` (its weight decay is ``add_l2_penalty`` on the model). Either takes a constant or a poly learning rate
-    (``(1 - step / total) ** 0.9``, down to 0 over ``epochs * steps_per_epoch``). With
-    a time limit, the poly rate also depends on the clock, so it is a plain
-    rate that ``pspnet.callbacks.TimeLimit`` sets before each step.
+    ``PaperSGD`` (its weight decay is ``add_l2_penalty`` on the model). Either
+    holds a plain learning-rate variable at the base rate, whatever the
+    schedule and whatever bounds the run, so that its variables are the same
+    on every rerun; the poly rate is set before each step from the
+    optimizer's step by ``pspnet.callbacks.PolyLearningRate`` (nanoGPT's
+    ``get_lr(iter)``).
 
     Args:
         config: a resolved TrainConfig.
-        steps_per_epoch: batches per epoch (the poly schedule's length).
         backbone_prefixes: layer-name prefixes of the backbone (for the head's
             learning-rate factor).
 
     Returns:
         A keras optimizer.
     """
-    learning_rate = config.learning_rate
-    if config.schedule == "poly" and config.time_limit is None:
-        learning_rate = keras.optimizers.schedules.PolynomialDecay(
-            initial_learning_rate=config.learning_rate,
-            decay_steps=max(1, config.epochs * steps_per_epoch),
-            end_learning_rate=0.0,
-            power=0.9,
-        )
+    learning_rate = config.learning_rate  # the base rate (a poly run's callback lowers it)
     if config.optimizer == "sgd":
         return PaperSGD(
             learning_rate, momentum=config.momentum, head_lr_multiplier=config.head_lr_multiplier,

@@ -26,13 +26,12 @@ def model_info(config: TrainConfig) -> ModelInfo:
     )
 
 
-def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.ndarray | None,
+def build_and_compile(config: TrainConfig, weights: np.ndarray | None,
                       aux_head: bool | None = None, any_size: bool = False):
     """Builds and compiles the model of a resolved config (call it inside the distribution scope).
 
     Args:
         config: a resolved TrainConfig.
-        steps_per_epoch: batches per epoch (the poly schedule's length).
         weights: per-class loss weights, or None.
         aux_head: give pspnet50 its auxiliary head; None: when the config's
             ``aux_loss_weight`` is positive (and the head is "classes").
@@ -80,7 +79,7 @@ def build_and_compile(config: TrainConfig, steps_per_epoch: int, weights: np.nda
         loss_weights = {"main": 1.0, "aux": config.aux_loss_weight}
         metrics = {"main": metrics}
     model.compile(
-        optimizer=build_optimizer(config, steps_per_epoch, BACKBONE_PREFIXES[config.preset]),
+        optimizer=build_optimizer(config, BACKBONE_PREFIXES[config.preset]),
         loss=loss,
         loss_weights=loss_weights,
         metrics=metrics,

@@ -76,7 +76,6 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             _say(config, f"pspnet-train: run {run.path} is already complete; its metrics are in "
                          f"{run.path / 'metrics.json'}")
             return finished_metrics
-        _say(config, f"pspnet-train: run folder {run.path.resolve()}")
         start = time.time()
         splits = _load_splits(config, data_folder)
         resume = cb.ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
@@ -86,10 +85,11 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the "
                                   f"{replicas} devices (it is the global batch)")
             train_data, val_data = _batches(config, splits, replicas, placement.part(config.batch_size))
-            model, aux_head = build_and_compile(config, len(train_data), splits.class_weights, any_size=True)
+            model, aux_head = build_and_compile(config, splits.class_weights, any_size=True)
             if config.sync_batch_norm:
                 synchronize_batch_norm(model, replicas)
             run.write_config(config)  # every flag has now proved itself
+            _say(config, f"pspnet-train: run folder {run.path.resolve()}")  # now it stays
             check_same_start(placement, resume.epochs_done, run.path / "backup")  # before restore's collectives
             finished = resume.restore(model)
             run.rebuild_history(resume.history)
@@ -181,13 +181,12 @@ def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _S
     best_epoch, best_value = cb.best_of(history)
     minutes = float(history[-1].get("train_minutes", 0.0)) if history else 0.0
     info = model_info(config)
-    poly = None  # a time limit makes the poly rate a callback's job (pspnet.optimizers.build_optimizer)
-    if config.schedule == "poly":
-        poly = (config.learning_rate, config.epochs * steps_per_epoch, steps_per_epoch)
-    callbacks: list[keras.callbacks.Callback] = [
-        # First: the other callbacks' epoch ends see the stop and the time.
-        cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(config.time_limit, minutes, poly=poly),
-    ]
+    clock = cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(
+        config.time_limit, minutes, verbose=config.verbose)
+    callbacks: list[keras.callbacks.Callback] = [clock]  # first: the epoch ends after it see the stop and the time
+    if config.schedule == "poly":  # before the extra callbacks: they see each step's rate
+        callbacks.append(cb.PolyLearningRate(config.learning_rate, config.epochs * steps_per_epoch,
+                                             clock=clock if isinstance(clock, cb.TimeLimit) else None))
     if config.head == "rgb":
         count = config.val_images or len(splits.val_photos)
         callbacks.append(cb.ColourScores(splits.val_photos[:count], splits.val_ids[:count], info, config.batch_size))
@@ -262,9 +261,14 @@ def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, 
         atomic_write(run.path / "curves.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100), suffix=".png")
     atomic_write_text(run.path / "metrics.json", json.dumps(results, indent=2) + "\n")
     _say(config, f"pspnet-train: val mean IoU {scores['mean_iou']:.3f}, pixel accuracy "
-                 f"{scores['pixel_accuracy']:.3f} ({source}, {results['epochs']} epochs, {train_seconds:.0f} s); "
+                 f"{scores['pixel_accuracy']:.3f} ({source}, {_count(results['epochs'], 'epoch')}, {train_seconds:.0f} s); "
                  f"run folder {run.path.resolve()}")
     return results
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _say(config: TrainConfig, message: str) -> None:

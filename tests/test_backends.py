@@ -183,7 +183,7 @@ FIT_STEP = textwrap.dedent(
         config = TrainConfig(data="demo", preset="fast", image_size=32, batch_size=2, epochs=1,
                              optimizer=optimizer, weight_decay=1e-4).resolved()
         keras.utils.set_random_seed(0)
-        model, _ = build_and_compile(config, steps_per_epoch=1, weights=weights)
+        model, _ = build_and_compile(config, weights=weights)
         before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
         logs = model.fit(x, y, batch_size=2, epochs=1, verbose=0).history
         unchanged = [w.path for w, old in zip(model.trainable_weights, before)

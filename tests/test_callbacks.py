@@ -11,11 +11,13 @@ import pytest
 
 from pspnet.callbacks import (
     Checkpoint,
+    PolyLearningRate,
     ResumableEarlyStopping,
     ResumeState,
     StopOnNaN,
     TimeLimit,
     TrainingDiverged,
+    TrainingTime,
     history_csv_text,
 )
 from pspnet.modelfile import INFO_NAME, ModelInfo, read_model_info
@@ -105,27 +107,72 @@ def test_a_damaged_backup_is_named_in_one_error(tmp_path):
     model.fit(X, Y, epochs=1, batch_size=2, verbose=0, shuffle=False, callbacks=[ResumeState(tmp_path / "backup")])
     weights = tmp_path / "backup" / "epoch-000001.weights.h5"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ConfigError, match=rf"cannot be restored, its weights file is damaged .*: {weights}$"):
-        ResumeState(tmp_path / "backup").restore(_tiny_model())
+    backup = tmp_path / "backup"
+    with pytest.raises(ConfigError, match=rf"cannot be restored, its weights file is damaged .*: {weights}; "
+                                          rf"delete {backup} to start the run again, or restore it from a copy$"):
+        ResumeState(backup).restore(_tiny_model())
 
 
-def test_time_limit_poly_sets_each_steps_rate_and_the_backend_uses_it():
+@pytest.mark.parametrize("text, problem", [("{", r"cannot read the resume state .*state.json \(.*\)"),
+                                           ("[1]", "is not a JSON object")])
+def test_an_unreadable_resume_state_says_what_to_do(tmp_path, text, problem):
+    from pspnet.errors import ConfigError
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "state.json").write_text(text)
+    with pytest.raises(ConfigError, match=rf"{problem}; delete {backup} to start the run again, or restore it"):
+        ResumeState(backup)
+
+
+def test_poly_sets_each_steps_rate_from_the_optimizer_step_and_the_backend_uses_it():
     # Loss w . x has the constant gradient x, so plain SGD moves w by exactly
     # -x * (the sum of the rates it used): a rate set but not used (JAX threads
     # its state through an epoch) shows in the weights.
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")(inputs))
     model.compile(keras.optimizers.SGD(0.5), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(2)  # a resumed optimizer: its schedule goes on from step 2
     x = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (6, 1))
-    total = 10  # the poly length: 2 epochs of 3 steps end at 6 / 10 of it
-    limit = TimeLimit(1e6, poly=(0.5, total, 3))  # minutes: the steps bound the decay here
-    model.fit(x, np.zeros((6, 1), np.float32), batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[limit])
-    used = sum(0.5 * (1 - step / total) ** 0.9 for step in range(6))
+    total = 10  # the poly length: 2 epochs of 3 steps from step 2 end at 8 / 10 of it
+    limit = TimeLimit(1e6)  # minutes: the steps bound the decay here
+    poly = PolyLearningRate(0.5, total, clock=limit)
+    model.fit(x, np.zeros((6, 1), np.float32), batch_size=2, epochs=2, shuffle=False, verbose=0,
+              callbacks=[limit, poly])
+    used = sum(0.5 * (1 - step / total) ** 0.9 for step in range(2, 8))
     expected = -used * np.array([[1.0], [2.0], [3.0]])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[-1].kernel), expected, rtol=1e-5)
     # The clock bounds it too: past the limit the rate is 0.
-    late = TimeLimit(1.0, start=2.0, poly=(0.5, total, 3))
-    late.set_model(model)
-    late.on_epoch_begin(0)
-    late.on_train_batch_begin(0)
-    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == 0.0
+    late = TimeLimit(1.0, start=2.0)
+    assert PolyLearningRate(0.5, total, clock=late).rate(0) == 0.0
+    assert PolyLearningRate(0.5, total).rate(0) == 0.5
+
+
+def _tiny_adam(learning_rate):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(keras.optimizers.Adam(learning_rate), "mse")
+    return model
+
+
+def test_a_backup_whose_optimizer_does_not_fit_is_refused_not_skipped(tmp_path):
+    from pspnet.errors import ConfigError
+
+    # A schedule leaves Adam without a learning-rate variable: 4 + 1 variables against 4 + 2.
+    schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=10)
+    model = _tiny_adam(schedule)
+    model.fit(X, Y, epochs=1, batch_size=2, verbose=0, shuffle=False, callbacks=[ResumeState(tmp_path / "backup")])
+    with pytest.raises(ConfigError, match=r"optimizer state in .*epoch-000001.weights.h5 does not fit this run's "
+                                          r"optimizer \(.*\); rerun with the flags .* or delete .*backup to start"):
+        ResumeState(tmp_path / "backup").restore(_tiny_adam(1e-3))
+
+
+def test_a_time_limit_logs_and_says_the_steps_it_ran(capsys):
+    model = _tiny_model()
+    limit = TimeLimit(0.0, verbose=1)  # stops after the first step
+    model.fit(np.tile(X, (3, 1)), np.tile(Y, (3, 1)), epochs=2, batch_size=2, verbose=0, callbacks=[limit])
+    assert int(model.optimizer.iterations) == 1
+    assert capsys.readouterr().out == "pspnet-train: time limit of 0 minutes reached after 1 of 6 steps of epoch 1\n"
+    logged = keras.callbacks.History()
+    model.fit(X, Y, epochs=1, batch_size=2, verbose=0, callbacks=[TrainingTime(), logged])
+    assert logged.history["steps"] == [2]

@@ -49,10 +49,10 @@ def test_one_step_is_pytorchs_sgd_with_weight_decay_and_a_tenfold_head():
 
 
 def test_the_paper_recipe_builds_paper_sgd_and_adam_stays_decoupled():
-    sgd = build_optimizer(TrainConfig(data="x", optimizer="sgd", weight_decay=1e-4).resolved(), 10, ("conv1_",))
+    sgd = build_optimizer(TrainConfig(data="x", optimizer="sgd", weight_decay=1e-4).resolved(), ("conv1_",))
     assert isinstance(sgd, PaperSGD)
     assert (sgd.head_lr_multiplier, sgd.backbone_prefixes, sgd.weight_decay) == (10.0, ("conv1_",), None)
-    adam = build_optimizer(TrainConfig(data="x", weight_decay=1e-4).resolved(), 10)
+    adam = build_optimizer(TrainConfig(data="x", weight_decay=1e-4).resolved())
     assert isinstance(adam, keras.optimizers.Adam) and adam.weight_decay == pytest.approx(1e-4)
 
 

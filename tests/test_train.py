@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -213,7 +214,52 @@ def test_a_larger_epoch_count_extends_a_finished_run(data_dir, tmp_path):
     assert metrics["epochs"] == 2
     assert [row["epoch"] for row in _rows(run / "history.csv")] == ["0", "1"]
     assert TrainConfig.from_json((run / "config.json").read_text()).epochs == 2
+    assert _iterations(run / "last.keras") == 8  # 2 epochs of 4 steps: the optimizer went on
     assert train(longer) == metrics  # and then it is complete again
+
+
+def _iterations(path: Path) -> int:
+    model, _ = load_model(path, compile=True)
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class _RecordRates(keras.callbacks.Callback):
+    """Records the learning rate each step uses, and the optimizer's step count at the end."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates: list[float] = []
+        self.iterations = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    def on_train_end(self, logs=None):
+        self.iterations = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+
+@pytest.mark.slow
+def test_a_run_extended_across_the_time_limit_keeps_its_optimizer_and_schedule(data_dir, tmp_path):
+    # Legs: 1 epoch under a time limit that never triggers, 2 without one, 3 with it again.
+    base = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **TINY)
+    legs = [dict(epochs=1, time_limit=1000.0), dict(epochs=2, time_limit=None), dict(epochs=3, time_limit=1000.0)]
+    recorders = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for leg in legs:
+            recorders.append(_RecordRates())
+            train(dataclasses.replace(base, **leg), callbacks=[recorders[-1]])
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    assert [recorder.iterations for recorder in recorders] == [4, 8, 12]  # 4 steps an epoch, none lost
+    assert _iterations(Path(base.out) / "last.keras") == 12
+    # Each leg's rate is poly of the optimizer's step over that leg's length (nanoGPT's get_lr(iter)) ...
+    for recorder, (first, total) in zip(recorders, [(0, 4), (4, 8), (8, 12)]):
+        expected = [1e-3 * (1 - step / total) ** 0.9 for step in range(first, total)]
+        np.testing.assert_allclose(recorder.rates, expected, rtol=1e-5)
+    # ... and the last leg's are those of an uninterrupted run of 3 epochs.
+    whole = _RecordRates()
+    train(dataclasses.replace(base, out=str(tmp_path / "whole"), epochs=3, time_limit=1000.0), callbacks=[whole])
+    np.testing.assert_allclose(recorders[-1].rates, whole.rates[8:], rtol=1e-6)
 
 
 def test_a_bad_flag_leaves_nothing_behind_and_the_corrected_command_runs(data_dir, tmp_path, capsys):
@@ -224,9 +270,11 @@ def test_a_bad_flag_leaves_nothing_behind_and_the_corrected_command_runs(data_di
     assert capsys.readouterr().err == "pspnet-train: error: --seed must be an integer from 0 to 2**32 - 1, got -1\n"
     assert not run.exists()
     # A failure only the model build finds: the folder it made is removed again.
-    assert train_main([*argv, "--preset", "pspnet50", "--backbone-weights", str(tmp_path / "none.h5")]) == 1
-    assert "no such weights file" in capsys.readouterr().err
-    assert not run.exists()
+    assert train_main([*argv, "--preset", "pspnet50", "--backbone-weights", str(tmp_path / "none.h5"),
+                       "--verbose", "1"]) == 1
+    printed = capsys.readouterr()
+    assert "no such weights file" in printed.err
+    assert not run.exists() and "run folder" not in printed.out  # never named: it was never kept
     assert train_main(argv) == 0
     assert (run / "metrics.json").is_file()
 
@@ -358,6 +406,18 @@ def test_poly_decay_reaches_zero_at_the_time_limit(data_dir, tmp_path, monkeypat
     model, _ = load_model(Path(config.out) / "last.keras", compile=True)
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
         1e-3 * (1 - 1.05 / 1.14) ** 0.9, rel=1e-4)
+
+
+def test_a_time_limited_epoch_reports_the_steps_it_ran(data_dir, tmp_path, monkeypatch, capsys):
+    # The _Clock's 1.14 s limit stops the epoch after 4 of its 10 steps (as above).
+    monkeypatch.setattr("pspnet.callbacks.time", _Clock())
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5, "verbose": 2},
+                         steps_per_epoch=10, time_limit=0.019)
+    assert train(config)["epochs"] == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "pspnet-train: time limit of 0.019 minutes reached after 4 of 10 steps of epoch 1" in lines
+    assert [float(row["steps"]) for row in _rows(Path(config.out) / "history.csv")] == [4]
+    assert any("(best.keras, 1 epoch, " in line for line in lines)  # not "1 epochs"
 
 
 def test_a_trained_model_takes_any_size_so_native_prediction_works(one_epoch_run, tmp_path):
