@@ -67,7 +67,7 @@ TARGETS = ("train_ids", "rgb")
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_TAIL_BYTES = 64  # where the end marker (JPEG EOI, PNG IEND) must lie
+_TAIL_BYTES = 64  # where the end marker (JPEG EOI, PNG IEND) lies in a file that ends with it
 _CHUNK = 32  # images per decoding task
 
 
@@ -155,8 +155,9 @@ def _decode_file(path: Path, flags: int) -> tuple[np.ndarray, np.ndarray]:
     tail = data[-_TAIL_BYTES:].tobytes()
     if head.startswith(_JPEG_MAGIC):
         # libjpeg decodes a cut-off file silently (grey bottom rows); the
-        # missing end-of-image marker is what gives it away.
-        if b"\xff\xd9" not in tail:
+        # missing end-of-image marker is what gives it away. Most files end
+        # with it; phones' motion photos and maker data put bytes after it.
+        if b"\xff\xd9" not in tail and _jpeg_end(data) is None:
             raise DataError(f"truncated JPEG (no end-of-image marker): {path}")
     elif head.startswith(_PNG_MAGIC):
         if b"IEND" not in tail:
@@ -167,6 +168,56 @@ def _decode_file(path: Path, flags: int) -> tuple[np.ndarray, np.ndarray]:
     if image is None:
         raise DataError(f"cannot decode image (corrupt data): {path}")
     return image, data
+
+
+def _jpeg_end(data: np.ndarray) -> int | None:
+    """The offset just past a JPEG's end-of-image marker after its last scan; None when it is cut off.
+
+    Walks the markers from the start, jumping over each segment by its length
+    and over each scan's entropy-coded data to the next marker with a
+    vectorised search, so a few dozen Python steps whatever the file's size.
+    Whatever follows the marker (an MP4, maker data) is not read.
+    """
+    size = len(data)
+    position = 2  # after start-of-image
+    while position + 1 < size:
+        if data[position] != 0xFF:
+            return None  # no marker where one must be: damaged
+        marker = int(data[position + 1])
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+        elif marker == 0xD9:
+            return position + 2
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a segment
+            position += 2
+        elif position + 4 > size:
+            return None
+        else:
+            position += 2 + (int(data[position + 2]) << 8 | int(data[position + 3]))
+            if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+                position = _next_marker(data, position)
+                if position is None:
+                    return None
+    return None
+
+
+_SCAN_CHUNK = 1 << 20  # bytes searched for a marker at a time
+
+
+def _next_marker(data: np.ndarray, start: int) -> int | None:
+    """The offset of the first marker at or after ``start`` in entropy-coded data, or None.
+
+    Inside a scan 0xFF is followed only by 0x00 (a stuffed byte), a restart
+    marker (0xD0-0xD7, part of the scan) or another 0xFF (fill): any other
+    byte after it begins the marker that ends the scan.
+    """
+    for begin in range(start, len(data) - 1, _SCAN_CHUNK):
+        candidates = begin + np.flatnonzero(data[begin : min(begin + _SCAN_CHUNK, len(data) - 1)] == 0xFF)
+        following = data[candidates + 1]
+        found = np.flatnonzero((following != 0x00) & (following != 0xFF) & ((following < 0xD0) | (following > 0xD7)))
+        if len(found):
+            return int(candidates[found[0]])
+    return None
 
 
 def _read_image(path: Path, what: str) -> np.ndarray:
