@@ -144,7 +144,7 @@ def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backe
             _start_backend(start_runtime)
         return int(body() or 0)
     except PspnetError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error.command_line_message()}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as error:  # a missing file, a read-only folder, a full disk, a denied permission...
         print(f"{prog}: error: {_os_error_line(error, out)}", file=sys.stderr)
@@ -346,7 +346,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     try:
         config = configuration.TrainConfig(**vars(args))
     except PspnetError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error.command_line_message()}", file=sys.stderr)
         return EXIT_USAGE
 
     def body() -> int:

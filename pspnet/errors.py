@@ -2,7 +2,24 @@
 
 
 class PspnetError(Exception):
-    """Base class for every failure a user can cause (bad path, file, flag)."""
+    """Base class for every failure a user can cause (bad path, file, flag).
+
+    Args:
+        message: what went wrong, naming arguments as the Python API takes them.
+        flags: how the command line says those arguments, e.g.
+            ``{"overwrite=True": "--overwrite"}`` (see ``command_line_message``).
+    """
+
+    def __init__(self, *args, flags: dict[str, str] | None = None):
+        super().__init__(*args)
+        self.flags = dict(flags or {})
+
+    def command_line_message(self) -> str:
+        """The message as a command-line tool prints it: flags for Python arguments."""
+        text = str(self)
+        for argument, flag in self.flags.items():
+            text = text.replace(argument, flag)
+        return text
 
 
 class DataError(PspnetError, ValueError):

@@ -158,8 +158,8 @@ class Segmenter:
         channels = 3 if self.head == "rgb" else NUM_CLASSES
         if output.shape[-1] != channels:
             raise ConfigError(
-                f"a {self.head} head must output {channels} channels, this model outputs "
-                f"{output.shape[-1]}: {self.source}"
+                f"{'an' if self.head == 'rgb' else 'a'} {self.head} head must output {channels} channels, "
+                f"this model outputs {output.shape[-1]}: {self.source}"
             )
         if self.head == "classes" and self.tta_flip:
             output = _softmax(output)  # average probabilities, not raw logits

@@ -797,7 +797,8 @@ def write_synthetic_set(
     for split in ("train", "val"):
         folder = out_dir / split
         if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise DataError(f"{folder} already holds files; pass overwrite=True (--overwrite) or choose another folder")
+            raise DataError(f"{folder} already holds files; pass overwrite=True or choose another folder",
+                            flags={"overwrite=True": "--overwrite"})
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers or os.cpu_count() or 1))
     for split, count in (("train", int(train)), ("val", int(val))):

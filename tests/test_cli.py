@@ -329,3 +329,11 @@ def test_synth_into_a_full_folder_names_the_argument_in_python(tmp_path):
     with pytest.raises(DataError, match="pass overwrite=True or choose another") as raised:
         write_synthetic_set(tmp_path / "d", train=1, val=1, size=16, progress=False)
     assert "--overwrite" not in str(raised.value)
+
+
+def test_a_head_that_does_not_fit_the_model_reads_an_rgb_head(model_path, val, tmp_path, capsys):
+    status = cli.predict_main(["--model", str(model_path), "--input", str(val), "--out", str(tmp_path / "p"),
+                               "--head", "rgb", "--quiet"])
+    assert status == EXIT_ERROR
+    assert_one_error_line(capsys.readouterr().err, "pspnet-predict", "an rgb head must output 3 channels",
+                          "outputs 19")
