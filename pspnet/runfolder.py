@@ -129,7 +129,8 @@ def open_run(config: TrainConfig, is_chief: bool = True, worker_index: int = 0) 
 
     Yields:
         The Run. A folder this call created is removed again when the body
-        fails before config.json was written.
+        fails before config.json was written (by this process only, while it
+        holds the lock).
 
     Raises:
         ConfigError: the folder holds another run, or is not a run folder, or
@@ -144,11 +145,10 @@ def open_run(config: TrainConfig, is_chief: bool = True, worker_index: int = 0) 
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
+    created = _make_folder(path)
     lock = FolderLock(path, what="another pspnet-train")
+    lock.acquire()  # a process that loses the lock leaves the folder alone: it may be the winner's now
     try:
-        lock.acquire()
         saved = _read_config(path / CONFIG)
         if saved is not None:
             changes = config.changes_from(saved)
@@ -161,8 +161,18 @@ def open_run(config: TrainConfig, is_chief: bool = True, worker_index: int = 0) 
             remove_temporaries(place)
         yield Run(path=path, folder=path, saved=saved, state=read_state(path / "backup"))
     except BaseException:
-        lock.release()
         if created and not (path / CONFIG).exists():
-            shutil.rmtree(path, ignore_errors=True)  # nothing of a run was written: leave no trace
+            # Nothing of a run was written: leave no trace, while the lock still keeps others out.
+            shutil.rmtree(path, ignore_errors=True)
         raise
-    lock.release()
+    finally:
+        lock.release()
+
+
+def _make_folder(path: Path) -> bool:
+    """Creates the run folder; whether this call created it (of processes racing to, exactly one did)."""
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    return True

@@ -205,6 +205,72 @@ def test_a_second_process_on_the_same_run_folder_is_refused_and_removes_nothing(
     assert sorted(p.name for p in run.iterdir()) == [".last.keras.tmp-1-abcd.keras", ".lock"]
 
 
+# pspnet-train whose FolderLock waits for a file before it locks: the test chooses who locks first.
+_GATED_TRAIN = """
+import sys, time, pathlib
+import pspnet.runfolder as runfolder
+gate = pathlib.Path(sys.argv[1])
+
+class GatedLock(runfolder.FolderLock):
+    def acquire(self):
+        while not gate.exists():
+            time.sleep(0.01)
+        super().acquire()
+
+runfolder.FolderLock = GatedLock
+from pspnet.cli import train_main
+sys.exit(train_main(sys.argv[2:]))
+"""
+
+
+def _wait_for(condition, process, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_leave_the_winners_run_intact(data_dir, tmp_path):
+    # The race of two processes started at the same instant, made certain: the
+    # loser creates the folder, then the winner takes its lock first.
+    run = tmp_path / "run"
+    command = _train_command(data_dir, run)[2:]
+    started = []
+
+    def start(name: str):
+        gate = tmp_path / f"go-{name}"
+        process = subprocess.Popen([sys.executable, "-c", _GATED_TRAIN, str(gate), *command], env=_env(),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        return process, gate
+
+    try:
+        loser, loser_gate = start("loser")
+        _wait_for(run.is_dir, loser)  # the loser made the folder and waits to lock it
+        winner, winner_gate = start("winner")
+        winner_gate.touch()
+        _wait_for(lambda: (run / ".lock").is_file() and (run / ".lock").read_text().strip() == str(winner.pid),
+                  winner)
+        loser_gate.touch()
+        lost = loser.communicate(timeout=300)[1]
+        won = winner.communicate(timeout=300)[1]
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
+    assert loser.returncode == 1 and "Traceback" not in lost
+    assert lost.strip().splitlines()[-1] == (
+        f"pspnet-train: error: {run} is in use by another pspnet-train (pid {winner.pid}); "
+        "wait for it to end, or choose another --out"
+    )
+    assert winner.returncode == 0, won[-2000:]
+    for name in ("config.json", "best.keras", "last.keras", "history.csv", "metrics.json", ".lock"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
 def test_a_larger_epoch_count_extends_a_finished_run(data_dir, tmp_path):
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **TINY)
     train(config)
