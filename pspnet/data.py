@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -944,17 +945,85 @@ def _target_spec(target: str, size: tuple[int, int]) -> tuple[tuple, np.dtype]:
     return (height, width), np.dtype(np.uint8)
 
 
-def _clean_stale(root: Path, prefix: str, keep: str) -> None:
-    """Removes older entries of the same folder and target, and abandoned temporary folders."""
+@contextlib.contextmanager
+def _folder_lock(folder: Path, wait: bool = True):
+    """Holds an ``flock`` on a folder itself (its descriptor: no lock file to clean up).
+
+    Yields True once held, or False when ``wait`` is off and another process
+    (or another descriptor of this one) holds it. The kernel drops it when its
+    holder ends, however it ends. Where ``fcntl`` does not exist (Windows) it
+    yields True and locks nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(descriptor)
+
+
+def _keyed_at(entry: Path) -> float:
+    """When the files of a cache entry were looked at (0 for a damaged entry, which nobody writes into)."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        return float(meta.get("keyed", meta["created"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0.0
+
+
+def _clean_stale(root: Path, prefix: str, keep: str, keyed: float) -> None:
+    """Removes the entries of the same folder and target keyed before ``keyed``, and abandoned temporary folders.
+
+    Runs under the cache folder's lock. Another process's entry keyed later
+    (it saw newer files) is kept, and so is the temporary folder of a writer
+    still at work, however long it takes: the writer holds its lock.
+    """
     now = time.time()
     for entry in root.iterdir():
         try:
             if entry.name.startswith(prefix) and entry.name != keep:
-                shutil.rmtree(entry, ignore_errors=True)
+                if _keyed_at(entry) < keyed:
+                    shutil.rmtree(entry, ignore_errors=True)
             elif TEMPORARY_MARK in entry.name and now - entry.stat().st_mtime > 3600:
-                shutil.rmtree(entry, ignore_errors=True)
+                with _folder_lock(entry, wait=False) as abandoned:
+                    if abandoned:
+                        shutil.rmtree(entry, ignore_errors=True)
         except OSError:
             pass
+
+
+def _publish(root: Path, temporary: Path, entry: Path, key: str, prefix: str, keyed: float):
+    """Moves a finished temporary entry into place, cleans up, and reads the entry back, under the cache's lock.
+
+    An entry of the same key that another process finished first is kept and
+    read instead (removing it could break that process's memory map).
+
+    Returns:
+        What ``_read_entry`` gives for the entry.
+    """
+    with _folder_lock(root):
+        found = _read_entry(entry, key) if entry.is_dir() else None
+        if found is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            if entry.exists():  # a damaged entry
+                shutil.rmtree(entry, ignore_errors=True)
+            try:
+                os.rename(temporary, entry)
+            except OSError:
+                shutil.rmtree(temporary, ignore_errors=True)
+            found = _read_entry(entry, key)  # mapped before anyone's clean-up can remove it
+        _clean_stale(root, prefix, entry.name, keyed)
+    return found
 
 
 def _load(
@@ -979,6 +1048,7 @@ def _load(
         return (*sink.result(), summary)
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "splits"
+    keyed = time.time()  # an entry keyed later than this one saw newer files, and is never cleaned up by it
     key, _ = _file_key(paths, target)
     prefix = _entry_prefix(folder, target)
     entry = root / f"{prefix}{key}"
@@ -1002,34 +1072,29 @@ def _load(
         return (*sink.result(), summary)
 
     sink = None
-    try:
-
-        def file_sink(count, size):
-            nonlocal sink
-            sink = _FileSink(temporary, count, (*size, 3), *_target_spec(target, size))
-            return sink
-
-        _, summary = _decode_split(folder, paths, target, skip_bad, workers, progress, file_sink)
-        sink.close()
-        meta = {
-            "format": CACHE_FORMAT, "key": key, "target": target, "created": time.time(),
-            "summary": summary.to_json(),
-        }
-        # meta.json is written last: an entry without it is never trusted.
-        (temporary / "meta.json").write_text(json.dumps(meta))
-        if entry.exists():  # an invalid entry, or one another process just finished
-            shutil.rmtree(entry, ignore_errors=True)
+    # Held until the entry is in place: another process's clean-up leaves this folder alone.
+    with _folder_lock(temporary):
         try:
-            os.rename(temporary, entry)
-        except OSError:
-            shutil.rmtree(temporary, ignore_errors=True)  # another process won the race
-    except BaseException:
-        if sink is not None:
-            sink.abort()
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    _clean_stale(root, prefix, entry.name)
-    found = _read_entry(entry, key)
+
+            def file_sink(count, size):
+                nonlocal sink
+                sink = _FileSink(temporary, count, (*size, 3), *_target_spec(target, size))
+                return sink
+
+            _, summary = _decode_split(folder, paths, target, skip_bad, workers, progress, file_sink)
+            sink.close()
+            meta = {
+                "format": CACHE_FORMAT, "key": key, "target": target, "keyed": keyed, "created": time.time(),
+                "summary": summary.to_json(),
+            }
+            # meta.json is written last: an entry without it is never trusted.
+            (temporary / "meta.json").write_text(json.dumps(meta))
+        except BaseException:
+            if sink is not None:
+                sink.abort()
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        found = _publish(root, temporary, entry, key, prefix, keyed)
     if found is None:
         raise DataError(f"the cache entry just written cannot be read back: {entry}")
     found[2].cached = False
@@ -1054,6 +1119,9 @@ def load_split(
     the next call with unchanged files memory-maps them instead of decoding.
     A cache entry is written into a temporary folder and renamed into place
     only when complete, so an interrupted run never leaves one that is trusted.
+    Processes loading at once share the cache: entries are placed and removed
+    under a lock on the cache folder, and an entry of newer files (keyed later)
+    or one still being written is never removed by another process.
 
     Args:
         folder: a folder of .jpg/.jpeg/.png composites (photo left, label right).

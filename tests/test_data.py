@@ -24,6 +24,7 @@ from pspnet.data import (
     summarize_split,
 )
 from pspnet.errors import ConfigError, DataError, PspnetWarning
+from pspnet.fileio import TEMPORARY_MARK
 from pspnet.palette import IGNORE_INDEX, LABEL_COLORS, LABEL_TRAIN_IDS, NUM_CLASSES
 
 
@@ -409,6 +410,66 @@ def test_incomplete_entry_is_not_trusted(tiny_pairs, cache_dir):
     again, _ = load_split(tiny_pairs / "val", cache_dir=cache_dir, progress=False)
     np.testing.assert_array_equal(again, photos)
     assert (entry / "meta.json").is_file()
+
+
+def _while_decoding(monkeypatch, other_process):
+    """Runs ``other_process()`` once, as if another process ran it while this one decodes a split."""
+    original = data._decode_split
+
+    def decode(*args, **kwargs):
+        monkeypatch.setattr(data, "_decode_split", original)
+        other_process()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data, "_decode_split", decode)
+
+
+def _touch(path: Path) -> None:
+    info = path.stat()
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 5_000_000_000))
+
+
+def test_clean_up_keeps_the_newer_entry_another_process_just_finished(tiny_pairs, cache_dir, monkeypatch):
+    folder = tiny_pairs / "train"
+    # This process keys the split, a file changes, another process keys and
+    # caches the new files and finishes first; this one then finishes its own
+    # (now outdated) entry and cleans up.
+    _while_decoding(monkeypatch, lambda: (_touch(folder / "2.jpg"), load_split(folder, cache_dir=cache_dir, progress=False)))
+    load_split(folder, cache_dir=cache_dir, progress=False)
+    _forbid_decoding(monkeypatch)
+    photos, _ = load_split(folder, cache_dir=cache_dir, progress=False)  # the other process's entry serves
+    assert len(photos) == 4
+
+
+def test_an_entry_another_process_finished_with_the_same_key_is_kept(tiny_pairs, cache_dir, monkeypatch):
+    folder = tiny_pairs / "val"
+    theirs = {}
+
+    def other_process():
+        photos, _ = load_split(folder, cache_dir=cache_dir, progress=False)
+        theirs.update(photos=np.array(photos), inode=os.stat(photos.filename).st_ino)
+
+    _while_decoding(monkeypatch, other_process)
+    mine, _ = load_split(folder, cache_dir=cache_dir, progress=False)
+    (entry,) = cache_dir.iterdir()
+    # The other process's file is still the entry's (removing it would break its
+    # memory map wherever open files cannot be removed), and this process reads it too.
+    assert (entry / "photos.npy").stat().st_ino == theirs["inode"]
+    assert os.stat(mine.filename).st_ino == theirs["inode"]
+    np.testing.assert_array_equal(mine, theirs["photos"])
+
+
+def test_clean_up_keeps_the_temporary_folder_of_a_long_running_writer(tiny_pairs, cache_dir, monkeypatch):
+    def other_process():
+        # This process has been decoding for two hours; another one caches another split meanwhile.
+        (temporary,) = [path for path in cache_dir.iterdir() if TEMPORARY_MARK in path.name]
+        os.utime(temporary, (time.time() - 7200, time.time() - 7200))
+        load_split(tiny_pairs / "val", cache_dir=cache_dir, progress=False)
+
+    _while_decoding(monkeypatch, other_process)
+    photos, _ = load_split(tiny_pairs / "train", cache_dir=cache_dir, progress=False)
+    assert len(photos) == 4
+    assert len([path for path in cache_dir.iterdir() if TEMPORARY_MARK not in path.name]) == 2
 
 
 def test_load_split_truncated_file(tiny_pairs, cache_dir):
