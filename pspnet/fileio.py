@@ -83,8 +83,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
         raise
     finally:
         if temporary.exists():
-            temporary.unlink()
+            _discard(temporary)
     _fsync_path(path.parent)
+
+
+def _discard(temporary: Path) -> None:
+    """Deletes a failed write's temporary file, emptied first.
+
+    A writer may still hold it open (h5py after a write failed on a full disk):
+    unlinked but not emptied, it would keep its space, and HDF5's last flush at
+    exit would fail again and crash the process after the error line.
+    """
+    try:
+        os.truncate(temporary, 0)
+    except OSError:
+        pass
+    temporary.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

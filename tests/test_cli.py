@@ -138,6 +138,27 @@ def test_evaluate_on_a_full_disk_is_one_line_and_leaves_no_partial_file(full, mo
     assert not [path.name for path in (full / "ev").iterdir() if ".tmp-" in path.name]
 
 
+@pytest.mark.slow
+def test_train_on_a_disk_that_fills_is_one_line_and_exits_cleanly(tmp_path):
+    # A subprocess: h5py, whose weights file cannot be written, used to crash the process at exit.
+    disk = tmp_path / "small"
+    _mount_tmpfs(disk, "size=200k")  # the run folder's first files fit, the first weights file does not
+    try:
+        data = tmp_path / "data"
+        make_pairs(data / "train", 2, size=32)
+        make_pairs(data / "val", 2, size=32, split="val")
+        code = "import sys; from pspnet.cli import train_main; sys.exit(train_main())"
+        result = subprocess.run(
+            [sys.executable, "-c", code, "--data", str(data), "--out", str(disk / "run"), "--cache-dir",
+             str(tmp_path / "cache"), *TINY_RUN], capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert result.returncode == EXIT_ERROR, result.stderr
+    assert result.stderr == (f"pspnet-train: error: cannot write {disk / 'run' / 'backup' / 'epoch-000001.weights.h5'}"
+                             ": No space left on device\n")
+
+
 @pytest.mark.parametrize(
     "error, line",
     [
