@@ -13,10 +13,12 @@ preset and where it came from, so that a consumer needs nothing from this
 package.
 
 The export is written under a temporary name, run in its own runtime (ONNX
-Runtime, the LiteRT interpreter, TensorFlow's SavedModel loader) on a few
-generated street scenes and compared with the Keras model; only when it
-agrees within ``TOLERANCE`` (int8: ``INT8_AGREEMENT`` of the pixels' classes)
-is it renamed into place. It never replaces an existing file.
+Runtime, the LiteRT interpreter, TensorFlow's SavedModel loader) and compared
+with the Keras model on photos like the ones it will see: those of
+``check_data`` (``--check-data DIR``) when given, else the calibration
+photos, else a few generated street scenes; only when it agrees within
+``TOLERANCE`` (int8: ``INT8_AGREEMENT`` of the pixels' classes) is it renamed
+into place. It never replaces an existing file.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from pspnet.runtimes import FORMATS, SUFFIXES, description_path, open_exported
 # lite model: docs/BENCHMARKS.md, "Export".
 TOLERANCE = {"onnx": 1e-4, "saved_model": 1e-4, "litert": 1e-3}
 INT8_AGREEMENT = 0.9  # int8 LiteRT: least share of pixels whose class matches the float model's
-CHECK_PHOTOS = 4  # generated scenes each export is checked on (batches of 3 and 1: the batch is dynamic)
+CHECK_PHOTOS = 4  # generated scenes an export is checked on without photos (batches of 3 and 1: the batch is dynamic)
+CHECK_FOLDER_PHOTOS = 8  # at most this many photos of a folder (--check-data, --calibration) are checked on
+CALIBRATION_PHOTOS = 32  # at most this many photos of --calibration calibrate int8
 
 
 def export(
@@ -52,6 +56,7 @@ def export(
     image_size=None,
     quantize: bool = False,
     calibration: str | os.PathLike | None = None,
+    check_data: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Exports a ``.keras`` model and checks the artefact against it.
@@ -66,7 +71,10 @@ def export(
         image_size: fixed input size N or (H, W); None: the training size.
         quantize: LiteRT only: int8 weights and activations, calibrated on
             ``calibration`` photos.
-        calibration: a folder of photos (or composites) for ``quantize``.
+        calibration: a folder of photos (or composites) for ``quantize``;
+            the export is also checked on them, unless ``check_data``.
+        check_data: a folder of photos (or composites) to check the export
+            on; None: the calibration photos, else generated street scenes.
         verbose: print one closing line.
 
     Returns:
@@ -89,12 +97,20 @@ def export(
     _check_out(out, format)
     if quantize and calibration is None:
         raise ConfigError("--quantize needs --calibration FOLDER (photos like the ones the model will see)")
+    from pspnet.predict import list_inputs
+
+    check_paths = None if check_data is None else list_inputs(check_data)  # a bad folder fails before the load
     model, info = load_model(model_path)
     size = model_input_size(model, info, image_size)
-    calibration_photos = _calibration_photos(calibration, size) if quantize else None
+    calibration_photos = _folder_photos(list_inputs(calibration)[:CALIBRATION_PHOTOS], size) if quantize else None
     serving = _serving_model(_float32(model), size, model_path)
-    photos = check_photos(size)
-    expected = np.asarray(serving.predict_on_batch(photos), np.float32)
+    if check_paths is not None:
+        photos, images = _folder_photos(check_paths[:CHECK_FOLDER_PHOTOS], size), f"photos of {check_data}"
+    elif calibration_photos is not None:
+        photos, images = calibration_photos[:CHECK_FOLDER_PHOTOS], f"calibration photos of {calibration}"
+    else:
+        photos, images = check_photos(size), "generated street scenes"
+    expected = _scores(serving, photos)
 
     made = _make_folder(out.parent)
     try:
@@ -105,7 +121,7 @@ def export(
                           f"{out.parent}") from None
     try:
         built = _convert(serving, format, work, size, calibration_photos)
-        check = _check(built, format, quantize, photos, expected)
+        check = {"images": images, **_check(built, format, quantize, photos, expected)}
         description = _description(info, format, quantize, size, model_path, expected.shape[-1], check)
         os.replace(built, out)  # the artefact first: a description never points at nothing
         atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
@@ -195,7 +211,7 @@ def _serving_model(model, size: tuple[int, int], source):
 
 
 def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray:
-    """``count`` generated street scenes at ``size``, float32 0-255: what exports are checked on."""
+    """``count`` generated street scenes at ``size``, float32 0-255: what exports are checked on without photos."""
     import cv2
 
     from pspnet.synth import render_scene
@@ -254,23 +270,27 @@ def _to_litert(saved: Path, calibration) -> bytes:
     return _quietly(converter.convert)
 
 
-def _calibration_photos(folder, size: tuple[int, int], count: int = 32) -> list[np.ndarray]:
-    """Up to ``count`` photos of a folder at the export size, float32 0-255, for int8 calibration."""
+def _folder_photos(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    """Photos (the photo half of composites) at the export size: float32 (N, H, W, 3) in 0-255."""
     import cv2
 
-    from pspnet.predict import list_inputs, read_input
+    from pspnet.predict import read_input
 
-    return [
+    return np.stack([
         cv2.resize(read_input(path).photo, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
-        for path in list_inputs(folder)[:count]
-    ]
+        for path in paths
+    ])
+
+
+def _scores(runner, photos: np.ndarray, batch_size: int = 3) -> np.ndarray:
+    """``runner.predict_on_batch`` over ``photos`` in batches of 3 and the rest (the batch is dynamic)."""
+    return np.concatenate([np.asarray(runner.predict_on_batch(photos[start : start + batch_size]), np.float32)
+                           for start in range(0, len(photos), batch_size)])
 
 
 def _check(path: Path, format: str, quantized: bool, photos: np.ndarray, expected: np.ndarray) -> dict:
-    """Runs the artefact in its runtime on ``photos`` (batches of 3 and 1) and compares it with Keras."""
-    runtime = open_exported(path)
-    got = np.concatenate([np.asarray(runtime.predict_on_batch(photos[:3]), np.float32),
-                          np.asarray(runtime.predict_on_batch(photos[3:]), np.float32)])
+    """Runs the artefact in its runtime on ``photos`` and compares it with Keras."""
+    got = _scores(open_exported(path), photos)
     if got.shape != expected.shape:
         raise ConfigError(f"the {format} export returns shape {got.shape}, Keras {expected.shape}")
     scale = max(1.0, float(np.abs(expected).max()))
@@ -292,10 +312,12 @@ def _check(path: Path, format: str, quantized: bool, photos: np.ndarray, expecte
 
 
 def _check_text(check: dict) -> str:
+    """"checked on 4 generated street scenes: max |difference| 4e-06 <= 0.00025"."""
     if "tolerance" in check:
-        return (f"checked on {check['photos']} scenes: max |difference| {check['max_abs_difference']:.2g} "
-                f"<= {check['tolerance']:.2g}")
-    return f"checked on {check['photos']} scenes: {check['class_agreement']:.1%} of pixels agree with float"
+        return (f"checked on {check['photos']} {check['images']}: max |difference| "
+                f"{check['max_abs_difference']:.2g} <= {check['tolerance']:.2g}")
+    return (f"checked on {check['photos']} {check['images']}: {check['class_agreement']:.1%} of pixels "
+            "agree with float")
 
 
 def _description(info, format: str, quantized: bool, size, model_path, channels: int, check: dict) -> dict:

@@ -89,7 +89,8 @@ def test_another_fixed_size_and_the_cli_line(models, tmp_path, capsys):
     assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
                         "--image-size", "40", "56"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"pspnet-export: wrote {out} and m40.onnx.json (onnx, 40x56); checked on 4 scenes")
+    assert line.startswith(f"pspnet-export: wrote {out} and m40.onnx.json (onnx, 40x56); "
+                           "checked on 4 generated street scenes")
     runtime, _ = load_exported(out)
     assert runtime.input_shape == (None, 40, 56, 3)
 
@@ -107,17 +108,58 @@ def test_an_exported_model_scores_like_the_keras_model(models, tmp_path):
     assert onnx_scores["pixel_accuracy"] == pytest.approx(keras_scores["pixel_accuracy"], abs=1e-6)
 
 
-def test_int8_litert_is_checked_against_the_float_model(models, tmp_path, monkeypatch):
+def _no_generated_scenes(*args, **kwargs):
+    raise AssertionError("checked on generated scenes, not the photos given")
+
+
+def test_int8_litert_is_checked_against_the_float_model_on_its_calibration_photos(models, tmp_path, monkeypatch,
+                                                                                  capsys):
     photos = make_pairs(tmp_path / "calibration", 4, size=32, seed=2, split="train")
-    result = export(models["fast"], "litert", tmp_path / "int8.tflite", quantize=True, calibration=photos,
-                    verbose=False)
+    monkeypatch.setattr("pspnet.export.check_photos", _no_generated_scenes)
+    result = export(models["fast"], "litert", tmp_path / "int8.tflite", quantize=True, calibration=photos)
     assert result["quantized"] == "int8" and result["check"]["class_agreement"] >= 0.9  # 96.8% measured
+    assert (result["check"]["images"], result["check"]["photos"]) == (f"calibration photos of {photos}", 4)
+    assert f"; checked on 4 calibration photos of {photos}: " in capsys.readouterr().out
     # An int8 model that agrees too little is refused, and nothing is written.
     monkeypatch.setattr("pspnet.export.INT8_AGREEMENT", 1.01)
     with pytest.raises(ConfigError, match="agrees with the float model on"):
         export(models["fast"], "litert", tmp_path / "refused.tflite", quantize=True, calibration=photos,
                verbose=False)
     assert not (tmp_path / "refused.tflite").exists() and not description_path(tmp_path / "refused.tflite").exists()
+
+
+def test_check_data_photos_are_what_an_export_is_checked_on(models, tmp_path, monkeypatch, capsys):
+    folder = make_pairs(tmp_path / "streets", 3, size=32, seed=4, split="val")
+    monkeypatch.setattr("pspnet.export.check_photos", _no_generated_scenes)
+    out = tmp_path / "m.onnx"
+    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
+                        "--check-data", str(folder)]) == 0
+    assert f"; checked on 3 photos of {folder}: max |difference| " in capsys.readouterr().out
+    check = json.loads(description_path(out).read_text())["check"]
+    assert (check["images"], check["photos"]) == (f"photos of {folder}", 3)
+
+
+def test_a_missing_check_data_folder_is_one_line_before_anything_is_written(models, tmp_path, capsys):
+    out = tmp_path / "exports" / "m.onnx"
+    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
+                        "--check-data", str(tmp_path / "absent")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"input not found: {tmp_path / 'absent'}" in err, err
+    assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["lite", "pspnet50"])
+def test_the_imagenet_presets_export_to_onnx_and_match_keras(photos, tmp_path, preset):
+    # Random backbones (backbone_weights None): the graph, not the weights, is what converts.
+    path = _model_file(tmp_path, preset)
+    out = tmp_path / f"{preset}.onnx"
+    export(path, "onnx", out, verbose=False)
+    runtime, info = load_exported(out)
+    expected = _keras_scores(path, photos)
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(runtime.predict_on_batch(photos) - expected).max() <= TOLERANCE["onnx"] * scale
+    assert info.preset == preset
 
 
 @pytest.mark.parametrize(
@@ -190,7 +232,8 @@ def test_the_readme_onnx_example_runs_on_an_export(models, tmp_path, monkeypatch
     deploy = readme[readme.index("## Deploy"):readme.index("## Video")]
     snippet = re.search(r"```python\n(.*?)```", deploy, re.S).group(1)
     assert len(snippet.strip().splitlines()) <= 11  # "a ten-line example" (plus its import line)
-    export(models["fast"], "onnx", tmp_path / "pspnet.onnx", verbose=False)
+    onnx_path = re.search(r'InferenceSession\("([^"]+)"\)', snippet).group(1)  # where the README's export put it
+    export(models["fast"], "onnx", tmp_path / onnx_path, verbose=False)
     cv2.imwrite(str(tmp_path / "street.jpg"), np.full((60, 90, 3), 128, np.uint8))
     monkeypatch.chdir(tmp_path)
     exec(compile(snippet, "README.md", "exec"), {})
