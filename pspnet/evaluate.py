@@ -9,8 +9,10 @@ at, logits (or colours) resized bilinearly to the label size, reduced to
 train ids and added to one confusion matrix, so memory does not grow with
 the split. Writes ``metrics.json``, ``confusion_matrix.png`` and
 ``per_class_iou.png`` to its own folder, ``MODEL_FOLDER/eval-<model>-<split>``
-(``-tta`` with flips) unless ``out`` says otherwise, and never into a
-training run's folder, whose ``metrics.json`` is training's.
+(``-tta`` with flips) unless ``out`` says otherwise, never into a training
+run's folder, whose ``metrics.json`` is training's, and never over the scores
+of another model or data folder (``metrics.json`` records both): only the
+same model on the same data replaces its own results.
 """
 
 from __future__ import annotations
@@ -109,13 +111,29 @@ def default_out_dir(model: str | Path, split: Path, tta: bool) -> Path:
     return model.parent / f"eval-{model.stem}-{split.name}{'-tta' if tta else ''}"
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """Refuses a training run's folder: its metrics.json and figures are training's."""
+def _check_out_dir(out_dir: Path, model: Path, split: Path) -> None:
+    """Refuses a training run's folder (its metrics.json is training's) and a folder
+    holding the scores of another model or data set (two folders named ``val``
+    give one default folder); the same model on the same data may replace its own."""
     if (out_dir / "config.json").is_file() and (out_dir / "backup").is_dir():
         raise ConfigError(
             f"{out_dir} is a training run folder; evaluation would overwrite its metrics.json. "
             "Leave out --out (results go to RUN/eval-<model>-<split>) or choose another folder"
         )
+    metrics = out_dir / "metrics.json"
+    if not metrics.exists():
+        return
+    try:
+        before = json.loads(metrics.read_text())
+        # Scores written before these fields were recorded name their files as given.
+        scored = Path(before.get("model_file", before["model"])).resolve()
+        data = Path(before.get("data_folder", before["data"])).resolve()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{out_dir} holds a metrics.json that pspnet-evaluate did not write; "
+                          f"choose another --out: {metrics}") from None
+    if (scored, data) != (model.resolve(), split.resolve()):
+        raise ConfigError(f"{out_dir} holds the scores of {scored} on {data}; choose another --out "
+                          f"(nothing was replaced): {metrics}")
 
 
 def evaluate(config: EvalConfig) -> dict[str, Any]:
@@ -128,12 +146,14 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         The metrics: ``mean_iou``, ``pixel_accuracy``, ``mean_class_accuracy``,
         ``frequency_weighted_iou``, ``per_class_iou``, ``per_class_accuracy``
         (NaN for classes absent from truth and prediction) and
-        ``num_images``, ``model``, ``data``, ``head``, ``tta``,
+        ``num_images``, ``model``, ``data``, ``model_file`` and
+        ``data_folder`` (resolved), ``head``, ``tta``,
         ``image_size``, ``confusion_matrix``, ``seconds``, ``out``.
 
     Raises:
         ConfigError: bad model file, image size or batch size, or an output
-            folder that belongs to a training run.
+            folder that belongs to a training run or holds the scores of
+            another model or data folder.
         DataError: missing or malformed data (an unusable file only
             without ``skip_bad``).
     """
@@ -143,7 +163,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         check_choice("head", config.head, HEADS)
     split = resolve_split(config.data)  # check the data and the output before the (slow) model load
     out_dir = Path(config.out) if config.out is not None else default_out_dir(config.model, split, config.tta_flip)
-    _check_out_dir(out_dir)
+    _check_out_dir(out_dir, Path(config.model), split)
     segmenter = Segmenter.load(
         config.model, image_size=config.image_size, head=config.head, batch_size=config.batch_size,
         tta_flip=config.tta_flip,
@@ -175,6 +195,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         num_images=int(len(photos)),
         model=str(config.model),
         data=str(split),
+        model_file=str(Path(config.model).resolve()),  # what this folder's scores are of (never replaced by another's)
+        data_folder=str(split.resolve()),
         head=segmenter.head,
         tta=bool(config.tta_flip),
         image_size=list(segmenter.input_size),

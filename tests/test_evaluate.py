@@ -319,3 +319,31 @@ def test_bad_flag_is_one_usage_line(capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("pspnet-evaluate: error: argument --batch-size") and "\n" not in error
+
+
+def test_scores_of_another_data_set_or_model_never_replace_a_folders_scores(split, oracle_path, tiny_path, tmp_path,
+                                                                           capsys):
+    import shutil
+
+    (tmp_path / "run").mkdir()
+    model = Path(shutil.copy(oracle_path, tmp_path / "run" / "best.keras"))
+    assert evaluate_main(["--model", str(model), "--data", str(split), "--quiet"]) == 0
+    metrics = tmp_path / "run" / "eval-best-val" / "metrics.json"
+    before = metrics.read_bytes()
+    assert json.loads(before)["data_folder"] == str(split.resolve())
+    # Another folder also named val, two of the images: the default folder is the same name.
+    other = tmp_path / "other" / "val"
+    other.mkdir(parents=True)
+    for name in ("1.jpg", "2.jpg"):
+        shutil.copy(split / name, other / name)
+    assert evaluate_main(["--model", str(model), "--data", str(other), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pspnet-evaluate: error: {metrics.parent} holds the scores of "), err
+    assert str(split.resolve()) in err and "--out" in err
+    # Another model into that folder (--out): refused too.
+    assert evaluate_main(["--model", str(tiny_path), "--data", str(split), "--out", str(metrics.parent),
+                          "--image-size", "16", "--quiet"]) == 1
+    assert str(model.resolve()) in capsys.readouterr().err
+    assert metrics.read_bytes() == before
+    # The same model on the same data replaces its own scores.
+    assert evaluate_main(["--model", str(model), "--data", str(split), "--quiet"]) == 0
