@@ -137,7 +137,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror or error}") from None
     except Exception as error:  # whatever else a crafted file provokes is still the file's fault
-        raise DataError(f"not a PyTorch state dict file ({type(error).__name__}: {first_line(error)}): {path}") from None
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        raise DataError(f"not a PyTorch state dict file ({reason}): {path}") from None
 
 
 def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
@@ -213,7 +214,8 @@ def _view_problem(spec: _TensorSpec, stored: int) -> str | None:
     if count == 0:
         return None
     if count > stored - offset:
-        return f"of shape {text} has more elements than its storage holds after offset {offset} ({count} > {stored - offset})"
+        return (f"of shape {text} has more elements than its storage holds after offset {offset} "
+                f"({count} > {stored - offset})")
     span = 0  # the elements the smaller strides reach beyond the first
     for size, step in sorted((pair for pair in zip(shape, stride) if pair[0] > 1), key=lambda pair: pair[1]):
         if step <= span:

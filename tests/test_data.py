@@ -434,7 +434,11 @@ def test_clean_up_keeps_the_newer_entry_another_process_just_finished(tiny_pairs
     # This process keys the split, a file changes, another process keys and
     # caches the new files and finishes first; this one then finishes its own
     # (now outdated) entry and cleans up.
-    _while_decoding(monkeypatch, lambda: (_touch(folder / "2.jpg"), load_split(folder, cache_dir=cache_dir, progress=False)))
+    def other_process():
+        _touch(folder / "2.jpg")
+        load_split(folder, cache_dir=cache_dir, progress=False)
+
+    _while_decoding(monkeypatch, other_process)
     load_split(folder, cache_dir=cache_dir, progress=False)
     _forbid_decoding(monkeypatch)
     photos, _ = load_split(folder, cache_dir=cache_dir, progress=False)  # the other process's entry serves

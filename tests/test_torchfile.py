@@ -210,7 +210,10 @@ def test_legal_strided_views_are_read_as_numpy_sees_them(tmp_path, offset, shape
 @pytest.mark.parametrize("target", ["storage type", "tensor"])
 def test_a_build_that_rewrites_a_stand_in_is_one_data_error(tmp_path, target):
     path = tmp_path / "rewritten.pth"
-    build = {"storage_state": {"name": "NoSuchStorage"}} if target == "storage type" else {"tensor_state": {"shape": "ab"}}
+    if target == "storage type":
+        build = {"storage_state": {"name": "NoSuchStorage"}}
+    else:
+        build = {"tensor_state": {"shape": "ab"}}
     path.write_bytes(old_format_file({"w": np.zeros(2, np.float32)}, **build))
     with pytest.raises(DataError, match=rf"^not a PyTorch state dict file .*: {path}$"):
         read_state_dict(path)
@@ -245,7 +248,8 @@ def test_pspnet_train_on_a_zero_stride_file_is_one_line_before_training(tmp_path
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data), "--out", str(run),
                "--preset", "lite", "--backbone-weights", str(path), "--image-size", "32", "--batch-size", "2",
                "--epochs", "1", "--workers", "1", "--verbose", "0"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=_limit_memory(TRAIN_MEMORY_LIMIT),
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_memory(TRAIN_MEMORY_LIMIT),
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)})
     lines = [line for line in done.stderr.splitlines() if line and not TF_NATIVE_LOG.match(line)]
     assert done.returncode != 0
