@@ -12,7 +12,11 @@ Cityscapes colours), ``NAME_overlay.png`` (those colours over the photo),
 ``inputs.csv``: each file, how it was read (composite, photo, video or
 skipped) and notes ("EXIF orientation applied", "greyscale converted",
 "16-bit converted"). The output folder is made on the first write, so a run
-that fails on its first input leaves none behind.
+that fails on its first input leaves none behind, and with it ``MANIFEST``
+(``predictions.json``: the model that made it). A folder holding another
+model's predictions (or predictions without a manifest) is refused before
+anything is written: two models' pictures never mix in one folder. The same
+model may add to or redo its own.
 
 Photos are read leniently (``pspnet.data.read_any_photo``): turned upright by
 their EXIF orientation, greyscale and 16-bit files converted, alpha dropped.
@@ -41,6 +45,7 @@ decoded to train ids with the palette, as in evaluation.
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -52,6 +57,7 @@ import numpy as np
 
 from pspnet.config import HEADS, check_choice
 from pspnet.errors import ConfigError, DataError, PspnetWarning
+from pspnet.fileio import atomic_write_text
 from pspnet.inference import Segmenter, fixed_input_size, model_input_size
 
 PAIRS = ("auto", "always", "never")
@@ -62,6 +68,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 # (mean 0.14); the synthetic pairs of pspnet.synth score 0.91-0.99.
 LABEL_DISTANCE = 16
 LABEL_SHARE = 0.6
+MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
+PREDICTION_FILES = ("inputs.csv", "*_ids.png", "*_overlay.*")  # what a folder of predictions holds
 
 
 @dataclass
@@ -217,6 +225,35 @@ def is_video(path: str | Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES and not path.is_dir()
 
 
+def _check_owner(out_dir: Path, model: Path) -> None:
+    """Refuses an output folder holding the predictions of another model, or of an unknown one.
+
+    Raises:
+        ConfigError: its ``MANIFEST`` names another model or is unreadable, or
+            it holds predictions without one.
+    """
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            owner = Path(json.loads(manifest.read_text())["model"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"unreadable {MANIFEST} ({error}); choose another --out: {manifest}") from None
+        if owner != model.resolve():
+            raise ConfigError(f"{out_dir} holds the predictions of {owner}; choose another --out "
+                              f"(nothing was replaced): {manifest}")
+        return
+    if out_dir.is_dir() and any(next(out_dir.glob(pattern), None) for pattern in PREDICTION_FILES):
+        raise ConfigError(f"{out_dir} holds predictions of an unknown model (no {MANIFEST}); "
+                          f"choose another --out: {out_dir}")
+
+
+def _claim(out_dir: Path, model: Path) -> None:
+    """Makes the output folder and writes its ``MANIFEST`` (once): the model its pictures are of."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / MANIFEST).is_file():
+        atomic_write_text(out_dir / MANIFEST, json.dumps({"model": str(model.resolve())}, indent=2) + "\n")
+
+
 def _check_config(config: PredictConfig) -> None:
     """Raises ConfigError for a bad option, before anything is loaded."""
     if config.batch_size < 1:
@@ -230,6 +267,7 @@ def _check_config(config: PredictConfig) -> None:
     out_dir = Path(config.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"the output folder is a file: {out_dir}")
+    _check_owner(out_dir, Path(config.model))
 
 
 def _load(config: PredictConfig) -> tuple[Segmenter, tuple[int, int] | None]:
@@ -271,12 +309,16 @@ def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
             segmenter.model, segmenter.info, _video_frame_size(path), config.batch_size, source=config.model
         )
     out_dir = Path(config.out)
-    result = predict_video(
-        segmenter, path, out_dir, every=config.every, colour_video=config.colour_video,
-        alpha=config.alpha, verbose=config.verbose,
-    )
+    try:
+        result = predict_video(
+            segmenter, path, out_dir, every=config.every, colour_video=config.colour_video,
+            alpha=config.alpha, verbose=config.verbose,
+        )
+    finally:
+        if out_dir.is_dir():  # predict_video wrote something, maybe before a truncated video's error
+            _claim(out_dir, Path(config.model))
     result = {**result, "read_as": {str(path): "video"}}
-    if out_dir.is_dir():  # predict_video wrote something
+    if out_dir.is_dir():
         notes = f"every {config.every} frames" if config.every > 1 else ""
         _write_inputs_csv(out_dir / "inputs.csv", [(str(path), "video", notes)])
         result["inputs_csv"] = str(out_dir / "inputs.csv")
@@ -351,6 +393,8 @@ def predict(config: PredictConfig) -> dict[str, Any]:
             photos = np.stack([item.photo for _, item in group])
             train_ids = segmenters[run_size].predict_ids(photos, size)  # (B, H, W) uint8
             for (path, item), ids in zip(group, train_ids):
+                if not written:
+                    _claim(out_dir, Path(config.model))
                 written.extend(_save_outputs(out_dir, names[path], item.photo, ids, item.label_rgb, config))
                 read_as[path] = (item.read_as, item.notes)
         if progress is not None:

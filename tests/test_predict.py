@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, make_pairs
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.palette import NUM_CLASSES
-from pspnet.predict import LABEL_SHARE, PredictConfig, label_share, predict, read_input
+from pspnet.predict import LABEL_SHARE, MANIFEST, PredictConfig, label_share, predict, read_input
 
 SUFFIXES = ("color", "overlay", "ids")
 
@@ -64,7 +64,7 @@ def test_folder_of_pairs_writes_every_picture(any_size_model, pairs, tmp_path):
     assert result["image_size"] == [256, 256]  # any-size models run at 256 by default
     assert result["head"] == "classes"
     expected = {f"{n}_{suffix}.png" for n in (1, 2, 3) for suffix in SUFFIXES}
-    assert {p.name for p in out.iterdir()} == expected | {"inputs.csv"}
+    assert {p.name for p in out.iterdir()} == expected | {"inputs.csv", MANIFEST}
     assert len(result["files"]) == 9
     assert result["read_as"] == {str(pairs / f"{n}.jpg"): "composite" for n in (1, 2, 3)}
     for n in (1, 2, 3):
@@ -93,7 +93,8 @@ def test_single_plain_photo_keeps_its_size(any_size_model, pairs, tmp_path):
     cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     predict(PredictConfig(any_size_model, path, out, verbose=False))
-    assert sorted(p.name for p in out.iterdir()) == ["inputs.csv", *(f"street_{s}.png" for s in sorted(SUFFIXES))]
+    assert sorted(p.name for p in out.iterdir()) == ["inputs.csv", MANIFEST,
+                                                     *(f"street_{s}.png" for s in sorted(SUFFIXES))]
     assert _read(out / "street_ids.png").shape == (40, 48)
 
 
@@ -162,7 +163,7 @@ def test_corrupt_file_stops_after_the_good_ones(any_size_model, pairs, tmp_path)
     with pytest.raises(DataError, match=re.escape(str(pairs / "4.jpg"))):
         predict(PredictConfig(any_size_model, pairs, out, batch_size=4, verbose=False))
     # The three images read before it were predicted and written.
-    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 2, 3) for s in SUFFIXES}
+    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 2, 3) for s in SUFFIXES} | {MANIFEST}
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -254,7 +255,8 @@ def test_skip_bad_skips_a_corrupt_image_with_one_warning(any_size_model, pairs, 
     messages = [str(w.message) for w in caught if issubclass(w.category, PspnetWarning)]
     assert len(messages) == 1 and str(pairs / "2.jpg") in messages[0]
     assert result["num_images"] == 2 and result["skipped"] == [str(pairs / "2.jpg")]
-    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 3) for s in SUFFIXES} | {"inputs.csv"}
+    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 3) for s in SUFFIXES} | {"inputs.csv",
+                                                                                               MANIFEST}
     assert [row["read_as"] for row in _read_csv(out / "inputs.csv")] == ["composite", "skipped", "composite"]
 
 
@@ -362,7 +364,7 @@ def test_cli_corrupt_file_is_one_line(any_size_model, pairs, tmp_path):
     assert len(warnings_) == 1 and "notes.txt" in warnings_[0]
     assert errors == [f"pspnet-predict: error: not a JPEG or PNG image: {pairs / '2.jpg'}"]
     # 1.jpg came before the corrupt file: its pictures stay.
-    assert {p.name for p in out.iterdir()} == {f"1_{s}.png" for s in SUFFIXES}
+    assert {p.name for p in out.iterdir()} == {f"1_{s}.png" for s in SUFFIXES} | {MANIFEST}
 
 
 @pytest.mark.slow
@@ -371,5 +373,32 @@ def test_cli_single_composite_with_truth(any_size_model, pairs, tmp_path):
     code, stdout, lines = _run_cli("--model", str(any_size_model), "--input", str(pairs / "3.jpg"),
                                    "--out", str(out), "--with-truth")
     assert code == 0, lines
-    assert {p.name for p in out.iterdir()} == {f"3_{s}.png" for s in (*SUFFIXES, "panel")} | {"inputs.csv"}
+    assert {p.name for p in out.iterdir()} == {f"3_{s}.png" for s in (*SUFFIXES, "panel")} | {"inputs.csv", MANIFEST}
     assert f"1 image (1 composite): wrote 4 files and inputs.csv to {out}" in stdout
+
+
+def test_a_folder_of_another_models_predictions_is_refused_and_kept(any_size_model, fixed_model, pairs, tmp_path,
+                                                                   capsys):
+    from pspnet.cli import predict_main
+
+    out = tmp_path / "out"
+    predict(PredictConfig(any_size_model, pairs, out, verbose=False))
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    # Another model, on fewer inputs: it would replace some pictures and leave the others.
+    assert predict_main(["--model", str(fixed_model), "--input", str(pairs / "1.jpg"), "--out", str(out),
+                         "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pspnet-predict: error: {out} holds the predictions of "), err
+    assert str(any_size_model.resolve()) in err and "--out" in err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    # The same model may add to (or redo) its own predictions.
+    assert predict(PredictConfig(any_size_model, pairs / "1.jpg", out, verbose=False))["num_images"] == 1
+
+
+def test_predictions_of_an_unknown_model_are_refused(any_size_model, pairs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "7_ids.png").write_bytes(b"someone's")
+    with pytest.raises(ConfigError, match=r"holds predictions of an unknown model \(no predictions.json\)"):
+        predict(PredictConfig(any_size_model, pairs, out, verbose=False))
+    assert [path.name for path in out.iterdir()] == ["7_ids.png"]
