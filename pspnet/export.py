@@ -1,6 +1,6 @@
 """``pspnet-export``: a trained ``.keras`` model as ONNX, LiteRT or SavedModel, checked before it counts.
 
-    pspnet-export --model RUN/best.keras --format onnx --out exports/pspnet.onnx
+    pspnet-export --model RUN/best.keras --format onnx --out exports/pspnet.onnx [--check-data VAL_DIR]
     pspnet-export --model RUN/best.keras --format litert --out exports/pspnet.tflite [--quantize --calibration DIR]
     pspnet-export --model RUN/best.keras --format saved_model --out exports/pspnet_savedmodel
 
