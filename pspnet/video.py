@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -77,6 +78,20 @@ def _segment(
             yield rgb, held
 
 
+def _unpadded(segmenter):
+    """The segmenter, or a copy of it that feeds the model short batches unpadded.
+
+    A batch of frames holds one key frame or a few: padding each call to the
+    full batch would multiply the model's work, while the few batch shapes
+    compile once each.
+    """
+    if not getattr(segmenter, "pad_batch", False):
+        return segmenter
+    unpadded = copy.copy(segmenter)
+    unpadded.pad_batch = False
+    return unpadded
+
+
 def _open_writer(path: Path, temporary: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     """A VideoWriter on ``temporary`` (named ``path`` in errors) for (H, W) frames."""
     height, width = size
@@ -135,6 +150,7 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
     if not video.is_file():
         raise DataError(f"video not found: {video}")
     start = time.perf_counter()
+    segmenter = _unpadded(segmenter)
     capture = cv2.VideoCapture(str(video))
     progress = None
     try:

@@ -228,3 +228,28 @@ def test_every_300_holds_a_batch_of_frames_not_300(tmp_path):
         tracemalloc.stop()
     assert (result["num_frames"], result["predicted_frames"]) == (count, 2)
     assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MB"  # 43 frames; measured 24 MB
+
+
+def test_key_frames_are_not_padded_to_the_batch(tmp_path):
+    from pspnet.inference import Segmenter
+    from pspnet.modelfile import ModelInfo
+
+    class BatchRecorder:
+        """A Keras-model stand-in (Segmenter pads its short batches): records each forward pass."""
+
+        input_shape = (None, None, None, 3)
+
+        def __init__(self):
+            self.batches = []
+
+        def predict_on_batch(self, photos):
+            self.batches.append(len(photos))
+            return np.zeros((len(photos), *photos.shape[1:3], 19), np.float32)
+
+    model = BatchRecorder()
+    segmenter = Segmenter(model, ModelInfo(head="classes", num_classes=19), (HEIGHT, WIDTH), batch_size=4)
+    video = write_video(tmp_path / "clip.avi")
+    result = predict_video(segmenter, video, tmp_path / "out", every=5, verbose=False)
+    # One key frame in each batch of 4 frames: the model runs 4 images, not 4 padded batches of 4.
+    assert sum(model.batches) == result["predicted_frames"] == 4
+    assert segmenter.pad_batch  # the caller's segmenter is left as it was
