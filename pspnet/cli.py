@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pspnet.errors import ConfigError, PspnetError, first_line
+from pspnet.fileio import atomic_write_text, final_name, temporary_name
 
 EXIT_ERROR = 1  # a known failure (bad file, bad data)
 EXIT_USAGE = 2  # a bad flag (argparse's own convention)
@@ -115,8 +116,6 @@ def _os_error_line(error: OSError, out: str | os.PathLike | None = None) -> str:
     # os.strerror: h5py's errors hold many lines of HDF5's report where the reason goes.
     reason = os.strerror(error.errno) if error.errno else (error.strerror or first_line(error))
     if name is not None:
-        from pspnet.fileio import final_name
-
         name = final_name(name)
     if error.errno in WRITE_ERRNOS:
         if name is not None:
@@ -153,6 +152,18 @@ def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backe
         # On its own line: a progress bar may hold the cursor.
         print(f"\n{prog}: interrupted" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _check_writable(path: str | None) -> None:
+    """Writes and deletes an empty temporary beside ``path`` (a --json file).
+
+    A folder that is missing or read-only then fails before a long measurement,
+    not after it.
+    """
+    if path is not None:
+        probe = temporary_name(path)
+        probe.touch()
+        probe.unlink()
 
 
 def _positive(text: str) -> int:
@@ -387,9 +398,8 @@ def _bench_train(args) -> int:
           f"{args.steps} timed steps after {args.warmup} untimed")
     print(format_speed_table(rows))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"machine": machine, "peak_tflops": peak, "peak_source": source,
-                       "rows": [dataclasses.asdict(row) for row in rows]}, file, indent=2)
+        atomic_write_text(args.json, json.dumps({"machine": machine, "peak_tflops": peak, "peak_source": source,
+                                                 "rows": [dataclasses.asdict(row) for row in rows]}, indent=2))
     return 0
 
 
@@ -631,7 +641,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     runtimes.add_argument("--cache-dir", default=None, help="decoded-split cache (as pspnet-evaluate)")
     args = parser.parse_args(argv)
     if args.section == "train":
-        return _run(parser.prog, lambda: _bench_train(args), out=args.json)
+        return _run(parser.prog, lambda: _check_writable(args.json) or _bench_train(args), out=args.json)
     if args.section == "runtimes":
         return _run(parser.prog, lambda: _bench_runtimes(args))
 
@@ -664,8 +674,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         )
         print(format_models_table(rows))
         if args.json:
-            with open(args.json, "w") as file:
-                json.dump([dataclasses.asdict(row) for row in rows], file, indent=2)
+            atomic_write_text(args.json, json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
         return 0
 
-    return _run(parser.prog, body, out=args.json)
+    return _run(parser.prog, lambda: _check_writable(args.json) or body(), out=args.json)

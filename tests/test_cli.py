@@ -358,3 +358,15 @@ def test_a_head_that_does_not_fit_the_model_reads_an_rgb_head(model_path, val, t
     assert status == EXIT_ERROR
     assert_one_error_line(capsys.readouterr().err, "pspnet-predict", "an rgb head must output 3 channels",
                           "outputs 19")
+
+
+def test_bench_refuses_an_unwritable_json_before_measuring(read_only, capsys, monkeypatch):
+    import pspnet.bench
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the --json file was checked")
+
+    monkeypatch.setattr(pspnet.bench, "benchmark_models", measured)
+    status = cli.bench_main(["models", "--presets", "fast", "--json", str(read_only / "rows.json")])
+    assert status == EXIT_ERROR
+    _read_only_line(capsys.readouterr().err, "pspnet-bench", read_only / "rows.json")
