@@ -192,11 +192,11 @@ def history_csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _plain(value):
-    """A log value as a JSON-ready Python number."""
+    """A log value as a JSON-ready Python number (a count stays an int, as CSVLogger writes it)."""
     if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "numpy"):
         value = np.asarray(value)
         value = value.item() if value.size == 1 else value.tolist()
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return value
 
 
 # --- checkpoints --------------------------------------------------------------------

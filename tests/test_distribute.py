@@ -232,6 +232,34 @@ def test_a_doubled_step_is_far_outside_the_tolerance(two_process_runs):
     assert abs(twice[1] - plain[1]) > 100 * TOLERANCE * plain[1], (plain, twice)
 
 
+def _assert_stops_in_one_line(chief: subprocess.Popen, log, seconds: float = 30) -> None:
+    """Fails unless the chief, whose peer was killed, ends within ``seconds`` on the one line of a
+    stopped peer; a chief that hangs instead is killed, and the test fails."""
+    try:
+        code = chief.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        chief.kill()
+        chief.wait()
+        pytest.fail(f"the chief still ran {seconds:g} s after its peer was killed (it hangs in a collective):\n"
+                    f"{log()[-3000:]}")
+    text = log()
+    assert code != 0, f"the chief exited {code} without its peer:\n{text[-3000:]}"
+    assert text.strip().splitlines()[-1].startswith(
+        "pspnet-train: error: another process of this 2-process job stopped"), text[-3000:]
+    assert "Traceback" not in text
+
+
+def test_a_chief_that_hangs_fails_the_check():
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    with pytest.raises(pytest.fail.Exception, match="hangs in a collective"):
+        _assert_stops_in_one_line(sleeper, lambda: "", seconds=1)
+    assert sleeper.poll() is not None  # killed, not left running
+    quitter = subprocess.Popen([sys.executable, "-c", "print('pspnet-train: done')"], stdout=subprocess.DEVNULL)
+    quitter.wait()
+    with pytest.raises(AssertionError, match="exited 0 without its peer"):
+        _assert_stops_in_one_line(quitter, lambda: "pspnet-train: done\n", seconds=5)
+
+
 @pytest.mark.parametrize("backend", ["tf", pytest.param("jax", marks=needs_jax)])
 def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_path, backend):
     run = tmp_path / "run"
@@ -248,14 +276,7 @@ def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_p
         job.processes[1].send_signal(signal.SIGKILL)  # the other worker dies mid-run
         before = _rows(run)
         assert len(before) < 4, "the run ended before the kill"
-        try:  # the chief notices in its next collective (or hangs in it, to be killed below)
-            if job.processes[0].wait(timeout=30) != 0:
-                last = job.log(0).strip().splitlines()[-1]
-                assert last.startswith("pspnet-train: error: another process of this 2-process job stopped"), \
-                    job.log(0)[-3000:]
-                assert "Traceback" not in job.log(0)
-        except subprocess.TimeoutExpired:
-            pass
+        _assert_stops_in_one_line(job.processes[0], lambda: job.log(0))  # in its next collective
     finally:
         job.kill()  # as a user (or Slurm) would end the rest of the job
     # Process 1 started with another --out sees no finished epoch: both refuse, in one line.
