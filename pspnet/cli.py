@@ -117,6 +117,8 @@ def _os_error_line(error: OSError, out: str | os.PathLike | None = None) -> str:
     reason = os.strerror(error.errno) if error.errno else (error.strerror or first_line(error))
     if name is not None:
         name = final_name(name)
+    if error.errno == errno.EEXIST and name is not None and not Path(name).is_dir():
+        return f"not a folder: {name}"  # a file stands where a folder is to be made
     if error.errno in WRITE_ERRNOS:
         if name is not None:
             return f"cannot write {name}: {reason}"
@@ -138,6 +140,8 @@ def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backe
         out: what the command writes, named when a write fails without naming its file.
     """
     _one_line_warnings(prog)
+    # FFmpeg (OpenCV's video reader) would print its own lines about a damaged video before ours.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         if backend:
             _start_backend(start_runtime)

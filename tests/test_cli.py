@@ -370,3 +370,25 @@ def test_bench_refuses_an_unwritable_json_before_measuring(read_only, capsys, mo
     status = cli.bench_main(["models", "--presets", "fast", "--json", str(read_only / "rows.json")])
     assert status == EXIT_ERROR
     _read_only_line(capsys.readouterr().err, "pspnet-bench", read_only / "rows.json")
+
+
+# TensorFlow's C++ start-up lines, written when a fixture first runs a model (not the command's).
+TENSORFLOW_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ", "E0000 ")
+
+
+def test_a_damaged_video_is_one_line_without_ffmpegs_own(model_path, tmp_path, capfd):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(os.urandom(5000))
+    status = cli.predict_main(["--model", str(model_path), "--input", str(video), "--out", str(tmp_path / "p"),
+                               "--quiet"])
+    assert status == EXIT_ERROR
+    err = "\n".join(line for line in capfd.readouterr().err.splitlines() if not line.startswith(TENSORFLOW_NOISE))
+    assert_one_error_line(err, "pspnet-predict", "cannot read video", str(video))
+
+
+def test_an_output_folder_that_is_a_file_is_named_so(model_path, val, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    status = cli.evaluate_main(["--model", str(model_path), "--data", str(val), "--out", str(tmp_path / "taken"),
+                                "--quiet"])
+    assert status == EXIT_ERROR
+    assert_one_error_line(capsys.readouterr().err, "pspnet-evaluate", f"not a folder: {tmp_path / 'taken'}")
