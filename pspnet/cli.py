@@ -532,7 +532,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True,
                         help="the artefact: a .onnx or .tflite file, or a folder for saved_model (never replaced)")
     parser.add_argument("--image-size", type=_positive, nargs="+", metavar=("H", "W"), default=None,
-                        help="fixed input size H [W] (default: the size the model was trained at)")
+                        help="fixed input size H [W] (default: the size the model was trained at, 256 if its "
+                             "file does not say)")
     parser.add_argument("--quantize", action="store_true",
                         help="litert: int8 weights and activations, calibrated on --calibration photos")
     parser.add_argument("--calibration", default=None, help="with --quantize: a folder of photos (or composites)")

@@ -128,6 +128,12 @@ def test_export_into_a_read_only_folder_is_one_line(read_only, model_path, capsy
     assert ".pspnet-export-" not in err
 
 
+def test_synth_into_a_read_only_folder_is_one_line(read_only, capsys):
+    status = cli.data_main(["synth", str(read_only / "d"), "--train", "1", "--val", "1", "--size", "16", "--quiet"])
+    assert status == EXIT_ERROR
+    _read_only_line(capsys.readouterr().err, "pspnet-data", read_only / "d")
+
+
 def test_evaluate_on_a_full_disk_is_one_line_and_leaves_no_partial_file(full, model_path, val, capsys):
     status = cli.evaluate_main(["--model", str(model_path), "--data", str(val), "--out", str(full / "ev"),
                                 "--batch-size", "2", "--quiet"])
@@ -278,11 +284,18 @@ def test_evaluate_help_gives_the_output_folder_it_writes(capsys, tmp_path):
 
 
 def test_model_commands_help_gives_the_image_size_they_use(capsys):
+    from pspnet.inference import DEFAULT_IMAGE_SIZE
+
+    assert DEFAULT_IMAGE_SIZE == 256  # what the help texts say a model without a trained size runs at
     with pytest.raises(SystemExit):
         cli.predict_main(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
-    assert "default: the size the model was trained at" in text
+    assert "default: the size the model was trained at, 256 if its file does not say" in text
     assert "(default 256)" not in text
+    with pytest.raises(SystemExit):
+        cli.export_main(["--help"])
+    assert "default: the size the model was trained at, 256 if its file does not say" in re.sub(
+        r"\s+", " ", capsys.readouterr().out)
 
 
 # --- pspnet-train --skip-bad ---------------------------------------------------------
