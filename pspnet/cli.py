@@ -1,8 +1,10 @@
 """Command-line entry points: pspnet-data, -train, -evaluate, -predict, -export, -bench.
 
 The only module that parses arguments and prints errors for people: every
-known failure (``PspnetError``, a missing file, a bad flag) ends in one line
-``<prog>: error: <what> (<file>)`` and a non-zero exit status, never a traceback.
+known failure (``PspnetError``, a bad flag, any ``OSError`` such as a missing
+file, a read-only folder or a full disk, a Keras backend that is misspelt or
+not installed) ends in one line ``<prog>: error: <what>: <file>`` and a
+non-zero exit status, never a traceback.
 """
 
 from __future__ import annotations
