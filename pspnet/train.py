@@ -260,8 +260,9 @@ def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, 
         figure = plot_history(run.path / "history.csv")
         atomic_write(run.path / "curves.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100), suffix=".png")
     atomic_write_text(run.path / "metrics.json", json.dumps(results, indent=2) + "\n")
+    epochs = _count(results["epochs"], "epoch")
     _say(config, f"pspnet-train: val mean IoU {scores['mean_iou']:.3f}, pixel accuracy "
-                 f"{scores['pixel_accuracy']:.3f} ({source}, {_count(results['epochs'], 'epoch')}, {train_seconds:.0f} s); "
+                 f"{scores['pixel_accuracy']:.3f} ({source}, {epochs}, {train_seconds:.0f} s); "
                  f"run folder {run.path.resolve()}")
     return results
 
