@@ -1,7 +1,7 @@
 """Scores a saved model on a labelled split: mIoU, accuracies, confusion matrix.
 
-    pspnet-evaluate --model runs/demo/best.keras --data ../shared/data/cityscapes_data/val
-    pspnet-evaluate --model runs/demo/best.keras --data demo --tta
+    pspnet-evaluate --model runs/demo-fast-classes/best.keras --data ../shared/data/cityscapes_data/val
+    pspnet-evaluate --model runs/demo-fast-classes/best.keras --data demo --tta
 
 Predictions come from ``pspnet.inference.Segmenter``, the path training's
 own final scoring takes: batch by batch at the size the model was trained
@@ -70,7 +70,7 @@ def resolve_split(data: str | Path) -> Path:
         return demo_data() / "val"
     folder = Path(data)
     if not folder.is_dir():
-        raise DataError(f"data folder not found: {folder}")
+        raise DataError(f"data folder not found: {folder}" if not folder.exists() else f"not a folder: {folder}")
     if (folder / "val").is_dir():
         return folder / "val"
     return folder

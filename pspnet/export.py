@@ -97,12 +97,14 @@ def export(
     _check_out(out, format)
     if quantize and calibration is None:
         raise ConfigError("--quantize needs --calibration FOLDER (photos like the ones the model will see)")
-    from pspnet.predict import list_inputs
-
-    check_paths = None if check_data is None else list_inputs(check_data)  # a bad folder fails before the load
+    # Bad folders fail before the model loads.
+    check_paths = None if check_data is None else _listed(check_data, "--check-data")
+    calibration_paths = _listed(calibration, "--calibration") if quantize else None
     model, info = load_model(model_path)
     size = model_input_size(model, info, image_size)
-    calibration_photos = _folder_photos(list_inputs(calibration)[:CALIBRATION_PHOTOS], size) if quantize else None
+    calibration_photos = None
+    if calibration_paths is not None:
+        calibration_photos = _folder_photos(calibration_paths[:CALIBRATION_PHOTOS], size)
     serving = _serving_model(_float32(model), size, model_path)
     if check_paths is not None:
         photos, images = _folder_photos(check_paths[:CHECK_FOLDER_PHOTOS], size), f"photos of {check_data}"
@@ -222,6 +224,15 @@ def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray
         cv2.resize(render_scene(seed, size=side)[0], (width, height), interpolation=cv2.INTER_AREA)
         for seed in range(count)
     ]).astype(np.float32)
+
+
+def _listed(folder: str | os.PathLike, flag: str) -> list[Path]:
+    """The photos of a folder a flag names; a missing one is named with its flag."""
+    from pspnet.predict import list_inputs
+
+    if not Path(folder).exists():
+        raise ConfigError(f"{flag} folder not found: {folder}")
+    return list_inputs(folder)
 
 
 def _convert(serving, format: str, work: Path, size: tuple[int, int], calibration) -> Path:

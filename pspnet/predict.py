@@ -1,9 +1,9 @@
 """Runs a saved model on photos, composite pairs, folders of them, or a video.
 
-    pspnet-predict --model runs/demo/best.keras --input photo.jpg --out predictions/
-    pspnet-predict --model runs/demo/best.keras --input ../shared/data/cityscapes_data/val \
+    pspnet-predict --model runs/demo-fast-classes/best.keras --input photo.jpg --out predictions/
+    pspnet-predict --model runs/demo-fast-classes/best.keras --input ../shared/data/cityscapes_data/val \
         --out predictions/ --with-truth
-    pspnet-predict --model runs/demo/best.keras --input street.mp4 --out predictions/ --every 5
+    pspnet-predict --model runs/demo-fast-classes/best.keras --input street.mp4 --out predictions/ --every 5
 
 For each image NAME it writes ``NAME_color.png`` (the train-id map in the
 Cityscapes colours), ``NAME_overlay.png`` (those colours over the photo),
@@ -176,9 +176,20 @@ def output_names(paths: list[Path]) -> dict[Path, str]:
     return {path: path.stem if stems[path.stem] == 1 else path.name.replace(".", "_") for path in paths}
 
 
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Writes a BGR or single-channel uint8 image as a PNG.
+
+    Encoded, then written by Python: cv2.imwrite only answers False, where a
+    failed write's OSError names its reason (read-only folder, full disk).
+    """
+    encoded, data = cv2.imencode(".png", image)
+    if not encoded:
+        raise DataError(f"cannot encode {path} as PNG")
+    path.write_bytes(data.tobytes())
+
+
 def _write_rgb(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise DataError(f"cannot write {path}")
+    _write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 def _save_outputs(
@@ -197,8 +208,7 @@ def _save_outputs(
     _write_rgb(path, overlay(photo, train_ids, alpha=config.alpha))
     written.append(path)
     path = out_dir / f"{name}_ids.png"
-    if not cv2.imwrite(str(path), np.ascontiguousarray(train_ids, dtype=np.uint8)):
-        raise DataError(f"cannot write {path}")
+    _write_png(path, np.ascontiguousarray(train_ids, dtype=np.uint8))
     written.append(path)
     if config.with_truth:
         from pspnet.data import decode_labels

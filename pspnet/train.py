@@ -127,7 +127,7 @@ def _data_folder(config: TrainConfig) -> Path:
         return demo_data()
     folder = Path(config.data)
     if not folder.is_dir():
-        raise ConfigError(f"data folder not found: {folder}")
+        raise ConfigError(f"data folder not found: {folder}" if not folder.exists() else f"not a folder: {folder}")
     missing = [name for name in ("train", "val") if not (folder / name).is_dir()]
     if missing:
         raise ConfigError(f"data folder {folder} has no {' or '.join(s + '/' for s in missing)} (it needs train/ and val/)")

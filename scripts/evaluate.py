@@ -1,8 +1,8 @@
 """Score a saved model on a labelled split (thin wrapper of ``pspnet-evaluate``).
 
-    python scripts/evaluate.py --model runs/demo/best.keras \
+    python scripts/evaluate.py --model runs/demo-fast-classes/best.keras \
         --data ../shared/data/cityscapes_data/val
-    python scripts/evaluate.py --model runs/demo/best.keras --data demo --tta --out results/
+    python scripts/evaluate.py --model runs/demo-fast-classes/best.keras --data demo --tta --out results/
 
 Writes metrics.json, confusion_matrix.png and per_class_iou.png to --out
 (default: the model's folder) and prints the per-class table.

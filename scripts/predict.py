@@ -1,7 +1,7 @@
 """Run a saved model on photos or composite pairs (thin wrapper of ``pspnet-predict``).
 
-    python scripts/predict.py --model runs/demo/best.keras --input photo.jpg --out predictions/
-    python scripts/predict.py --model runs/demo/best.keras \
+    python scripts/predict.py --model runs/demo-fast-classes/best.keras --input photo.jpg --out predictions/
+    python scripts/predict.py --model runs/demo-fast-classes/best.keras \
         --input ../shared/data/cityscapes_data/val --out predictions/ --with-truth
 
 Writes NAME_color.png, NAME_overlay.png, NAME_ids.png (and NAME_panel.png with

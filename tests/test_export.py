@@ -144,8 +144,17 @@ def test_a_missing_check_data_folder_is_one_line_before_anything_is_written(mode
     assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
                         "--check-data", str(tmp_path / "absent")]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"input not found: {tmp_path / 'absent'}" in err, err
+    assert err.count("\n") == 1 and f"--check-data folder not found: {tmp_path / 'absent'}" in err, err
     assert not (tmp_path / "exports").exists()
+
+
+def test_a_missing_calibration_folder_is_named_with_its_flag(models, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    assert export_main(["--model", str(models["fast"]), "--format", "litert", "--quantize", "--out", str(out),
+                        "--calibration", str(tmp_path / "absent")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--calibration folder not found: {tmp_path / 'absent'}" in err, err
+    assert not out.exists()
 
 
 @pytest.mark.slow
