@@ -809,7 +809,11 @@ def _file_key(paths: list[Path], target: str) -> tuple[str, list]:
     """The cache key: a hash of the format version, the target and every file's name, size, mtime."""
     stats = []
     for path in paths:
-        info = path.stat()
+        try:
+            info = path.stat()
+        except OSError:  # a dangling link, a file just removed: decoding names it (or skip_bad skips it)
+            stats.append([path.name, None, None])
+            continue
         stats.append([path.name, info.st_size, info.st_mtime_ns])
     text = json.dumps({"format": CACHE_FORMAT, "target": target, "files": stats}, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24], stats

@@ -499,6 +499,17 @@ def test_load_split_skip_bad(tiny_pairs, cache_dir):
         load_split(tiny_pairs / "train", cache_dir=cache_dir, progress=False)
 
 
+def test_load_split_dangling_link_is_a_bad_file(tiny_pairs, cache_dir):
+    # A link whose target is gone is listed but cannot be looked at: the cache key
+    # must not stop on it, so --skip-bad skips it and the flagless load names it.
+    (tiny_pairs / "train" / "9.jpg").symlink_to(tiny_pairs / "gone.jpg")
+    with pytest.warns(PspnetWarning, match=r"skipped 1 unusable file .*9\.jpg"):
+        photos, _ = load_split(tiny_pairs / "train", cache_dir=cache_dir, skip_bad=True, progress=False)
+    assert photos.shape[0] == 4
+    with pytest.raises(DataError, match=r"file not found: .*9\.jpg"):
+        load_split(tiny_pairs / "train", cache_dir=cache_dir, progress=False)
+
+
 def test_load_split_differing_sizes(tiny_pairs, cache_dir):
     make_pairs(tiny_pairs / "train_big", 1, size=64)
     (tiny_pairs / "train_big" / "1.jpg").rename(tiny_pairs / "train" / "5.jpg")
