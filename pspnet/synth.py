@@ -790,6 +790,8 @@ def write_synthetic_set(
     out_dir = Path(out_dir)
     if int(train) < 0 or int(val) < 0:
         raise ConfigError(f"image counts must not be negative, got train={train}, val={val}")
+    if int(seed) < 0:  # NumPy's seed sequences take no negative entries
+        raise ConfigError(f"seed={seed} must be 0 or more", flags={f"seed={seed}": f"--seed {seed}"})
     _check_size(size)
     thickness = _check_thickness(thickness)
     if out_dir.exists() and not out_dir.is_dir():

@@ -140,6 +140,15 @@ def test_write_rejects_bad_arguments(tmp_path):
         write_synthetic_set(tmp_path / "file", train=1, val=1, size=16)
 
 
+@pytest.mark.parametrize("seed", [-1, -7])
+def test_write_rejects_a_negative_seed(tmp_path, seed):
+    # pspnet-data synth --seed -1 ended in NumPy's ValueError traceback, an empty folder left.
+    with pytest.raises(ConfigError, match="seed") as error:
+        write_synthetic_set(tmp_path / "d", train=1, val=1, size=16, seed=seed)
+    assert error.value.command_line_message().startswith(f"--seed {seed} ")
+    assert not (tmp_path / "d").exists()
+
+
 def test_ensure_demo_set_writes_once(tmp_path, monkeypatch):
     folder = ensure_demo_set(tmp_path, train=3, val=2, seed=0, size=16)
     assert (folder / "train" / "3.jpg").is_file() and (folder / "val" / "2.jpg").is_file()
