@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pspnet.palette import CLASS_NAMES, CLASSES, IGNORE_INDEX, palette
+from pspnet.palette import CLASS_NAMES, CLASSES, IGNORE_INDEX, NUM_CLASSES, palette
 
 
 def _count(number: int, noun: str) -> str:
@@ -65,8 +65,8 @@ def overlay(
 
     Args:
         photo: (H, W, 3) RGB, uint8 or float 0-255.
-        train_ids: integer map (h, w); resized with nearest neighbour to the
-            photo when sizes differ.
+        train_ids: integer map (h, w), ids 0-18 (any other id is void);
+            resized with nearest neighbour to the photo when sizes differ.
         alpha: weight of the label colours (0: photo only, 1: colours only).
 
     Returns:
@@ -79,15 +79,18 @@ def overlay(
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     photo = np.clip(photo.astype(np.float32), 0, 255)
     train_ids = np.asarray(train_ids)
+    if not np.issubdtype(train_ids.dtype, np.integer):
+        raise TypeError(f"train ids must be integers, got {train_ids.dtype}")
+    # Every id without a class colour is void (as colorize paints it), before
+    # the uint8 resize could wrap it onto a class (256 -> road).
+    train_ids = np.where((train_ids >= 0) & (train_ids < NUM_CLASSES), train_ids, IGNORE_INDEX).astype(np.uint8)
     height, width = photo.shape[:2]
     if train_ids.shape != (height, width):
         # Nearest neighbour: a label map must never be interpolated.
-        train_ids = cv2.resize(
-            train_ids.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
-        )
+        train_ids = cv2.resize(train_ids, (width, height), interpolation=cv2.INTER_NEAREST)
     colors = colorize(train_ids).astype(np.float32)
     blended = (1.0 - alpha) * photo + alpha * colors
-    void = np.asarray(train_ids) == IGNORE_INDEX
+    void = train_ids == IGNORE_INDEX
     blended[void] = photo[void]
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 

@@ -56,6 +56,20 @@ def test_overlay_resizes_a_smaller_map_with_nearest_neighbour():
     assert len(np.unique(blended.reshape(-1, 3), axis=0)) == 2
 
 
+@pytest.mark.parametrize("map_size", [(32, 64), (8, 16)])
+def test_overlay_leaves_every_id_colorize_calls_void_alone(map_size):
+    # Ids outside 0-18 are void to colorize; resized as uint8 they wrapped (256 became road).
+    photo = np.full((32, 64, 3), 100, dtype=np.uint8)
+    ids = np.zeros(map_size, dtype=np.int32)
+    ids[:, : map_size[1] // 4] = 256
+    ids[:, map_size[1] // 4 : map_size[1] // 2] = -2
+    ids[:, map_size[1] // 2 : 3 * map_size[1] // 4] = NUM_CLASSES
+    blended = viz.overlay(photo, ids, alpha=0.5)
+    np.testing.assert_array_equal(blended[:, :48], photo[:, :48])
+    road = np.array(CLASSES[0].color, dtype=np.float64)
+    np.testing.assert_array_equal(blended[0, -1], np.rint(0.5 * 100 + 0.5 * road))
+
+
 def test_three_panel_one_and_many_samples():
     photos = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     ids = np.stack([_train_ids(32, 64)[:, :32]] * 3)
