@@ -724,8 +724,11 @@ def write_pairs(
 
 
 def _write_split(folder: Path, count: int, split: str, seed: int, size: int, workers: int, progress: bool,
-                 thickness: float = 1.0) -> None:
-    """Writes count composites 1.jpg..count.jpg into folder via a temporary sibling folder."""
+                 thickness: float = 1.0) -> Path:
+    """Writes count composites 1.jpg..count.jpg into a temporary sibling of folder; returns it.
+
+    The caller renames it into place (``_put_in_place``), or removes it.
+    """
     temporary = temporary_name(folder)
     temporary.mkdir(parents=True)
     try:
@@ -743,12 +746,17 @@ def _write_split(folder: Path, count: int, split: str, seed: int, size: int, wor
             )
             for _ in bar:
                 pass
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(temporary, folder)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    return temporary
+
+
+def _put_in_place(temporary: Path, folder: Path) -> None:
+    """Replaces folder (if any) by the finished temporary folder."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.rename(temporary, folder)
 
 
 def write_synthetic_set(
@@ -764,8 +772,9 @@ def write_synthetic_set(
 ) -> Path:
     """Writes a synthetic data set in the real format: out_dir/train/1.jpg.., out_dir/val/1.jpg..
 
-    Each split is written into a temporary folder and renamed into place when
-    complete. Image ``n`` of a split depends only on (seed, split, n) and size.
+    Both splits are written into temporary folders and renamed into place when
+    both are complete, so a failure leaves an existing set whole. Image ``n``
+    of a split depends only on (seed, split, n) and size.
 
     Args:
         out_dir: the data folder to create.
@@ -803,8 +812,18 @@ def write_synthetic_set(
                             flags={"overwrite=True": "--overwrite"})
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers or os.cpu_count() or 1))
-    for split, count in (("train", int(train)), ("val", int(val))):
-        _write_split(out_dir / split, count, split, int(seed), int(size), workers, progress, thickness)
+    # Both splits are drawn before either replaces anything: a failure leaves the old set whole.
+    written: list[tuple[Path, Path]] = []
+    try:
+        for split, count in (("train", int(train)), ("val", int(val))):
+            temporary = _write_split(out_dir / split, count, split, int(seed), int(size), workers, progress, thickness)
+            written.append((temporary, out_dir / split))
+        for temporary, folder in written:
+            _put_in_place(temporary, folder)
+    except BaseException:
+        for temporary, _ in written:
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
     info = {"synth_version": SYNTH_VERSION, "train": int(train), "val": int(val), "seed": int(seed),
             "size": int(size), "thickness": thickness, "jpeg_quality": JPEG_QUALITY, "classes": list(SYNTH_CLASSES)}
     (out_dir / "synth.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -140,6 +140,26 @@ def test_write_rejects_bad_arguments(tmp_path):
         write_synthetic_set(tmp_path / "file", train=1, val=1, size=16)
 
 
+def test_overwrite_that_fails_keeps_the_old_set_whole(tmp_path, monkeypatch):
+    # The new train/ used to replace the old one before val/ was drawn: a failure
+    # then left a new train/, the old val/ and a synth.json describing neither.
+    write_synthetic_set(tmp_path / "d", train=2, val=1, size=16, seed=1)
+    before = {path.relative_to(tmp_path): path.read_bytes() for path in (tmp_path / "d").rglob("*") if path.is_file()}
+    original = synth._composite_jpeg
+
+    def fails_on_val(seed, *args):
+        if seed[1] == 1:  # the val split's code
+            raise OSError(28, "No space left on device")
+        return original(seed, *args)
+
+    monkeypatch.setattr(synth, "_composite_jpeg", fails_on_val)
+    with pytest.raises(OSError):
+        write_synthetic_set(tmp_path / "d", train=3, val=1, size=16, seed=2, overwrite=True)
+    after = {path.relative_to(tmp_path): path.read_bytes() for path in (tmp_path / "d").rglob("*") if path.is_file()}
+    assert after == before
+    assert sorted(path.name for path in (tmp_path / "d").iterdir()) == ["synth.json", "train", "val"]
+
+
 @pytest.mark.parametrize("seed", [-1, -7])
 def test_write_rejects_a_negative_seed(tmp_path, seed):
     # pspnet-data synth --seed -1 ended in NumPy's ValueError traceback, an empty folder left.
