@@ -19,7 +19,7 @@ MaxPooling2D, AveragePooling2D              pool_h * pool_w per output element
 GlobalAverage/MaxPooling2D,                 1 per input element
 AdaptiveAveragePooling2D
 ResizeToMatch, UpSampling2D / Resizing      7 per output element (4 multiplies, 3 adds)
-(bilinear)                                  ("nearest": 0)
+(bilinear)                                  ("nearest", or ResizeToMatch to its own size: 0)
 Dropout, Concatenate, Reshape, Flatten,     0 (data movement only)
 ZeroPadding2D, Cropping2D, InputLayer
 ==========================================  ============================================
@@ -196,7 +196,9 @@ def _flops(layer, input_shapes, output_shapes) -> int | None:
     if isinstance(layer, _GLOBAL_POOLS):
         return _size(input_shapes[0])
     if isinstance(layer, ResizeToMatch):
-        return _BILINEAR_FLOPS * out
+        # Sizes that already match return the input itself (ResizeToMatch.call).
+        same = tuple(input_shapes[0][1:3]) == tuple(output_shapes[0][1:3])
+        return 0 if same else _BILINEAR_FLOPS * out
     if isinstance(layer, (layers.UpSampling2D, layers.Resizing)):
         return 0 if layer.interpolation == "nearest" else _BILINEAR_FLOPS * out
     return None

@@ -53,3 +53,12 @@ def test_unknown_layer_types_warn():
     outputs = keras.layers.UnitNormalization(name="unit")(inputs)
     with pytest.warns(PspnetWarning, match="UnitNormalization"):
         assert count_flops(keras.Model(inputs, outputs)) == 0
+
+
+def test_a_resize_to_the_same_size_costs_nothing():
+    # ResizeToMatch returns its input unchanged when the sizes already match
+    # (the "fast" pyramid's 6-bin branch on a 48-pixel photo: 6x6 features).
+    model = pspnet.build_pspnet("fast", num_classes=5, input_shape=(48, 48, 3))
+    counts = layer_flops(model)
+    assert counts["green_upsampling"] == 0
+    assert counts["blue_upsampling"] == 7 * 6 * 6 * 64  # 3x3 -> 6x6, 64 channels
