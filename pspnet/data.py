@@ -634,7 +634,9 @@ class SplitSummary:
         return self.class_pixels / max(int(self.class_pixels.sum()), 1)
 
     def far_share(self, threshold: int = FAR_DISTANCE) -> float:
-        """Share of label pixels farther than ``threshold`` from every palette colour."""
+        """Share of label pixels farther than ``threshold`` (0 or more) from every palette colour."""
+        if threshold < 0:  # a negative index would count the last bins instead
+            raise ConfigError(f"threshold={threshold} must be 0 or more", flags={"threshold=": "--far "})
         return float(self.distance_histogram[threshold + 1 :].sum() / max(int(self.distance_histogram.sum()), 1))
 
     def distance_percentile(self, q: float) -> int:

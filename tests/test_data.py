@@ -595,6 +595,19 @@ def test_summarize_split(tiny_pairs, cache_dir):
     assert cached.cached and not summary.cached
 
 
+def test_far_share_counts_beyond_the_threshold_and_refuses_a_negative_one():
+    histogram = np.zeros(256, np.int64)
+    histogram[[0, 10, 40, 255]] = [5, 3, 1, 1]
+    summary = data.SplitSummary("f", 1, (1, 10), ["1.jpg"], np.zeros(NUM_CLASSES + 1, np.int64), histogram)
+    assert summary.far_share(30) == pytest.approx(0.2)
+    assert summary.far_share(0) == pytest.approx(0.5)
+    assert summary.far_share(300) == 0.0
+    # A negative threshold sliced from the end (pspnet-data inspect --far -5 printed 10%).
+    with pytest.raises(ConfigError, match="0 or more") as error:
+        summary.far_share(-5)
+    assert error.value.command_line_message().startswith("--far -5 ")
+
+
 # --- SegmentationDataset ---------------------------------------------------------------------
 
 
