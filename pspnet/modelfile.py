@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from pspnet.errors import ConfigError, first_line
 from pspnet.fileio import atomic_write
 
 INFO_NAME = "pspnet.json"  # the member of the .keras archive that describes the model
+
+# What reading a damaged archive raises besides BadZipFile: zlib for a deflated
+# member cut or changed in its stream, zipfile for an unknown compression method
+# (NotImplementedError) or an encrypted member (RuntimeError).
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError)
 
 
 @dataclass
@@ -121,7 +127,7 @@ def check_model_file(path: str | os.PathLike) -> Path:
         with zipfile.ZipFile(path) as archive:
             broken = archive.testzip()  # reads every member and checks its CRC
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+    except _ARCHIVE_ERRORS as error:
         raise ConfigError(f"model file is damaged (not a complete .keras archive: {error}): {path}") from None
     if broken is not None:
         raise ConfigError(f"model file is damaged ({broken} fails its checksum): {path}")
@@ -140,11 +146,11 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo | None:
         with zipfile.ZipFile(path) as archive:
             if INFO_NAME not in archive.namelist():
                 return None
-            text = archive.read(INFO_NAME).decode("utf-8")
-    except (zipfile.BadZipFile, OSError) as error:
+            data = archive.read(INFO_NAME)
+    except _ARCHIVE_ERRORS as error:
         raise ConfigError(f"model file is damaged ({error}): {path}") from None
     try:
-        return ModelInfo.from_json(text)
+        return ModelInfo.from_json(data.decode("utf-8"))  # a UnicodeDecodeError is a ValueError
     except (ValueError, TypeError, ConfigError) as error:
         raise ConfigError(f"model file has an unreadable {INFO_NAME} ({error}): {path}") from None
 

@@ -97,3 +97,30 @@ def test_an_info_member_that_is_not_an_object_is_one_clear_error(saved, tmp_path
         archive.writestr(INFO_NAME, text)
     with pytest.raises(ConfigError, match=f"unreadable {INFO_NAME} .*not a JSON object.*{path.name}"):
         read_model_info(path)
+
+
+def test_a_damaged_compressed_member_is_one_clear_error(saved, tmp_path):
+    # Keras stores its members; a file re-zipped with deflate (zip -r) that is
+    # then damaged fails in zlib, which testzip does not turn into a bad member.
+    deflated = tmp_path / "deflated.keras"
+    with zipfile.ZipFile(saved[0]) as source, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            target.writestr(member.filename, source.read(member.filename))
+    check_model_file(deflated)  # re-zipped whole, it is a good model file
+    with zipfile.ZipFile(deflated) as archive:
+        member = archive.getinfo("config.json")
+    data = bytearray(deflated.read_bytes())
+    data[member.header_offset + 30 + len(member.filename) + len(member.extra)] ^= 0xFF
+    path = tmp_path / "damaged.keras"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=rf"model file is damaged .*: {path}$"):
+        load_model(path)
+
+
+def test_an_info_member_that_is_not_utf8_is_one_clear_error(saved, tmp_path):
+    path = tmp_path / "latin1.keras"
+    path.write_bytes(saved[0].read_bytes())
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(INFO_NAME, '{"head": "classes", "num_classes": 19, "preset": "f\xe9st"}'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"unreadable {INFO_NAME} .*{path.name}"):
+        read_model_info(path)
