@@ -189,5 +189,7 @@ def load_exported(path: str | os.PathLike, threads: int | None = None):
     Returns:
         (the runtime object, its ModelInfo).
     """
+    if not Path(path).exists():  # a mistyped path is the model's error, not its description's
+        raise ConfigError(f"model not found: {path}")
     info = info_of(read_description(path), description_path(path))
     return open_exported(path, threads), info

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from pspnet.errors import ConfigError
 from pspnet.inference import Segmenter
 from pspnet.modelfile import ModelInfo
 from pspnet.runtimes import LiteRTModel
@@ -77,3 +79,10 @@ def test_exported_runtimes_get_the_photos_given():
     model = ShapeRecorder()
     ids = Segmenter(model, INFO, SIZE, batch_size=4, pad_batch=False).predict_ids(np.zeros((5, *SIZE, 3), np.uint8))
     assert model.batches == [4, 1] and ids.shape == (5, *SIZE)
+
+
+@pytest.mark.parametrize("name", ["missing.onnx", "missing.tflite"])
+def test_a_missing_exported_model_is_named_not_its_description(tmp_path, name):
+    # A mistyped path is "model not found", not "no description beside the exported model".
+    with pytest.raises(ConfigError, match=f"^model not found: .*{name}$"):
+        Segmenter.load(tmp_path / name)
