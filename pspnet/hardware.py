@@ -136,12 +136,15 @@ def matmul_tflops(dtype: str = "float32", size: int = 2048, repeats: int = 5) ->
 
 
 def peak_tflops(machine: dict, dtype: str) -> tuple[float, str]:
-    """The denominator of "share of peak" and where it comes from.
+    """The denominator of "share of peak" and where it comes from: one device's.
+
+    The benchmarks train and predict on one device (no ``--distribute``), so a
+    machine with several GPUs is measured against one GPU's peak.
 
     Returns:
         (TFLOP/s, "nominal" or "measured matmul").
     """
     nominal = nominal_peak_tflops(machine["device"], dtype) if machine["kind"] == "gpu" else None
     if nominal is not None:
-        return nominal * machine["devices"], "nominal"
+        return nominal, "nominal"
     return matmul_tflops(dtype, size=4096 if machine["kind"] == "gpu" else 2048), "measured matmul"

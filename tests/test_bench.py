@@ -141,6 +141,15 @@ def test_nominal_peaks_of_known_gpus():
     assert nominal_peak_tflops("AMD EPYC", "float32") is None
 
 
+def test_the_peak_is_one_devices_as_the_benchmark_trains_on_one():
+    # pspnet-bench trains without --distribute: Keras computes on the first GPU only,
+    # so eight GPUs' peak would make the share of peak eight times too small.
+    from pspnet.hardware import peak_tflops
+
+    machine = {"device": "NVIDIA H100 80GB HBM3", "kind": "gpu", "devices": 8}
+    assert peak_tflops(machine, "bfloat16") == (989.4, "nominal")
+
+
 def test_bench_train_command_prints_one_table(speed, tmp_path, capsys, monkeypatch):
     calls = {}
 
