@@ -1,4 +1,4 @@
-"""The PSPNet builder and its three presets: the seed's network, the paper's, a fast default.
+"""The PSPNet builder and its four presets: the seed's network, the paper's, a fast one, a pretrained lite one.
 
 Every preset is a functional ``keras.Model`` built from ``keras.layers`` and the
 registered layers of ``pspnet.layers`` only, so it runs on TensorFlow, JAX and
@@ -7,7 +7,7 @@ photos in the 0-255 range (RGB, float or uint8 values) and normalise inside.
 
 Presets (``PRESETS``):
 
-- ``"fast"`` (default): the seed's dilated residual blocks and four-branch pyramid
+- ``"fast"`` (``build_pspnet``'s default; ``pspnet-train``'s is ``"lite"``): the seed's dilated residual blocks and four-branch pyramid
   behind a strided stem, at output stride 8 (see ``_build_fast``).
 - ``"seed"``: the Kaggle notebook's network, layer for layer (``_build_seed``).
 - ``"pspnet50"``: the PSPNet paper's dilated ResNet-50 network (``_build_pspnet50``).
