@@ -7,8 +7,9 @@ photos in the 0-255 range (RGB, float or uint8 values) and normalise inside.
 
 Presets (``PRESETS``):
 
-- ``"fast"`` (``build_pspnet``'s default; ``pspnet-train``'s is ``"lite"``): the seed's dilated residual blocks and four-branch pyramid
-  behind a strided stem, at output stride 8 (see ``_build_fast``).
+- ``"fast"`` (``build_pspnet``'s default; ``pspnet-train``'s is ``"lite"``): the seed's
+  dilated residual blocks and four-branch pyramid behind a strided stem, at output
+  stride 8 (see ``_build_fast``).
 - ``"seed"``: the Kaggle notebook's network, layer for layer (``_build_seed``).
 - ``"pspnet50"``: the PSPNet paper's dilated ResNet-50 network (``_build_pspnet50``).
 - ``"lite"``: an ImageNet-pretrained EfficientNet-Lite0 with a small pyramid head (``_build_lite``).
