@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pspnet.config import parse_size
 from pspnet.errors import ConfigError, first_line
 from pspnet.modelfile import ModelInfo
 
@@ -67,9 +68,10 @@ def info_of(description: dict, source: str | os.PathLike = "") -> ModelInfo:
     """The ``ModelInfo`` an export description holds (``source``: its file, for the error)."""
     try:
         return ModelInfo(head=description["head"], num_classes=int(description["num_classes"]),
-                         preset=description.get("preset"), image_size=description.get("trained_image_size"),
+                         preset=description.get("preset"),
+                         image_size=parse_size(description.get("trained_image_size"), "trained_image_size"),
                          pspnet_version=description.get("pspnet_version"))
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise ConfigError(f"export description lacks or garbles {error}: {source}") from None
 
 

@@ -86,3 +86,12 @@ def test_a_missing_exported_model_is_named_not_its_description(tmp_path, name):
     # A mistyped path is "model not found", not "no description beside the exported model".
     with pytest.raises(ConfigError, match=f"^model not found: .*{name}$"):
         Segmenter.load(tmp_path / name)
+
+
+@pytest.mark.parametrize("size", ["big", [0, 32], {"h": 32}])
+def test_a_garbled_trained_size_in_an_export_description_is_one_clear_error(size):
+    from pspnet.runtimes import info_of
+
+    with pytest.raises(ConfigError, match="export description lacks or garbles .*: model.onnx.json$"):
+        info_of({"head": "classes", "num_classes": 19, "trained_image_size": size}, "model.onnx.json")
+    assert info_of({"head": "classes", "num_classes": 19, "trained_image_size": [32, 48]}).image_size == (32, 48)
