@@ -137,6 +137,11 @@ def _join_jax(coordinator, num_processes, process_id, environ) -> Placement:
     count = num_processes if num_processes is not None else _int_env(environ, "KERAS_DISTRIBUTION_NUM_PROCESSES")
     index = process_id if process_id is not None else _int_env(environ, "KERAS_DISTRIBUTION_PROCESS_ID")
     slurm = _int_env(environ, "SLURM_NTASKS") or 1
+    # Errors name where a value came from: its flag, else its variable.
+    count_name = "--num-processes" if num_processes is not None else "KERAS_DISTRIBUTION_NUM_PROCESSES"
+    index_name = "--process-id" if process_id is not None else "KERAS_DISTRIBUTION_PROCESS_ID"
+    if count is not None and count < 1:
+        raise ConfigError(f"{count_name} must be 1 or more, got {count}")
     if count is None and index is None and coordinator is None and slurm == 1:
         return Placement()  # one process: every local device
     if count is None and slurm == 1:
@@ -145,7 +150,7 @@ def _join_jax(coordinator, num_processes, process_id, environ) -> Placement:
         missing = "--process-id I" if index is None else "--coordinator HOST:PORT"
         raise ConfigError(f"--num-processes {count} needs {missing} in every process")
     if count is not None and index is not None and not 0 <= index < count:
-        raise ConfigError(f"--process-id must lie in [0, {count - 1}] for {count} processes, got {index}")
+        raise ConfigError(f"{index_name} must lie in [0, {count - 1}] for {count} processes, got {index}")
     if count == 1:
         return Placement()
     import jax  # only on this backend

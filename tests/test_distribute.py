@@ -405,6 +405,11 @@ def test_tf_config_places_the_chief_first(monkeypatch):
     ({"num_processes": 2, "process_id": 2, "coordinator": "h:1"}, {}, r"--process-id must lie in \[0, 1\]"),
     ({"process_id": 1}, {}, "needs --num-processes N"),
     ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer"),
+    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "0"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be 1 or more, got 0"),
+    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "-2", "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+          "JAX_COORDINATOR_ADDRESS": "h:1"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be 1 or more, got -2"),
+    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "-1",
+          "JAX_COORDINATOR_ADDRESS": "h:1"}, r"KERAS_DISTRIBUTION_PROCESS_ID must lie in \[0, 1\] for 2 processes, got -1"),
     ({"sync_batch_norm": False}, {}, "--no-sync-batch-norm is for the tensorflow backend"),
     ({"num_processes": 2, "process_id": 0, "coordinator": "h:1", "head": "rgb"}, {}, "--head rgb trains in one"),
 ])
