@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +158,22 @@ def test_a_missing_calibration_folder_is_named_with_its_flag(models, tmp_path, c
     assert not out.exists()
 
 
+def _memory_gib() -> float:
+    """This machine's memory (Linux; 0 where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
+# tf2onnx's conversion of pspnet50 (the dilated ResNet-50) peaked at 21.6 GB of
+# resident memory at 48x64 (100 s, 2-core CPU, TensorFlow 2.21, tf2onnx 1.16):
+# beside the suite on a 24 GB machine it is killed for memory (docs/BENCHMARKS.md, "Export").
+NEEDS_MEMORY = pytest.mark.skipif(_memory_gib() < 48, reason="pspnet50's ONNX conversion needs about 22 GB")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["lite", "pspnet50"])
+@pytest.mark.parametrize("preset", ["lite", pytest.param("pspnet50", marks=NEEDS_MEMORY)])
 def test_the_imagenet_presets_export_to_onnx_and_match_keras(photos, tmp_path, preset):
     # Random backbones (backbone_weights None): the graph, not the weights, is what converts.
     path = _model_file(tmp_path, preset)
