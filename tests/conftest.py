@@ -32,6 +32,21 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+class BatchRecorder:
+    """A Keras-model stand-in that predicts zeros of 19 classes and records the batch of every forward pass."""
+
+    input_shape = (None, None, None, 3)
+
+    def __init__(self):
+        self.batches = []
+
+    def predict_on_batch(self, photos):
+        import numpy as np
+
+        self.batches.append(len(photos))
+        return np.zeros((len(photos), *photos.shape[1:3], 19), np.float32)
+
+
 def make_pairs(folder, n: int, size: int = 32, seed: int = 0, split: str = "train") -> Path:
     """Writes n synthetic composites 1.jpg..n.jpg of size x 2*size into folder.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import BatchRecorder
 from pspnet.errors import ConfigError
 from pspnet.inference import Segmenter
 from pspnet.modelfile import ModelInfo
@@ -55,28 +56,15 @@ def test_three_photos_are_three_litert_calls_and_a_batch_one_pass():
     assert runtime.interpreter.invocations == 3
 
 
-class ShapeRecorder:
-    """A Keras-model stand-in: records the batch of every forward pass."""
-
-    input_shape = (None, None, None, 3)
-
-    def __init__(self):
-        self.batches = []
-
-    def predict_on_batch(self, photos):
-        self.batches.append(len(photos))
-        return np.zeros((len(photos), *photos.shape[1:3], 19), np.float32)
-
-
 def test_keras_models_get_full_batches_and_only_real_photos_come_back():
     # A compiled (or, under keras.distribution, sharded) predict function sees one batch shape.
-    model = ShapeRecorder()
+    model = BatchRecorder()
     ids = Segmenter(model, INFO, SIZE, batch_size=4).predict_ids(np.zeros((5, *SIZE, 3), np.uint8))
     assert model.batches == [4, 4] and ids.shape == (5, *SIZE)
 
 
 def test_exported_runtimes_get_the_photos_given():
-    model = ShapeRecorder()
+    model = BatchRecorder()
     ids = Segmenter(model, INFO, SIZE, batch_size=4, pad_batch=False).predict_ids(np.zeros((5, *SIZE, 3), np.uint8))
     assert model.batches == [4, 1] and ids.shape == (5, *SIZE)
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import BatchRecorder
 from pspnet.errors import ConfigError, DataError
 from pspnet.video import predict_video
 
@@ -234,19 +235,7 @@ def test_key_frames_are_not_padded_to_the_batch(tmp_path):
     from pspnet.inference import Segmenter
     from pspnet.modelfile import ModelInfo
 
-    class BatchRecorder:
-        """A Keras-model stand-in (Segmenter pads its short batches): records each forward pass."""
-
-        input_shape = (None, None, None, 3)
-
-        def __init__(self):
-            self.batches = []
-
-        def predict_on_batch(self, photos):
-            self.batches.append(len(photos))
-            return np.zeros((len(photos), *photos.shape[1:3], 19), np.float32)
-
-    model = BatchRecorder()
+    model = BatchRecorder()  # a Keras-model stand-in: Segmenter pads its short batches
     segmenter = Segmenter(model, ModelInfo(head="classes", num_classes=19), (HEIGHT, WIDTH), batch_size=4)
     video = write_video(tmp_path / "clip.avi")
     result = predict_video(segmenter, video, tmp_path / "out", every=5, verbose=False)
