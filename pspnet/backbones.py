@@ -208,7 +208,7 @@ def convert_state_dict(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarra
 
 def _imagenet_weights() -> dict[str, list[np.ndarray]]:
     """The converted ImageNet weights, from the cache or converted from the package's file once."""
-    from pspnet.data import default_cache_dir
+    from pspnet.fileio import default_cache_dir
     from pspnet.fileio import atomic_write
 
     cached = default_cache_dir() / CACHE_NAME

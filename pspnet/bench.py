@@ -307,7 +307,7 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
     ``steps_per_execution`` batches. Inference is ``predict_on_batch`` on
     one batch, after one untimed call.
     """
-    from pspnet.pipeline import SegmentationDataset
+    from pspnet.data.pipeline import SegmentationDataset
     from pspnet.config import TrainConfig
     from pspnet.recipe import build_and_compile
 
@@ -342,7 +342,7 @@ def benchmark_pipeline(image_size: int = 256, batch_size: int = 8, batches: int 
     and flip), its batches made on ``workers`` threads as ``fit`` makes them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pspnet.pipeline import SegmentationDataset
+    from pspnet.data.pipeline import SegmentationDataset
 
     workers = workers or min(4, os.cpu_count() or 1)
     photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed)

@@ -263,7 +263,7 @@ def data_main(argv: Sequence[str] | None = None) -> int:
     def run_synth() -> int:
         from pathlib import Path
 
-        from pspnet.synth import write_synthetic_set
+        from pspnet.data.synth import write_synthetic_set
 
         out = write_synthetic_set(
             args.out, train=args.train, val=args.val, seed=args.seed, size=args.size,

@@ -26,7 +26,7 @@ SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
-DEMO_SIZE = 64  # side of the demo set's images (pspnet.synth writes it)
+DEMO_SIZE = 64  # side of the demo set's images (pspnet.data.synth writes it)
 
 # What fields left at None become (see TrainConfig.resolved). The demo's were
 # chosen by measurement on a 2-core CPU (docs/BENCHMARKS.md, "The demo"): no

@@ -65,7 +65,7 @@ def resolve_split(data: str | Path) -> Path:
     """
     if str(data) == "demo":
         # The very set ``pspnet-train --data demo`` trains on (written once, cached).
-        from pspnet.synth import demo_data
+        from pspnet.data.synth import demo_data
 
         return demo_data() / "val"
     folder = Path(data)

@@ -216,7 +216,7 @@ def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray
     """``count`` generated street scenes at ``size``, float32 0-255: what exports are checked on without photos."""
     import cv2
 
-    from pspnet.synth import render_scene
+    from pspnet.data.synth import render_scene
 
     height, width = size
     side = max(64, height, width)

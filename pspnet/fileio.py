@@ -18,7 +18,7 @@ from typing import Callable
 from pspnet.errors import ConfigError
 
 __all__ = [
-    "FolderLock", "atomic_write", "atomic_write_text", "final_name", "remove_temporaries", "temporary_name",
+    "FolderLock", "atomic_write", "atomic_write_text", "default_cache_dir", "final_name", "remove_temporaries", "temporary_name",
 ]
 
 TEMPORARY_MARK = ".tmp-"  # every temporary name holds it (see remove_temporaries)
@@ -175,3 +175,9 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def default_cache_dir() -> Path:
+    """The cache root: ``$PSPNET_CACHE``, else ``~/.cache/pspnet``."""
+    root = os.environ.get("PSPNET_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "pspnet"

@@ -65,7 +65,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 # A 2:1 image is a composite when at least LABEL_SHARE of its right half lies
 # within LABEL_DISTANCE (RGB) of a palette colour. Measured on 60 real val
 # composites: label halves 0.74-0.90 (min 0.74), photo halves at most 0.385
-# (mean 0.14); the synthetic pairs of pspnet.synth score 0.91-0.99.
+# (mean 0.14); the synthetic pairs of pspnet.data.synth score 0.91-0.99.
 LABEL_DISTANCE = 16
 LABEL_SHARE = 0.6
 MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}

@@ -39,7 +39,7 @@ from pspnet.inference import Segmenter
 from pspnet.losses import class_weights
 from pspnet.metrics import to_jsonable
 from pspnet.modelfile import load_model
-from pspnet.pipeline import DictTargets, PaddedBatches, SegmentationDataset
+from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
 from pspnet.recipe import build_and_compile, model_info
 from pspnet.runfolder import Run, is_complete, open_run
 
@@ -122,7 +122,7 @@ class _Splits:
 def _data_folder(config: TrainConfig) -> Path:
     """The folder holding train/ and val/ (writing the demo set first when asked)."""
     if config.is_demo:
-        from pspnet.synth import demo_data
+        from pspnet.data.synth import demo_data
 
         return demo_data()
     folder = Path(config.data)

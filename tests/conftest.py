@@ -1,7 +1,7 @@
 """Shared test helpers: tiny folders of synthetic pairs in the real on-disk format.
 
 ``make_pairs(folder, n, size=32, seed=0)`` writes n composites (size x 2*size
-JPEGs) with ``pspnet.synth``; the ``tiny_pairs`` fixture gives a data folder
+JPEGs) with ``pspnet.data.synth``; the ``tiny_pairs`` fixture gives a data folder
 with train/ (4 pairs) and val/ (2 pairs). Every test session keeps its caches
 (decoded splits, demo sets) in a temporary $PSPNET_CACHE, never in ~/.cache.
 """
@@ -60,7 +60,7 @@ def make_pairs(folder, n: int, size: int = 32, seed: int = 0, split: str = "trai
     Returns:
         The folder as a Path.
     """
-    from pspnet.synth import write_pairs
+    from pspnet.data.synth import write_pairs
 
     return write_pairs(folder, n, seed=seed, size=size, split=split)
 

@@ -360,7 +360,7 @@ def test_synth_into_a_full_folder_names_the_flag_on_the_command_line(tmp_path, c
 
 def test_synth_into_a_full_folder_names_the_argument_in_python(tmp_path):
     from pspnet.errors import DataError
-    from pspnet.synth import write_synthetic_set
+    from pspnet.data.synth import write_synthetic_set
 
     make_pairs(tmp_path / "d" / "train", 1, size=16)
     with pytest.raises(DataError, match="pass overwrite=True or choose another") as raised:

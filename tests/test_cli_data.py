@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_pairs
-from pspnet import data
+from pspnet.data import cache
 from pspnet.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, data_main
 
 COMMAND = [sys.executable, "-c", "from pspnet.cli import data_main; raise SystemExit(data_main())"]
@@ -199,7 +199,7 @@ def test_inspect_interrupted_leaves_no_cache(tiny_pairs, tmp_path, capsys, monke
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_decode_chunk", interrupted)
+    monkeypatch.setattr(cache, "_decode_chunk", interrupted)
     status, _, err = run(capsys, "inspect", tiny_pairs / "train", "--cache-dir", tmp_path / "c", "--quiet")
     assert status == EXIT_INTERRUPTED
     assert err.strip() == "pspnet-data: interrupted"

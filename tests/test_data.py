@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import make_pairs
-from pspnet import data
+from pspnet.data import cache, labels
 from pspnet.data import (
     FAR_DISTANCE,
     class_pixel_counts,
@@ -229,21 +229,21 @@ def test_decode_matches_brute_force_nearest():
 
 def test_lookup_table_stored_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("PSPNET_CACHE", str(tmp_path))
-    built = data._load_or_build_lut()
-    stored = tmp_path / f"palette-lut-v{data.CACHE_FORMAT}.npy"
+    built = labels._load_or_build_lut()
+    stored = tmp_path / f"palette-lut-v{labels.LUT_FORMAT}.npy"
     assert stored.is_file() and not list(tmp_path.glob(".tmp-*"))
 
     def fail():
         raise AssertionError("rebuilt although a stored table exists")
 
-    monkeypatch.setattr(data, "_build_lut", fail)
-    loaded = data._load_or_build_lut()
+    monkeypatch.setattr(labels, "_build_lut", fail)
+    loaded = labels._load_or_build_lut()
     np.testing.assert_array_equal(loaded, built)
     # A damaged file is not trusted: the table is built again.
     stored.write_bytes(stored.read_bytes()[:1000])
     monkeypatch.undo()
     monkeypatch.setenv("PSPNET_CACHE", str(tmp_path))
-    np.testing.assert_array_equal(data._load_or_build_lut(), built)
+    np.testing.assert_array_equal(labels._load_or_build_lut(), built)
 
 
 def test_decode_batches_and_views():
@@ -336,7 +336,7 @@ def _forbid_decoding(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded although the cache should have been used")
 
-    monkeypatch.setattr(data, "_decode_chunk", fail)
+    monkeypatch.setattr(cache, "_decode_chunk", fail)
 
 
 def test_cache_hit_does_not_decode(tiny_pairs, cache_dir, monkeypatch):
@@ -356,8 +356,8 @@ def test_cache_invalidated_by_mtime(tiny_pairs, cache_dir, monkeypatch):
     info = path.stat()
     os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 5_000_000_000))
     calls = []
-    original = data._decode_chunk
-    monkeypatch.setattr(data, "_decode_chunk", lambda *args: calls.append(1) or original(*args))
+    original = cache._decode_chunk
+    monkeypatch.setattr(cache, "_decode_chunk", lambda *args: calls.append(1) or original(*args))
     load_split(tiny_pairs / "train", cache_dir=cache_dir, progress=False)
     assert calls, "a changed modification time must trigger decoding"
     # The stale entry of the same folder is replaced, not kept beside the new one.
@@ -383,8 +383,8 @@ def test_cache_invalidated_by_content(tiny_pairs, cache_dir):
 
 @pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_caching_leaves_no_trusted_cache(tiny_pairs, cache_dir, monkeypatch, failure):
-    monkeypatch.setattr(data, "_CHUNK", 1)
-    original = data._decode_chunk
+    monkeypatch.setattr(cache, "_CHUNK", 1)
+    original = cache._decode_chunk
     calls = []
 
     def flaky(*args):
@@ -393,11 +393,11 @@ def test_interrupted_caching_leaves_no_trusted_cache(tiny_pairs, cache_dir, monk
             raise failure("simulated crash mid-write")
         return original(*args)
 
-    monkeypatch.setattr(data, "_decode_chunk", flaky)
+    monkeypatch.setattr(cache, "_decode_chunk", flaky)
     with pytest.raises(failure):
         load_split(tiny_pairs / "train", cache_dir=cache_dir, workers=1, progress=False)
     assert list(cache_dir.iterdir()) == []  # neither an entry nor a temporary folder
-    monkeypatch.setattr(data, "_decode_chunk", original)
+    monkeypatch.setattr(cache, "_decode_chunk", original)
     photos, train_ids = load_split(tiny_pairs / "train", cache_dir=cache_dir, progress=False)
     assert photos.shape[0] == 4
     np.testing.assert_array_equal(train_ids[3], decode_labels(read_pair(tiny_pairs / "train" / "4.jpg")[1]))
@@ -414,14 +414,14 @@ def test_incomplete_entry_is_not_trusted(tiny_pairs, cache_dir):
 
 def _while_decoding(monkeypatch, other_process):
     """Runs ``other_process()`` once, as if another process ran it while this one decodes a split."""
-    original = data._decode_split
+    original = cache._decode_split
 
     def decode(*args, **kwargs):
-        monkeypatch.setattr(data, "_decode_split", original)
+        monkeypatch.setattr(cache, "_decode_split", original)
         other_process()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(data, "_decode_split", decode)
+    monkeypatch.setattr(cache, "_decode_split", decode)
 
 
 def _touch(path: Path) -> None:
@@ -598,7 +598,7 @@ def test_summarize_split(tiny_pairs, cache_dir):
 def test_far_share_counts_beyond_the_threshold_and_refuses_a_negative_one():
     histogram = np.zeros(256, np.int64)
     histogram[[0, 10, 40, 255]] = [5, 3, 1, 1]
-    summary = data.SplitSummary("f", 1, (1, 10), ["1.jpg"], np.zeros(NUM_CLASSES + 1, np.int64), histogram)
+    summary = cache.SplitSummary("f", 1, (1, 10), ["1.jpg"], np.zeros(NUM_CLASSES + 1, np.int64), histogram)
     assert summary.far_share(30) == pytest.approx(0.2)
     assert summary.far_share(0) == pytest.approx(0.5)
     assert summary.far_share(300) == 0.0
@@ -631,7 +631,7 @@ def _dataset(photos, targets, **kwargs):
 def test_dataset_is_a_keras_pydataset():
     import keras
 
-    from pspnet.pipeline import SegmentationDataset as Direct
+    from pspnet.data.pipeline import SegmentationDataset as Direct
 
     photos, ids = _arrays()
     dataset = _dataset(photos, ids, batch_size=2)

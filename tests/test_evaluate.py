@@ -233,7 +233,7 @@ def test_default_out_dir_is_a_folder_of_its_own_beside_the_model(split, tmp_path
 
 
 def test_data_demo_scores_the_training_demo_val_split(tmp_path):
-    from pspnet.synth import DEMO_SIZE, DEMO_VAL
+    from pspnet.data.synth import DEMO_SIZE, DEMO_VAL
 
     inputs = keras.Input((DEMO_SIZE, DEMO_SIZE, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(NUM_CLASSES, 1)(inputs))

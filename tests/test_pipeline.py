@@ -1,11 +1,11 @@
-"""pspnet.pipeline wrappers: what a padded batch is padded with."""
+"""pspnet.data.pipeline wrappers: what a padded batch is padded with."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pspnet.palette import IGNORE_INDEX
-from pspnet.pipeline import PAD_RGB, PaddedBatches
+from pspnet.data.pipeline import PAD_RGB, PaddedBatches
 
 
 class ThreeImages:

@@ -1,4 +1,4 @@
-"""Tests for pspnet.synth: synthetic scenes in the real on-disk format."""
+"""Tests for pspnet.data.synth: synthetic scenes in the real on-disk format."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pspnet import synth
+from pspnet.data import synth
 from pspnet.data import class_pixel_counts, decode_labels, list_images, load_split, read_pair
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import CLASS_NAMES, LABEL_COLORS
-from pspnet.synth import SYNTH_CLASSES, ensure_demo_set, render_scene, write_pairs, write_synthetic_set
+from pspnet.data.synth import SYNTH_CLASSES, ensure_demo_set, render_scene, write_pairs, write_synthetic_set
 
 DRAWN_IDS = {CLASS_NAMES.index(name) for name in SYNTH_CLASSES}
 

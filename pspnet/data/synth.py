@@ -848,7 +848,7 @@ def ensure_demo_set(
     Returns:
         The folder holding train/ and val/.
     """
-    from pspnet.data import default_cache_dir
+    from pspnet.fileio import default_cache_dir
 
     root = Path(root) if root is not None else default_cache_dir()
     name = f"demo-v{SYNTH_VERSION}-s{int(size)}-n{int(train)}-{int(val)}-seed{int(seed)}"
