@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pspnet.config import HEADS, parse_size
+from pspnet.data.classes import ClassTable
 from pspnet.errors import ConfigError, first_line
 from pspnet.fileio import atomic_write
 
@@ -40,6 +41,21 @@ class ModelInfo:
     preset: str | None = None  # pspnet.model preset, None for a model built elsewhere
     image_size: tuple[int, int] | None = None  # (H, W) it was trained at; None: unknown
     pspnet_version: str | None = None  # the package version that saved it
+    classes: dict | None = None  # its ClassTable (pspnet.data.classes) as JSON; None: the 19 Cityscapes classes
+
+    def class_table(self):
+        """The ``pspnet.data.classes.ClassTable`` of the classes it predicts (Cityscapes when not stored).
+
+        Raises:
+            ConfigError: no table is stored and the model does not predict the 19 Cityscapes classes.
+        """
+        from pspnet.data.classes import CITYSCAPES, ClassTable
+
+        if self.classes is not None:
+            return ClassTable.from_json(self.classes)
+        if self.head == "rgb" or self.num_classes == CITYSCAPES.num_classes:
+            return CITYSCAPES  # every model saved before tables were stored learned these
+        raise ConfigError(f"the model predicts {self.num_classes} classes but does not say which")
 
     def to_json(self) -> str:
         values = dataclasses.asdict(self)
@@ -58,6 +74,10 @@ class ModelInfo:
         info.image_size = parse_size(info.image_size)
         if info.head not in HEADS:
             raise ValueError(f"unknown head {info.head!r}")
+        if info.classes is not None:
+            table = ClassTable.from_json(info.classes)  # ValueError names what is wrong
+            if info.head == "classes" and table.num_classes != info.num_classes:
+                raise ValueError(f"{info.num_classes} classes but a table of {table.num_classes}")
         return info
 
 

@@ -73,6 +73,24 @@ LABEL_TRAIN_IDS = np.array(
 )
 
 
+# The official label id (``*_gtFine_labelIds.png``) of each train id, in train-id order.
+LABEL_IDS: tuple[int, ...] = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+
+
+def label_id_to_train_id() -> np.ndarray:
+    """(256,) uint8: official label id -> train id; every id without one (void) -> IGNORE_INDEX."""
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    table[list(LABEL_IDS)] = np.arange(len(LABEL_IDS), dtype=np.uint8)
+    return table
+
+
+def train_id_to_label_id() -> np.ndarray:
+    """(256,) uint8: train id -> official label id; IGNORE_INDEX and any other id -> 0 (unlabeled)."""
+    table = np.zeros(256, dtype=np.uint8)
+    table[: len(LABEL_IDS)] = LABEL_IDS
+    return table
+
+
 def palette(ignore_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """Returns a (256, 3) uint8 table mapping train id -> RGB colour.
 

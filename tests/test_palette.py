@@ -58,3 +58,16 @@ def test_palette_table():
         assert tuple(table[info.train_id]) == info.color
     assert tuple(table[IGNORE_INDEX]) == (0, 0, 0)
     assert tuple(palette(ignore_color=(1, 2, 3))[IGNORE_INDEX]) == (1, 2, 3)
+
+
+def test_label_id_tables_match_the_official_ids():
+    from pspnet.palette import label_id_to_train_id, train_id_to_label_id
+
+    to_train, to_label = label_id_to_train_id(), train_id_to_label_id()
+    for label in labels_module.labels:
+        if label.id < 0:
+            continue
+        expected = label.trainId if 0 <= label.trainId < 255 else 255
+        assert to_train[label.id] == expected, label.name
+        if expected != 255:
+            assert to_label[expected] == label.id, label.name
