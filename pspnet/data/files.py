@@ -301,3 +301,137 @@ def _is_grey(image: np.ndarray) -> bool:
     if not (np.array_equal(row[:, 0], row[:, 1]) and np.array_equal(row[:, 1], row[:, 2])):
         return False
     return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+# --- header sizes and masks (the cityscapes and folders layouts) --------------------
+
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0-SOF15: not DHT, JPG, DAC
+_HEADER_BYTES = 1 << 16
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """The (height, width) a JPEG or PNG file declares in its header, without decoding it.
+
+    The size as stored: EXIF orientation is not applied (as ``read_photo``,
+    ``read_mask`` and ``read_stored_photo`` read files).
+
+    Raises:
+        DataError: missing, unreadable, not JPEG/PNG, or no size in the header.
+    """
+    import struct
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(32)
+            if head.startswith(_PNG_MAGIC) and head[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", head[16:24])
+                return int(height), int(width)
+            if head.startswith(_JPEG_MAGIC):
+                handle.seek(2)
+                while True:  # marker segments up to the frame header
+                    marker = handle.read(4)
+                    if len(marker) < 4 or marker[0] != 0xFF:
+                        break
+                    if marker[1] in _JPEG_FRAME_MARKERS:
+                        frame = handle.read(5)
+                        if len(frame) == 5:
+                            height, width = struct.unpack(">HH", frame[1:5])
+                            return int(height), int(width)
+                        break
+                    handle.seek(struct.unpack(">H", marker[2:4])[0] - 2, os.SEEK_CUR)
+            elif not head.startswith(_PNG_MAGIC):
+                raise DataError(f"not a JPEG or PNG image: {path}")
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+    raise DataError(f"no image size in the file's header (damaged file): {path}")
+
+
+def _png_palette(data: np.ndarray) -> np.ndarray | None:
+    """(N, 3) uint8 RGB: the PLTE table of an indexed-colour PNG (colour type 3); None for other PNGs."""
+    import struct
+
+    view = data.tobytes()
+    if len(view) < 26 or view[25] != 3:  # IHDR's colour type
+        return None
+    offset = len(_PNG_MAGIC)
+    while offset + 8 <= len(view):  # chunks: length, type, data, CRC
+        length = struct.unpack_from(">I", view, offset)[0]
+        kind = view[offset + 4 : offset + 8]
+        if kind == b"PLTE":
+            return np.frombuffer(view[offset + 8 : offset + 8 + length], np.uint8).reshape(-1, 3)
+        if kind in (b"IDAT", b"IEND"):
+            break
+        offset += 12 + length
+    return None
+
+
+def _palette_indices(image_bgr: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
+    """An indexed PNG decoded to colours (BGR) -> its palette indices (H, W) uint8."""
+    codes = palette.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])  # RGB code of each index
+    if len(np.unique(codes)) != len(codes):
+        raise DataError(f"indexed-colour mask whose palette gives two indices one colour (cannot read the "
+                        f"indices back): {path}")
+    order = np.argsort(codes)
+    pixels = image_bgr[..., 2].astype(np.int64) << 16 | image_bgr[..., 1].astype(np.int64) << 8 | image_bgr[..., 0]
+    found = np.clip(np.searchsorted(codes[order], pixels), 0, len(codes) - 1)
+    return order[found].astype(np.uint8)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Reads one mask PNG strictly, as stored: class indices or class colours.
+
+    Single-channel (greyscale) PNGs and indexed-colour PNGs (a palette, as
+    Pascal VOC's masks) give their indices; RGB (or RGBA, alpha dropped) PNGs
+    give their colours. EXIF orientation is never applied.
+
+    Returns:
+        uint8 (H, W) indices, or uint8 (H, W, 3) RGB colours.
+
+    Raises:
+        DataError: missing, unreadable, truncated, corrupt, not a PNG (a JPEG's
+            compression changes the values), or not 8 bits per channel.
+    """
+    path = Path(path)
+    image, data = _decode_file(path, cv2.IMREAD_UNCHANGED)
+    if not data[:8].tobytes().startswith(_PNG_MAGIC):
+        raise DataError(f"mask is not a PNG (JPEG compression changes the class values; save masks as PNG): "
+                        f"{path}")
+    if image.dtype != np.uint8:
+        raise DataError(f"{image.dtype} mask, expected 8 bits per channel: {path}")
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # grey, grey + alpha
+        image = image[..., 0]
+    if image.ndim == 2:
+        return image
+    palette = _png_palette(data)
+    if palette is not None:
+        return _palette_indices(image[..., :3], palette, path)
+    return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+
+
+def read_stored_photo(path: str | os.PathLike) -> np.ndarray:
+    """Reads a photo of an image/mask data set, as stored, to match its mask pixel for pixel.
+
+    Unlike ``read_photo`` it takes greyscale (made three equal channels),
+    16-bit (to 8) and alpha (dropped) photos; unlike ``read_any_photo`` it
+    never applies an EXIF orientation (the mask was drawn on the stored pixels).
+
+    Returns:
+        uint8 (H, W, 3) RGB.
+
+    Raises:
+        DataError: an unusable file; the message names it.
+    """
+    path = Path(path)
+    image, _ = _decode_file(path, cv2.IMREAD_UNCHANGED)
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DataError(f"{image.dtype} image, expected 8 or 16 bits per channel: {path}")
+    if image.ndim == 3 and image.shape[2] in (1, 2):
+        image = image[..., 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
