@@ -1,4 +1,8 @@
-"""The losses training compiles with, and the per-class weights of the weighted one."""
+"""The losses training compiles with, and the per-class weights of the weighted one.
+
+The class count C comes from the caller (the class table of the data a model
+trains on); targets are train ids 0 to C-1 with 255 for ignored pixels.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import numpy as np
 from keras import ops
 
 from pspnet.config import CLASS_WEIGHTINGS, check_choice
-from pspnet.palette import IGNORE_INDEX, NUM_CLASSES
+from pspnet.data.classes import CITYSCAPES
+from pspnet.palette import IGNORE_INDEX
 
 
 @keras.saving.register_keras_serializable(package="pspnet")
@@ -47,8 +52,33 @@ class WeightedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "class_weights": self.class_weights, "ignore_class": self.ignore_class}
 
 
-def class_weights(train_ids: np.ndarray, method: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def class_weights(train_ids, method: str, num_classes: int = CITYSCAPES.num_classes) -> np.ndarray:
     """Per-class loss weights from the pixel counts of the training targets.
+
+    Args:
+        train_ids: uint8 train ids (N, H, W), 255 = ignore; a memmap, or any
+            sequence of (H, W) maps (the lazily decoded labels of a split).
+        method: "none", "inverse_sqrt_freq" or "median_freq".
+        num_classes: number of classes C (the model's class table's).
+
+    Returns:
+        float32 (C,) weights (see ``class_weights_from_counts``).
+    """
+    check_choice("class_weighting", method, CLASS_WEIGHTINGS)
+    if method == "none":
+        return np.ones(num_classes, np.float32)
+    counts = np.zeros(256, np.int64)
+    if isinstance(train_ids, np.ndarray):
+        for start in range(0, len(train_ids), 64):  # bounded memory on a memmap
+            counts += np.bincount(np.asarray(train_ids[start : start + 64]).ravel(), minlength=256)
+    else:
+        for index in range(len(train_ids)):  # one map at a time: images of any size
+            counts += np.bincount(np.asarray(train_ids[index], np.uint8).ravel(), minlength=256)
+    return class_weights_from_counts(counts[:num_classes], method)
+
+
+def class_weights_from_counts(counts, method: str) -> np.ndarray:
+    """Per-class loss weights from per-class pixel counts (ignored pixels not among them).
 
     ``inverse_sqrt_freq``: w_c = 1 / sqrt(f_c); ``median_freq`` (SegNet):
     w_c = median(f) / f_c. Both are scaled so that the pixel-weighted mean
@@ -56,22 +86,17 @@ def class_weights(train_ids: np.ndarray, method: str, num_classes: int = NUM_CLA
     get weight 1 (they never occur, so it does not matter).
 
     Args:
-        train_ids: uint8 train ids (N, H, W), 255 = ignore; may be a memmap.
+        counts: (C,) pixel counts, one per class (e.g. a split summary's).
         method: "none", "inverse_sqrt_freq" or "median_freq".
-        num_classes: number of classes C.
 
     Returns:
         float32 (C,) weights.
     """
     check_choice("class_weighting", method, CLASS_WEIGHTINGS)
-    if method == "none":
-        return np.ones(num_classes, np.float32)
-    counts = np.zeros(256, np.int64)
-    for start in range(0, len(train_ids), 64):  # bounded memory on a memmap
-        counts += np.bincount(np.asarray(train_ids[start : start + 64]).ravel(), minlength=256)
-    counts = counts[:num_classes].astype(np.float64)
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    num_classes = len(counts)
     present = counts > 0
-    if not present.any():
+    if method == "none" or not present.any():
         return np.ones(num_classes, np.float32)
     frequency = counts / counts.sum()
     weights = np.ones(num_classes)

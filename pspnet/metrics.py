@@ -24,7 +24,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from pspnet.palette import CLASS_NAMES, IGNORE_INDEX
+from pspnet.data.classes import CITYSCAPES
+from pspnet.palette import IGNORE_INDEX
 
 
 def confusion_matrix(
@@ -90,6 +91,8 @@ class ConfusionMatrix:
     Args:
         num_classes: number of classes C.
         ignore_index: truth id left out of the count.
+        class_names: C names for ``result``'s per-class scores (a model's
+            ``info.class_table().names``); None: as ``scores`` names them.
 
     Example:
         >>> cm = ConfusionMatrix(3)
@@ -98,9 +101,13 @@ class ConfusionMatrix:
         0.667
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX):
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
+                 class_names: Sequence[str] | None = None):
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
+        self.class_names = None if class_names is None else tuple(class_names)
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         self.missed = np.zeros(self.num_classes, dtype=np.int64)
 
@@ -118,8 +125,15 @@ class ConfusionMatrix:
         self.missed[:] = 0
 
     def result(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-        """Returns ``scores(self.matrix, class_names, missed=self.missed)``."""
-        return scores(self.matrix, class_names, missed=self.missed)
+        """Returns ``scores(self.matrix, class_names, missed=self.missed)``; names default to its own."""
+        return scores(self.matrix, self.class_names if class_names is None else class_names, missed=self.missed)
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """Names for C classes whose table is not given: the Cityscapes names for 19, else "0", "1", ..."""
+    if num_classes == CITYSCAPES.num_classes:
+        return CITYSCAPES.names
+    return tuple(str(index) for index in range(num_classes))
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -148,8 +162,8 @@ def scores(
 
     Args:
         confusion: (C, C) counts, rows = truth, columns = prediction.
-        class_names: C names for the per-class dicts; default the Cityscapes
-            names when C is 19, else "0", "1", ...
+        class_names: C names for the per-class dicts (the class table's);
+            default the Cityscapes names when C is 19, else "0", "1", ...
         missed: optional (C,) counts of truth pixels predicted outside the C
             classes (see ``confusion_matrix``); they add to each class's
             false negatives and to the total, never to a true positive.
@@ -165,9 +179,7 @@ def scores(
         raise ValueError(f"confusion must be square (C, C), got {confusion.shape}")
     num_classes = confusion.shape[0]
     if class_names is None:
-        class_names = (
-            CLASS_NAMES if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
-        )
+        class_names = default_class_names(num_classes)
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
 

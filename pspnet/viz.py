@@ -4,6 +4,9 @@ Every function returns a uint8 RGB array or a ``matplotlib.figure.Figure``
 built without pyplot, so no global figure state leaks and nothing is shown:
 save with ``fig.savefig(path)``; in a notebook, a returned Figure displays
 itself as the cell's value.
+
+Colours and names come from a class table (``pspnet.data.classes.ClassTable``,
+a model's ``info.class_table()``); without one, the 19 Cityscapes classes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pspnet.palette import CLASS_NAMES, CLASSES, IGNORE_INDEX, NUM_CLASSES, palette
+from pspnet.data.classes import CITYSCAPES, ClassTable
+from pspnet.palette import IGNORE_INDEX
 
 
 def _count(number: int, noun: str) -> str:
@@ -27,14 +31,15 @@ def _count(number: int, noun: str) -> str:
 
 
 def colorize(
-    train_ids: np.ndarray, ignore_color: tuple[int, int, int] = (0, 0, 0)
+    train_ids: np.ndarray, ignore_color: tuple[int, int, int] = (0, 0, 0), classes: ClassTable = CITYSCAPES
 ) -> np.ndarray:
-    """Paints a train-id map with the Cityscapes palette.
+    """Paints a train-id map with the colours of a class table.
 
     Args:
-        train_ids: integer map (..., H, W), ids 0-18; 255 (and any other id)
-            is void.
+        train_ids: integer map (..., H, W), ids 0 to C-1; 255 (and any other
+            id) is void.
         ignore_color: RGB colour of void pixels.
+        classes: the class table (C classes and their colours).
 
     Returns:
         uint8 array (..., H, W, 3) RGB.
@@ -44,7 +49,7 @@ def colorize(
         raise TypeError(f"train ids must be integers, got {train_ids.dtype}")
     # Ids outside 0-255 would wrap around when indexing; map them to void.
     ids = np.where((train_ids >= 0) & (train_ids <= 255), train_ids, IGNORE_INDEX)
-    return palette(ignore_color)[ids.astype(np.intp)]
+    return classes.palette(ignore_color)[ids.astype(np.intp)]
 
 
 def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
@@ -59,15 +64,16 @@ def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def overlay(
-    photo: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5
+    photo: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, classes: ClassTable = CITYSCAPES
 ) -> np.ndarray:
     """Blends a colourised train-id map over a photo; void pixels keep the photo.
 
     Args:
         photo: (H, W, 3) RGB, uint8 or float 0-255.
-        train_ids: integer map (h, w), ids 0-18 (any other id is void);
+        train_ids: integer map (h, w), ids 0 to C-1 (any other id is void);
             resized with nearest neighbour to the photo when sizes differ.
         alpha: weight of the label colours (0: photo only, 1: colours only).
+        classes: the class table (C classes and their colours).
 
     Returns:
         uint8 array (H, W, 3) RGB.
@@ -83,25 +89,26 @@ def overlay(
         raise TypeError(f"train ids must be integers, got {train_ids.dtype}")
     # Every id without a class colour is void (as colorize paints it), before
     # the uint8 resize could wrap it onto a class (256 -> road).
-    train_ids = np.where((train_ids >= 0) & (train_ids < NUM_CLASSES), train_ids, IGNORE_INDEX).astype(np.uint8)
+    known = (train_ids >= 0) & (train_ids < classes.num_classes)
+    train_ids = np.where(known, train_ids, IGNORE_INDEX).astype(np.uint8)
     height, width = photo.shape[:2]
     if train_ids.shape != (height, width):
         # Nearest neighbour: a label map must never be interpolated.
         train_ids = cv2.resize(train_ids, (width, height), interpolation=cv2.INTER_NEAREST)
-    colors = colorize(train_ids).astype(np.float32)
+    colors = colorize(train_ids, classes=classes).astype(np.float32)
     blended = (1.0 - alpha) * photo + alpha * colors
     void = train_ids == IGNORE_INDEX
     blended[void] = photo[void]
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def _as_picture(image: np.ndarray) -> np.ndarray:
+def _as_picture(image: np.ndarray, classes: ClassTable) -> np.ndarray:
     """A panel picture: RGB images as uint8, train-id maps colourised."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 3:
         return _to_uint8_rgb(image)
     if image.ndim == 2:
-        return colorize(image)
+        return colorize(image, classes=classes)
     raise ValueError(f"expected an (H, W) train-id map or an (H, W, 3) image, got {image.shape}")
 
 
@@ -111,11 +118,12 @@ def three_panel(
     predictions: np.ndarray,
     titles: Sequence[str] = ("photo", "truth", "prediction"),
     panel_size: float = 3.0,
+    classes: ClassTable = CITYSCAPES,
 ) -> Figure:
     """The seed's figure: photo | truth | prediction, one row per sample.
 
-    Truths and predictions may be train-id maps (colourised with the palette)
-    or RGB colour images (the seed's colour output, float 0-1 or uint8).
+    Truths and predictions may be train-id maps (colourised with the class
+    table's colours) or RGB colour images (the seed's colour output, float 0-1 or uint8).
 
     Args:
         photos: (H, W, 3) for one sample or (N, H, W, 3); uint8, or float in
@@ -126,6 +134,7 @@ def three_panel(
         predictions: like ``truths``.
         titles: column titles.
         panel_size: inches per panel.
+        classes: the class table the train ids are painted with.
 
     Returns:
         A Figure with N rows of 3 (or 2) panels.
@@ -150,7 +159,7 @@ def three_panel(
     for row in range(num_rows):
         for col, (column, title) in enumerate(zip(columns, names)):
             axis = axes[row, col]
-            axis.imshow(_to_uint8_rgb(column[row]) if col == 0 else _as_picture(column[row]))
+            axis.imshow(_to_uint8_rgb(column[row]) if col == 0 else _as_picture(column[row], classes))
             axis.set_axis_off()
             if row == 0:
                 axis.set_title(title)
@@ -159,26 +168,39 @@ def three_panel(
 
 
 def legend(
-    class_names: Sequence[str] | None = None,
+    classes: ClassTable | Sequence[str] | None = None,
     colors: Sequence[Sequence[int]] | np.ndarray | None = None,
     columns: int = 4,
 ) -> Figure:
     """A colour key: one swatch and name per class.
 
     Args:
-        class_names: names; default the 19 Cityscapes classes.
-        colors: (K, 3) RGB uint8 colours, one per name; default the palette's.
+        classes: a class table (its names and colours; a model's
+            ``info.class_table()``), or names with ``colors``; default the
+            19 Cityscapes classes.
+        colors: (K, 3) RGB uint8 colours, one per name (not with a table);
+            default for names: the Cityscapes colours, in order.
         columns: swatches per row.
 
     Returns:
         A Figure of the key.
+
+    Example:
+        >>> legend(ClassTable(("crop", "weed"), ((0, 200, 0), (200, 0, 0))))
     """
-    if class_names is None:
-        class_names = CLASS_NAMES
+    if classes is None:
+        classes = CITYSCAPES
+    if isinstance(classes, ClassTable):
+        if colors is not None:
+            raise ValueError("give colors with class names, not with a class table (it has its own)")
+        class_names, colors = classes.names, classes.colors
+    else:
+        class_names = list(classes)
     if colors is None:
-        if len(class_names) > len(CLASSES):
-            raise ValueError("give colors for more names than the 19 Cityscapes classes")
-        colors = [info.color for info in CLASSES[: len(class_names)]]
+        if len(class_names) > CITYSCAPES.num_classes:
+            raise ValueError(f"give colors (or a class table) for more names than the "
+                             f"{CITYSCAPES.num_classes} Cityscapes classes")
+        colors = CITYSCAPES.colors[: len(class_names)]
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     if len(colors) != len(class_names):
         raise ValueError(f"{_count(len(colors), 'colour')} for {_count(len(class_names), 'name')}")
@@ -269,14 +291,15 @@ def plot_history(history: str | Path | Mapping[str, Sequence[float]]) -> Figure:
 
 def plot_confusion(
     confusion: np.ndarray,
-    class_names: Sequence[str] | None = None,
+    class_names: ClassTable | Sequence[str] | None = None,
     normalize: bool = True,
 ) -> Figure:
     """The confusion matrix as a heat map, truth on rows, prediction on columns.
 
     Args:
         confusion: (C, C) counts (rows = truth).
-        class_names: C names; default the Cityscapes names when C is 19.
+        class_names: C names, or the class table whose names they are;
+            default the Cityscapes names when C is 19, else "0", "1", ...
         normalize: divide each row by its truth count (rows without truth
             stay 0), so the diagonal is each class's accuracy.
 
@@ -287,10 +310,13 @@ def plot_confusion(
     num_classes = confusion.shape[0]
     if confusion.shape != (num_classes, num_classes):
         raise ValueError(f"confusion must be square (C, C), got {confusion.shape}")
-    if class_names is None:
-        class_names = (
-            CLASS_NAMES if num_classes == len(CLASS_NAMES) else [str(i) for i in range(num_classes)]
-        )
+    if isinstance(class_names, ClassTable):
+        class_names = class_names.names
+    elif class_names is None:
+        class_names = (CITYSCAPES.names if num_classes == CITYSCAPES.num_classes
+                       else [str(index) for index in range(num_classes)])
+    if len(class_names) != num_classes:
+        raise ValueError(f"{_count(len(class_names), 'class name')} for {num_classes} classes")
     values = confusion
     if normalize:
         totals = confusion.sum(axis=1, keepdims=True)
@@ -319,14 +345,16 @@ def plot_confusion(
 
 
 def plot_per_class_iou(
-    per_class_iou: Mapping[str, float | None], mean_iou: float | None = None
+    per_class_iou: Mapping[str, float | None], mean_iou: float | None = None, classes: ClassTable = CITYSCAPES
 ) -> Figure:
-    """Per-class IoU as a horizontal bar chart in the palette's colours.
+    """Per-class IoU as a horizontal bar chart in the class table's colours.
 
     Args:
         per_class_iou: class name -> IoU; NaN or None (class absent) is
             labelled "n/a" without a bar.
         mean_iou: drawn as a vertical line when given.
+        classes: the class table the colours come from (a name it lacks
+            gets a neutral grey).
 
     Returns:
         A Figure with one bar per class.
@@ -335,7 +363,7 @@ def plot_per_class_iou(
     values = np.array(
         [math.nan if v is None else float(v) for v in per_class_iou.values()], dtype=np.float64
     )
-    colors_by_name = {info.name: np.array(info.color) / 255.0 for info in CLASSES}
+    colors_by_name = {name: np.array(color) / 255.0 for name, color in zip(classes.names, classes.colors)}
     colors = [colors_by_name.get(name, (0.4, 0.4, 0.6)) for name in names]
 
     figure = Figure(figsize=(7, 0.32 * len(names) + 1.2))

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from pspnet.losses import WeightedSparseCrossentropy, class_weights
+from pspnet.losses import WeightedSparseCrossentropy, class_weights, class_weights_from_counts
 
 
 def test_class_weights_from_pixel_counts():
@@ -35,3 +35,17 @@ def test_weighted_crossentropy_ignores_255_and_weights_classes():
     entropy = -np.take_along_axis(log_probs, np.where(valid, truth, 0)[..., None], -1)[..., 0]
     expected = (entropy * weights[np.where(valid, truth, 0)] * valid).sum() / (weights[truth[valid]]).sum()
     assert float(WeightedSparseCrossentropy(weights)(truth, logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_weights_of_five_classes_from_maps_of_any_size_and_from_counts():
+    # A split decoded on the fly: a list of maps of different sizes, not one array.
+    maps = [np.array([[0, 0, 1, 255]], np.uint8), np.array([[0, 2], [2, 4], [9, 255]], np.uint8)]
+    weights = class_weights(maps, "median_freq", num_classes=5)
+    counts = np.array([3, 1, 2, 0, 1])  # 9 is no class of the five: left out, like 255
+    assert weights.shape == (5,)
+    np.testing.assert_allclose(weights, class_weights_from_counts(counts, "median_freq"))
+    frequency = counts / counts.sum()
+    present = counts > 0
+    assert weights[3] == 1.0  # absent
+    assert np.sum(frequency[present] * weights[present]) == pytest.approx(1.0)
+    assert weights[1] / weights[0] == pytest.approx(3.0)  # median(f) / f_c: three times rarer

@@ -136,3 +136,15 @@ def test_pixel_accuracy_leaves_out_ignored_pixels():
     metric = PixelAccuracy()
     metric.update_state(truth, logits)
     assert float(metric.result()) == pytest.approx(2 / 3)
+
+
+def test_a_confusion_matrix_scores_under_its_tables_names():
+    names = ("soil", "crop", "weed", "water", "stone")
+    accumulator = ConfusionMatrix(5, class_names=names)
+    accumulator.update(np.array([0, 1, 2, 3, 4, 255]), np.array([0, 1, 2, 3, 0, 1]))
+    iou = accumulator.result()["per_class_iou"]
+    assert list(iou) == list(names)
+    assert iou["crop"] == 1.0 and iou["stone"] == 0.0 and iou["soil"] == pytest.approx(0.5)
+    assert list(accumulator.result(["a", "b", "c", "d", "e"])["per_class_iou"]) == ["a", "b", "c", "d", "e"]
+    with pytest.raises(ValueError, match="^19 class names for 5 classes$"):
+        ConfusionMatrix(5, class_names=[str(index) for index in range(19)])

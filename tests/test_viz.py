@@ -5,6 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from pspnet import viz
+from pspnet.data.classes import CITYSCAPES, ClassTable
 from pspnet.palette import CLASSES, NUM_CLASSES
 
 
@@ -167,3 +168,45 @@ def test_figures_save_without_pyplot(tmp_path):
     figure = viz.plot_confusion(np.eye(19, dtype=np.int64))
     figure.savefig(tmp_path / "confusion.png")
     assert (tmp_path / "confusion.png").stat().st_size > 1000
+
+
+# --- a class table of one's own: five classes, none of them Cityscapes' --------------
+
+FARM = ClassTable(("soil", "crop", "weed", "water", "stone"),
+                  ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)))
+
+
+def test_colorize_and_overlay_paint_a_tables_colours_and_its_unknown_ids_void():
+    ids = np.array([[0, 1, 2, 3, 4, 5, 18, 255]], np.uint8)
+    colors = viz.colorize(ids, classes=FARM)
+    np.testing.assert_array_equal(colors[0, :5], FARM.colors)
+    np.testing.assert_array_equal(colors[0, 5:], 0)  # 5 and 18 are no class of this table: void
+    photo = np.full((1, 8, 3), 50, np.uint8)
+    blended = viz.overlay(photo, ids, alpha=1.0, classes=FARM)
+    np.testing.assert_array_equal(blended[0, :5], FARM.colors)
+    np.testing.assert_array_equal(blended[0, 5:], photo[0, 5:])  # void keeps the photo
+
+
+def test_three_panel_paints_train_ids_with_the_table():
+    ids = np.tile(np.arange(5, dtype=np.uint8), (2, 8, 2))[:, :8, :8]
+    figure = viz.three_panel(np.zeros((2, 8, 8, 3), np.uint8), ids, ids, classes=FARM)
+    np.testing.assert_array_equal(figure.axes[1].images[0].get_array(), viz.colorize(ids[0], classes=FARM))
+
+
+def test_legend_of_a_table_has_its_names_and_colours():
+    figure = viz.legend(FARM)
+    texts = [text.get_text() for text in figure.axes[0].texts]
+    assert texts == list(FARM.names)
+    swatches = [patch.get_facecolor()[:3] for patch in figure.axes[0].patches]
+    np.testing.assert_allclose(swatches, np.array(FARM.colors) / 255)
+    with pytest.raises(ValueError, match="not with a class table"):
+        viz.legend(FARM, [(0, 0, 0)] * 5)
+
+
+def test_confusion_and_per_class_figures_name_and_colour_a_tables_classes():
+    figure = viz.plot_confusion(np.eye(5, dtype=np.int64), FARM)
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == list(FARM.names)
+    with pytest.raises(ValueError, match="^19 class names for 5 classes$"):
+        viz.plot_confusion(np.eye(5, dtype=np.int64), CITYSCAPES)
+    bars = viz.plot_per_class_iou(dict(zip(FARM.names, [0.5] * 5)), classes=FARM).axes[0].patches
+    np.testing.assert_allclose([bar.get_facecolor()[:3] for bar in bars], np.array(FARM.colors) / 255)
