@@ -10,34 +10,48 @@ import keras
 import numpy as np
 
 from pspnet.config import TrainConfig
+from pspnet.data.classes import CITYSCAPES, ClassTable
 from pspnet.losses import WeightedSparseCrossentropy
 from pspnet.metrics import PixelAccuracy
 from pspnet.model import BACKBONE_PREFIXES, build_pspnet
 from pspnet.modelfile import ModelInfo
 from pspnet.optimizers import add_l2_penalty, build_optimizer
-from pspnet.palette import IGNORE_INDEX, NUM_CLASSES
+from pspnet.palette import IGNORE_INDEX
 
 
-def model_info(config: TrainConfig) -> ModelInfo:
-    """What the model of a resolved config is (stored in every model file it saves)."""
+def model_info(config: TrainConfig, classes: ClassTable = CITYSCAPES) -> ModelInfo:
+    """What the model of a resolved config is (stored in every model file it saves).
+
+    Args:
+        config: a resolved TrainConfig.
+        classes: the class table of the data it trains on; stored in the
+            file, so that evaluation, prediction and export name and colour
+            the classes the model learned.
+    """
     return ModelInfo(
-        head=config.head, num_classes=NUM_CLASSES if config.head == "classes" else 3, preset=config.preset,
-        image_size=tuple(config.image_size),
+        head=config.head, num_classes=classes.num_classes if config.head == "classes" else 3,
+        preset=config.preset, image_size=tuple(config.image_size), classes=classes.to_json(),
     )
 
 
 def build_and_compile(config: TrainConfig, weights: np.ndarray | None,
-                      aux_head: bool | None = None, any_size: bool = False):
+                      aux_head: bool | None = None, any_size: bool = False,
+                      classes: ClassTable = CITYSCAPES):
     """Builds and compiles the model of a resolved config (call it inside the distribution scope).
+
+    The targets are train ids 0 to C-1 with 255 for every ignored pixel (a
+    data set's own ignore index is mapped to 255 when its masks are read).
 
     Args:
         config: a resolved TrainConfig.
-        weights: per-class loss weights, or None.
+        weights: per-class loss weights (C,), or None.
         aux_head: give pspnet50 its auxiliary head; None: when the config's
             ``aux_loss_weight`` is positive (and the head is "classes").
         any_size: build the input as (None, None, 3), so that the saved model
             runs at any size (the batches fix the traced size, so training is
             as fast); else at the config's image size.
+        classes: the class table: C = ``classes.num_classes`` logits, and the
+            mean IoU over those C classes.
 
     Returns:
         (compiled model, whether it has the auxiliary head).
@@ -49,7 +63,7 @@ def build_and_compile(config: TrainConfig, weights: np.ndarray | None,
     try:
         model = build_pspnet(
             preset=config.preset,
-            num_classes=NUM_CLASSES,
+            num_classes=classes.num_classes,
             input_shape=(None, None, 3) if any_size else (*config.image_size, 3),
             head=config.head,
             backbone_weights=None if config.backbone_weights == "none" else config.backbone_weights,
@@ -60,17 +74,7 @@ def build_and_compile(config: TrainConfig, weights: np.ndarray | None,
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    if config.head == "rgb":
-        loss, metrics = keras.losses.MeanSquaredError(), []
-    else:
-        if weights is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX)
-        else:
-            loss = WeightedSparseCrossentropy(weights.tolist())
-        metrics = [
-            keras.metrics.MeanIoU(NUM_CLASSES, ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="mean_iou"),
-            PixelAccuracy(name="pixel_accuracy"),
-        ]
+    loss, metrics = _loss_and_metrics(config.head, weights, classes.num_classes)
     if config.optimizer == "sgd":
         add_l2_penalty(model, config.weight_decay)
     loss_weights = None
@@ -90,3 +94,20 @@ def build_and_compile(config: TrainConfig, weights: np.ndarray | None,
     # train step instead, they cost TensorFlow about 15 s more for the fast preset.
     model.optimizer.build(model.trainable_variables)
     return model, aux_head
+
+
+def _loss_and_metrics(head: str, weights: np.ndarray | None, num_classes: int) -> tuple:
+    """The loss and per-epoch metrics of a head: cross-entropy and mean IoU over C classes, or MSE."""
+    if head == "rgb":
+        return keras.losses.MeanSquaredError(), []
+    if weights is None:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX)
+    elif len(weights) != num_classes:
+        raise ValueError(f"{len(weights)} class weights for {num_classes} classes")
+    else:
+        loss = WeightedSparseCrossentropy(np.asarray(weights).tolist())
+    metrics = [
+        keras.metrics.MeanIoU(num_classes, ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="mean_iou"),
+        PixelAccuracy(name="pixel_accuracy"),
+    ]
+    return loss, metrics
