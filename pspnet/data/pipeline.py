@@ -1,14 +1,18 @@
-"""Training batches from decoded arrays: shuffling and PSPNet's augmentations.
+"""Training batches from decoded arrays or lazy sequences: shuffling and PSPNet's augmentations.
 
 ``SegmentationDataset`` is a ``keras.utils.PyDataset``, so the same object
 feeds ``model.fit`` on the TensorFlow, JAX and PyTorch backends. Each batch
 draws its randomness from ``np.random.default_rng([seed, epoch, index])``:
 batches are the same for the same seed whatever the number of workers.
 
-Per image: optional photometric jitter, then the random scale and crop (or
-padding, for scales below 1) as one ``cv2.resize`` of a source window,
-bilinear for the photo and nearest for the labels, and the horizontal flip as
-a mirrored copy into the batch.
+Per image: optional photometric jitter, then the random scale (relative to
+the image fit into the base size, keeping its aspect ratio) and the crop (or
+padding, where the scaled image is smaller than the crop) as one
+``cv2.resize`` of a source window, bilinear for the photo and nearest for the
+labels, and the horizontal flip as a mirrored copy into the batch. Images may
+differ in size (a lazy sequence decodes each when its batch is made, in the
+PyDataset's worker threads). Without augmentation each image is fit into the
+base size and padded to it (a letterbox at the top left).
 """
 
 from __future__ import annotations
@@ -35,16 +39,26 @@ class SegmentationDataset(keras.utils.PyDataset):
     """Batches of (photos, train ids) with PSPNet's augmentations.
 
     Args:
-        photos: uint8 (N, H, W, 3) RGB, e.g. from ``load_split`` (memory maps are fine).
+        photos: uint8 (N, H, W, 3) RGB, e.g. from ``load_split`` (memory maps
+            are fine), or a sequence of N uint8 (H, W, 3) images of any sizes
+            (``len`` and ``photos[i]``, e.g. ``pspnet.data.samples.SplitPhotos``,
+            decoded when a batch needs them).
         targets: uint8/int (N, H, W) train ids (255 = ignore), or float
-            (N, H, W, 3) colour targets in [0, 1] (the seed's colour mode).
+            (N, H, W, 3) colour targets in [0, 1] (the seed's colour mode), or
+            a sequence of N integer (H, W) train ids, each the size of its photo.
         batch_size: images per batch.
-        image_size: output (height, width), or one int for a square.
-        augment: random scale, crop, flip (and jitter); False: resize only
-            (bilinear photos, nearest labels).
+        image_size: output (height, width) of the augmented batches (the
+            crop), or one int for a square.
+        base_size: the (height, width) each image is rescaled to fit, keeping
+            its aspect ratio, at scale 1 (and the size of the batches without
+            ``augment``); None: ``image_size``.
+        augment: random scale, crop, flip (and jitter); False: each image fit
+            into ``base_size`` keeping its aspect ratio (bilinear photos,
+            nearest labels) and padded at the bottom and right to it.
         scale_range: (low, high) of the uniform random scale, relative to the
-            image resized to ``image_size``. Scales below 1 pad the photo with
-            ``PAD_RGB`` and the labels with 255; above 1 a random crop is taken.
+            image fit into ``base_size``. Where the scaled image is smaller
+            than the crop, the photo is padded with ``PAD_RGB`` and the labels
+            with 255; where larger, a random crop is taken.
         flip: random horizontal flip (with ``augment``).
         jitter: random brightness, contrast and saturation (with ``augment``).
         shuffle: reshuffle the order every epoch (from ``seed`` and the epoch).
@@ -62,7 +76,8 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     Yields (``dataset[i]``):
         ``(photos, targets)``: photos float32 (B, h, w, 3) in 0-255; targets
-        int32 (B, h, w) train ids, or float32 (B, h, w, 3) for colour targets.
+        int32 (B, h, w) train ids, or float32 (B, h, w, 3) for colour targets;
+        (h, w) is ``image_size`` with ``augment``, else ``base_size``.
 
     The epoch (``dataset.epoch``) advances in ``on_epoch_end``, which ``fit``
     calls; call ``set_epoch(e)`` when resuming at epoch e. Pass
@@ -78,8 +93,8 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     def __init__(
         self,
-        photos: np.ndarray,
-        targets: np.ndarray,
+        photos,
+        targets,
         batch_size: int,
         image_size: int | tuple[int, int] = (256, 256),
         augment: bool = True,
@@ -91,21 +106,11 @@ class SegmentationDataset(keras.utils.PyDataset):
         drop_remainder: bool = False,
         steps_per_epoch: int | None = None,
         part: tuple[int, int] | None = None,
+        base_size: int | tuple[int, int] | None = None,
         **pydataset_kwargs,
     ):
         super().__init__(**pydataset_kwargs)
-        if photos.ndim != 4 or photos.shape[-1] != 3 or photos.dtype != np.uint8:
-            raise DataError(f"photos must be uint8 (N, H, W, 3), got {photos.dtype} {photos.shape}")
-        if len(targets) != len(photos):
-            raise DataError(f"{len(photos)} photos but {len(targets)} targets")
-        self.colour_targets = targets.ndim == 4
-        if self.colour_targets:
-            if targets.shape[-1] != 3 or not np.issubdtype(targets.dtype, np.floating):
-                raise DataError(f"colour targets must be float (N, H, W, 3), got {targets.dtype} {targets.shape}")
-        elif targets.ndim != 3 or not np.issubdtype(targets.dtype, np.integer):
-            raise DataError(f"targets must be integer (N, H, W) train ids, got {targets.dtype} {targets.shape}")
-        if tuple(targets.shape[1:3]) != tuple(photos.shape[1:3]):
-            raise DataError(f"photos are {photos.shape[1:3]} but targets {targets.shape[1:3]}")
+        self.colour_targets = _check_inputs(photos, targets)
         if int(batch_size) < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         low, high = (float(v) for v in scale_range)
@@ -115,6 +120,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         self.targets = targets
         self.batch_size = int(batch_size)
         self.image_size = parse_size(image_size, "image_size")
+        self.base_size = self.image_size if base_size is None else parse_size(base_size, "base_size")
         self.augment = bool(augment)
         self.scale_range = (low, high)
         self.flip = bool(flip)
@@ -187,16 +193,9 @@ class SegmentationDataset(keras.utils.PyDataset):
             epoch, index = divmod(self.epoch * self.steps_per_epoch + index, per_pass)
         indices = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, index])
-        height, width = self.image_size
         size = len(indices)
         first, stop = min(self.part[0], size), min(self.part[1], size)  # a short last batch may leave no rows
-        # Padding values: PAD_RGB for photos, 0 for colour targets, 255 (ignore) for train ids.
-        photos_out = np.empty((stop - first, height, width, 3), dtype=np.uint8)
-        photos_out[...] = PAD_RGB
-        if self.colour_targets:
-            targets_out = np.zeros((stop - first, height, width, 3), dtype=np.float32)
-        else:
-            targets_out = np.full((stop - first, height, width), IGNORE_INDEX, dtype=np.uint8)
+        photos_out, targets_out = self._empty_batch(stop - first)
         # Every random number is drawn up front, in a fixed order, so that the
         # batch depends only on (seed, epoch, index).
         if self.augment:
@@ -205,42 +204,97 @@ class SegmentationDataset(keras.utils.PyDataset):
             offsets = rng.random((size, 2))
             jitters = rng.uniform(-1.0, 1.0, size=(size, 3)) if self.jitter else None
         for slot, image_index in enumerate(indices[first:stop], start=first):
-            row = slot - first
-            photo = np.asarray(self.photos[image_index])
-            target = np.asarray(self.targets[image_index])
-            if not self.colour_targets:
-                target = _as_uint8_ids(target)
+            photo, target = self._read(int(image_index))
+            outputs = (photos_out[slot - first], targets_out[slot - first])
             if not self.augment:
-                photos_out[row] = _resize(photo, (height, width), cv2.INTER_LINEAR)
-                targets_out[row] = _resize(target, (height, width), self._target_interpolation)
+                self._letterbox(photo, target, *outputs)
                 continue
             if jitters is not None:
                 photo = _jitter(photo, jitters[slot])
-            # Random scale then random crop (scale >= 1) or padding (scale < 1),
-            # per axis: a window of the source, resized, placed in the output.
-            (top, window_h, place_y, out_h) = _axis(photo.shape[0], height, scales[slot], offsets[slot, 0])
-            (left, window_w, place_x, out_w) = _axis(photo.shape[1], width, scales[slot], offsets[slot, 1])
-            if flips[slot]:
-                place_x = width - place_x - out_w
-            for source, destination, interpolation in (
-                (photo, photos_out, cv2.INTER_LINEAR),
-                (target, targets_out, self._target_interpolation),
-            ):
-                window = source[top : top + window_h, left : left + window_w]
-                resized = _resize(window, (out_h, out_w), interpolation)
-                if flips[slot]:
-                    resized = resized[:, ::-1]
-                destination[row, place_y : place_y + out_h, place_x : place_x + out_w] = resized
+            self._scale_and_crop(photo, target, *outputs, scales[slot], offsets[slot], bool(flips[slot]))
         photos_float = photos_out.astype(np.float32)
         if self.colour_targets:
             return photos_float, targets_out
         return photos_float, targets_out.astype(np.int32)
+
+    def _empty_batch(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Output arrays filled with the padding: PAD_RGB photos, 0 colours or 255 (ignore) train ids."""
+        height, width = self.image_size if self.augment else self.base_size
+        photos_out = np.empty((rows, height, width, 3), dtype=np.uint8)
+        photos_out[...] = PAD_RGB
+        if self.colour_targets:
+            return photos_out, np.zeros((rows, height, width, 3), dtype=np.float32)
+        return photos_out, np.full((rows, height, width), IGNORE_INDEX, dtype=np.uint8)
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``index``'s photo and target (decoded now, for a lazy sequence), checked against each other."""
+        photo = np.asarray(self.photos[index])
+        target = np.asarray(self.targets[index])
+        if photo.ndim != 3 or photo.shape[-1] != 3 or photo.dtype != np.uint8:
+            raise DataError(f"photo {index} must be uint8 (H, W, 3), got {photo.dtype} {photo.shape}")
+        if not self.colour_targets:
+            if target.ndim != 2 or not np.issubdtype(target.dtype, np.integer):
+                raise DataError(f"target {index} must be integer (H, W) train ids, got {target.dtype} {target.shape}")
+            target = _as_uint8_ids(target)
+        if target.shape[:2] != photo.shape[:2]:
+            raise DataError(f"photo {index} is {photo.shape[0]}x{photo.shape[1]} but its target "
+                            f"{target.shape[0]}x{target.shape[1]}")
+        return photo, target
+
+    def _letterbox(self, photo, target, photo_out, target_out) -> None:
+        """The image fit into the base size keeping its aspect ratio, at the top left of the output."""
+        height, width = _fit(photo.shape[:2], self.base_size)
+        photo_out[:height, :width] = _resize(photo, (height, width), cv2.INTER_LINEAR)
+        target_out[:height, :width] = _resize(target, (height, width), self._target_interpolation)
+
+    def _scale_and_crop(self, photo, target, photo_out, target_out, scale: float, offset, flip: bool) -> None:
+        """Random scale then random crop (where larger than the output) or padding (where smaller).
+
+        Per axis: a window of the source, resized, placed in the output.
+        """
+        height, width = self.image_size
+        fit_height, fit_width = _fit(photo.shape[:2], self.base_size)  # the image's size at scale 1
+        (top, window_h, place_y, out_h) = _axis(photo.shape[0], fit_height, height, scale, offset[0])
+        (left, window_w, place_x, out_w) = _axis(photo.shape[1], fit_width, width, scale, offset[1])
+        if flip:
+            place_x = width - place_x - out_w
+        for source, destination, interpolation in (
+            (photo, photo_out, cv2.INTER_LINEAR),
+            (target, target_out, self._target_interpolation),
+        ):
+            window = source[top : top + window_h, left : left + window_w]
+            resized = _resize(window, (out_h, out_w), interpolation)
+            if flip:
+                resized = resized[:, ::-1]
+            destination[place_y : place_y + out_h, place_x : place_x + out_w] = resized
 
     @property
     def _target_interpolation(self) -> int:
         # Colour targets blend like photos; class ids never do. NEAREST_EXACT
         # samples pixel centres, as INTER_LINEAR does, so labels stay aligned.
         return cv2.INTER_LINEAR if self.colour_targets else cv2.INTER_NEAREST_EXACT
+
+
+def _check_inputs(photos, targets) -> bool:
+    """Checks arrays (or sequences) of photos and targets; whether the targets are colours.
+
+    Arrays are checked whole here; a sequence's images when they are read.
+    """
+    if len(targets) != len(photos):
+        raise DataError(f"{len(photos)} photos but {len(targets)} targets")
+    if not isinstance(photos, np.ndarray) or not isinstance(targets, np.ndarray):
+        return False  # a sequence of images of any sizes: train ids (colour targets come as arrays)
+    if photos.ndim != 4 or photos.shape[-1] != 3 or photos.dtype != np.uint8:
+        raise DataError(f"photos must be uint8 (N, H, W, 3), got {photos.dtype} {photos.shape}")
+    colour_targets = targets.ndim == 4
+    if colour_targets:
+        if targets.shape[-1] != 3 or not np.issubdtype(targets.dtype, np.floating):
+            raise DataError(f"colour targets must be float (N, H, W, 3), got {targets.dtype} {targets.shape}")
+    elif targets.ndim != 3 or not np.issubdtype(targets.dtype, np.integer):
+        raise DataError(f"targets must be integer (N, H, W) train ids, got {targets.dtype} {targets.shape}")
+    if tuple(targets.shape[1:3]) != tuple(photos.shape[1:3]):
+        raise DataError(f"photos are {photos.shape[1:3]} but targets {targets.shape[1:3]}")
+    return colour_targets
 
 
 # --- wrappers for training -------------------------------------------------
@@ -299,16 +353,30 @@ class PaddedBatches(keras.utils.PyDataset):
         return photos, train_ids
 
 
-def _axis(source: int, output: int, scale: float, offset: float) -> tuple[int, int, int, int]:
+def _fit(shape: tuple[int, int], base: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of an image of ``shape`` rescaled to fit ``base``, keeping its aspect ratio.
+
+    Integer arithmetic decides which side is the limit, so an image of the
+    base's aspect ratio (a square in a square) fits exactly to ``base``.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    base_h, base_w = base
+    if base_h * width <= base_w * height:  # the height is the limit
+        return base_h, min(max(int(round(width * base_h / height)), 1), base_w)
+    return min(max(int(round(height * base_w / width)), 1), base_h), base_w
+
+
+def _axis(source: int, fit: int, output: int, scale: float, offset: float) -> tuple[int, int, int, int]:
     """One axis of scale-and-crop: (window start, window length, output start, output length).
 
-    The scale is relative to resizing the source to the output length. At
-    scale >= 1 a random window of about output/scale' source pixels fills the
-    output; below 1 the whole source shrinks to about scale*output pixels at a
-    random place in the output, the rest is padding.
+    The scale is relative to ``fit``, the source's length at scale 1. Where
+    the scaled source covers the output, a random window of about
+    output/factor source pixels fills the output; else the whole source,
+    scaled to about scale*fit pixels, sits at a random place in the output,
+    the rest is padding.
     """
-    factor = scale * output / source  # source pixel -> output pixels
-    if scale >= 1.0:
+    factor = scale * fit / source  # source pixel -> output pixels
+    if scale * fit >= output:
         window = min(max(int(round(output / factor)), 1), source)
         start = min(int(offset * (source - window + 1)), source - window)
         return start, window, 0, output
