@@ -2,7 +2,8 @@
 
 A model saved by ``save_model`` carries ``pspnet.json`` inside its ``.keras``
 archive (beside Keras's own ``config.json`` and weights; Keras ignores it):
-its preset, head, class count and the size it was trained at. Whoever loads
+its preset, head, class count, class table (names, colours, ignore index:
+``info.class_table()``) and the size it was trained at. Whoever loads
 it (evaluation, prediction, export, another program) reads what it is instead
 of guessing from layer names, and the file stays one file.
 """

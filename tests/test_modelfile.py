@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from pspnet.data.classes import CITYSCAPES, ClassTable
 from pspnet.errors import ConfigError
 from pspnet.model import build_pspnet
 from pspnet.modelfile import INFO_NAME, ModelInfo, check_model_file, load_model, read_model_info, save_model
@@ -124,3 +125,32 @@ def test_an_info_member_that_is_not_utf8_is_one_clear_error(saved, tmp_path):
         archive.writestr(INFO_NAME, '{"head": "classes", "num_classes": 19, "preset": "f\xe9st"}'.encode("latin-1"))
     with pytest.raises(ConfigError, match=f"unreadable {INFO_NAME} .*{path.name}"):
         read_model_info(path)
+
+
+FARM = ClassTable(("soil", "crop", "weed", "water", "stone"),
+                  ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)), ignore_index=9)
+
+
+def test_a_five_class_model_carries_its_class_table(tmp_path):
+    path = tmp_path / "farm.keras"
+    save_model(build_pspnet("fast", num_classes=5, input_shape=(None, None, 3)), path,
+               ModelInfo(head="classes", num_classes=5, preset="fast", classes=FARM.to_json()))
+    _, info = load_model(path)
+    table = info.class_table()
+    assert (table.names, table.colors, table.ignore_index) == (FARM.names, FARM.colors, 9)
+
+
+def test_a_table_of_another_class_count_is_an_unreadable_info(saved, tmp_path):
+    path = tmp_path / "mismatch.keras"
+    path.write_bytes(saved[0].read_bytes())
+    text = ModelInfo(head="classes", num_classes=19, classes=FARM.to_json()).to_json()
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(INFO_NAME, text)
+    with pytest.raises(ConfigError, match=f"unreadable {INFO_NAME} \\(19 classes but a table of 5\\)"):
+        read_model_info(path)
+
+
+def test_a_file_without_a_table_is_cityscapes_only_for_19_classes():
+    assert INFO.class_table() == CITYSCAPES  # every model saved before tables were stored
+    with pytest.raises(ConfigError, match="predicts 5 classes but does not say which"):
+        ModelInfo(head="classes", num_classes=5).class_table()
