@@ -25,6 +25,9 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# The data layouts (the same tuple as pspnet.data.layouts.LAYOUTS, which a test
+# checks; kept here so that this module loads no data code).
+LAYOUTS = ("pairs", "cityscapes", "folders")
 
 DEMO_SIZE = 64  # side of the demo set's images (pspnet.data.synth writes it)
 
@@ -43,6 +46,18 @@ DEMO_DEFAULTS = {"preset": "fast", "image_size": DEMO_SIZE, "batch_size": 2, "ep
                  "scale": False, "output_stride": 4, "adam_learning_rate": 4e-3, "weight_decay": 0.0}
 DATA_DEFAULTS = {"preset": "lite", "image_size": 256, "batch_size": 8, "epochs": 50, "steps_per_epoch": None,
                  "scale": True, "output_stride": None, "adam_learning_rate": 1e-3, "weight_decay": 1e-4}
+# The base and crop sizes a layout trains at when --base-size and --crop-size
+# are left out (the demo: DEMO_DEFAULTS' 64, no crop). Cityscapes frames
+# (2048x1024) train at half their resolution, on 512x512 crops of the randomly
+# scaled frames: a quarter of a frame per image, which a CPU can still step
+# through; mmsegmentation's recipe for a GPU box is --base-size 1024 2048
+# --crop-size 512 1024. Pairs (256x256) and folders train on the whole image
+# fit into 256x256 (crop = base); an image smaller than the crop is padded.
+LAYOUT_SIZES = {
+    "pairs": {"image_size": (256, 256), "crop_size": None},
+    "cityscapes": {"image_size": (512, 1024), "crop_size": (512, 512)},
+    "folders": {"image_size": (256, 256), "crop_size": None},
+}
 SGD_LEARNING_RATE = 1e-2  # the paper's
 SGD_HEAD_LR_MULTIPLIER = 10.0  # the paper's code (hszhao/semseg): the new layers learn 10x faster
 
@@ -54,6 +69,7 @@ CHOICES = {
     "schedule": SCHEDULES,
     "class_weighting": CLASS_WEIGHTINGS,
     "precision": PRECISIONS,
+    "layout": LAYOUTS,
 }
 
 # Fields a rerun may change: how long, how fast or how verbosely the run goes
@@ -75,11 +91,13 @@ class TrainConfig:
     Fields left at ``None`` are filled in by ``resolved()`` (demo or data defaults).
     """
 
-    data: str = "demo"  # folder holding train/ and val/ pairs, or "demo" (synthetic set in the cache)
+    data: str = "demo"  # data folder (a root in one of the --layout layouts), or "demo" (synthetic pairs in the cache)
+    layout: str | None = None  # pairs (ROOT/train, ROOT/val composites), cityscapes (ROOT/leftImg8bit + ROOT/gtFine) or folders (ROOT/images + ROOT/masks + ROOT/dataset.json); None: detected from the data folder
     out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
     preset: str | None = None  # model preset: fast, seed, pspnet50 or lite (pspnet.model.build_pspnet); None: lite (demo: fast)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
-    image_size: int | tuple[int, int] | None = None  # training size, N or HxW (photos and labels are resized to it); None: 256 (demo: 64)
+    image_size: int | tuple[int, int] | None = None  # base size, N or H W: each image is rescaled, keeping its aspect ratio, to fit it at scale 1 (validation batches are this size; the model file records it); None: 256 (demo: 64), 512x1024 on a cityscapes layout
+    crop_size: int | tuple[int, int] | None = None  # training crop, N or H W, taken from each randomly scaled image (padded, labels ignored, where the image is smaller); None: the base size (512x512 on a cityscapes layout)
     batch_size: int | None = None  # global batch over all devices; None: 8 (demo: 2)
     epochs: int | None = None  # number of epochs (a larger value extends a finished run); None: 50 (demo: 8)
     steps_per_epoch: int | None = None  # batches per epoch; None: one pass over train/ (demo: 300)
@@ -115,7 +133,8 @@ class TrainConfig:
     verbose: int | None = None  # 0 silent, 1 progress bar, 2 one line per epoch; None: 1 on a terminal, 2 in a log
 
     def __post_init__(self):
-        self.image_size = parse_size(self.image_size, "--image-size")
+        self.image_size = parse_size(self.image_size, "--base-size")
+        self.crop_size = parse_size(self.crop_size, "--crop-size")
         self.data = str(self.data)
         if self.preset is None:  # settled at once: the checks below depend on it
             self.preset = (DEMO_DEFAULTS if self.is_demo else DATA_DEFAULTS)["preset"]
@@ -123,7 +142,7 @@ class TrainConfig:
             self.out = str(self.out)
         for name, choices in CHOICES.items():
             value = getattr(self, name)
-            if value is not None or name in ("preset", "head", "optimizer", "precision"):
+            if value is not None or name in ("preset", "head", "optimizer", "precision"):  # others: None is a default
                 check_choice(name, value, choices)
         for name in ("batch_size", "epochs", "steps_per_epoch", "early_stopping", "workers", "val_images",
                      "steps_per_execution", "num_processes"):
@@ -159,28 +178,43 @@ class TrainConfig:
             raise ConfigError("--head-lr-multiplier needs --optimizer sgd")
         if self.backbone_weights not in (None, "none") and self.preset not in PRETRAINED:
             raise ConfigError(f"--backbone-weights needs --preset {' or '.join(PRETRAINED)}, not {self.preset}")
-        if self.image_size is not None and min(self.image_size) < MIN_SIZE[self.preset]:
-            raise ConfigError(
-                f"--image-size must be at least {MIN_SIZE[self.preset]} for the {self.preset} preset, "
-                f"got {self.image_size[0]}x{self.image_size[1]}"
-            )
+        for name in ("image_size", "crop_size"):
+            size = getattr(self, name)
+            if size is not None and min(size) < MIN_SIZE[self.preset]:
+                raise ConfigError(f"{flag_name(name)} must be at least {MIN_SIZE[self.preset]} for the "
+                                  f"{self.preset} preset, got {size[0]}x{size[1]}")
+        if self.head == "rgb" and self.layout not in (None, "pairs"):
+            raise ConfigError(f"--head rgb needs the pairs layout (its colour targets are the composites' "
+                              f"label halves), not {self.layout}")
 
     @property
     def is_demo(self) -> bool:
         """Whether the run trains on the built-in synthetic demo set."""
         return self.data == "demo"
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self, layout: str | None = None) -> "TrainConfig":
         """Returns a copy with every ``None`` default filled in (what config.json records).
 
+        Args:
+            layout: the data folder's layout (``pspnet.data.layouts.detect_layout``),
+                used when the config's is None; None: pairs. The caller looks
+                at the folder, so that this stays a pure function of its values.
+
         Returns:
-            A TrainConfig whose out, image_size, batch_size, epochs,
-            learning_rate, schedule, weight_decay, head_lr_multiplier, scale,
-            class_weighting, verbose, (lite) backbone_weights and (fast)
-            output_stride are set;
+            A TrainConfig whose layout, out, image_size, crop_size,
+            batch_size, epochs, learning_rate, schedule, weight_decay,
+            head_lr_multiplier, scale, class_weighting, verbose, (lite)
+            backbone_weights and (fast) output_stride are set;
             ``data`` is an absolute path (or "demo").
         """
-        defaults = DEMO_DEFAULTS if self.is_demo else DATA_DEFAULTS
+        layout = "pairs" if self.is_demo else self.layout or layout or "pairs"
+        check_choice("layout", layout, LAYOUTS)
+        if self.head == "rgb" and layout != "pairs":
+            raise ConfigError(f"--head rgb needs the pairs layout, and {self.data} is a {layout} folder")
+        defaults = DEMO_DEFAULTS if self.is_demo else {**DATA_DEFAULTS, **LAYOUT_SIZES[layout]}
+        image_size = self.image_size or parse_size(defaults["image_size"])
+        # An explicit base size keeps its crop = base unless --crop-size says otherwise.
+        crop_size = self.crop_size or (defaults.get("crop_size") if self.image_size is None else None) or image_size
         data = self.data if self.is_demo else str(Path(self.data).expanduser().resolve())
         data_name = "demo" if self.is_demo else Path(data).name
         sgd = self.optimizer == "sgd"
@@ -188,8 +222,10 @@ class TrainConfig:
         return dataclasses.replace(
             self,
             data=data,
+            layout=layout,
             out=self.out or str(Path("runs") / f"{data_name}-{self.preset}-{self.head}"),
-            image_size=self.image_size or defaults["image_size"],
+            image_size=image_size,
+            crop_size=parse_size(crop_size),
             batch_size=self.batch_size or defaults["batch_size"],
             epochs=self.epochs or defaults["epochs"],
             learning_rate=self.learning_rate or learning_rate,
@@ -207,8 +243,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (tuples become lists)."""
         values = dataclasses.asdict(self)
-        if values["image_size"] is not None:
-            values["image_size"] = list(values["image_size"])
+        for name in ("image_size", "crop_size"):
+            if values[name] is not None:
+                values[name] = list(values[name])
         return values
 
     def to_json(self) -> str:
@@ -250,12 +287,17 @@ class TrainConfig:
             ``"--flag old -> new"`` for each field outside ``RESUMABLE_CHANGES``
             that differs.
         """
-        before, after = saved.to_dict(), self.to_dict()
+        before, after = _from_before_layouts(saved).to_dict(), self.to_dict()
         return [
             f"{flag_name(name)} {before[name]!r} -> {after[name]!r}"
             for name in after
             if name not in RESUMABLE_CHANGES and before[name] != after[name]
         ]
+
+
+def _from_before_layouts(saved: "TrainConfig") -> "TrainConfig":
+    """A resolved config.json written before layouts and crops: a pairs run on crops of its image size."""
+    return dataclasses.replace(saved, layout=saved.layout or "pairs", crop_size=saved.crop_size or saved.image_size)
 
 
 def _default_stride(preset: str, defaults: dict) -> int | None:
@@ -287,7 +329,7 @@ def _is_number(value) -> bool:
 
 def flag_name(name: str) -> str:
     """The command-line flag of a config field (``learning_rate`` -> ``--lr``)."""
-    return {"learning_rate": "--lr"}.get(name, "--" + name.replace("_", "-"))
+    return {"learning_rate": "--lr", "image_size": "--base-size"}.get(name, "--" + name.replace("_", "-"))
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:

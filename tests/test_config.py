@@ -78,7 +78,10 @@ def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
     [
         ({"seed": -1}, "--seed must be an integer from 0"),
         ({"verbose": 3}, "--verbose must be 0, 1 or 2"),
-        ({"preset": "pspnet50", "image_size": 16}, "--image-size must be at least 32 for the pspnet50 preset"),
+        ({"preset": "pspnet50", "image_size": 16}, "--base-size must be at least 32 for the pspnet50 preset"),
+        ({"preset": "pspnet50", "crop_size": (16, 64)}, "--crop-size must be at least 32 for the pspnet50 preset"),
+        ({"layout": "coco"}, "--layout must be one of pairs, cityscapes, folders"),
+        ({"layout": "folders", "head": "rgb"}, "--head rgb needs the pairs layout"),
         ({"backbone_weights": "imagenet"}, "--backbone-weights needs --preset pspnet50"),
         ({"data": "somewhere", "preset": "seed", "backbone_weights": "x.h5"}, "--backbone-weights needs --preset"),
         ({"weight_decay": -1}, "--weight-decay must be >= 0"),
@@ -106,7 +109,7 @@ def test_a_rerun_may_change_how_long_and_how_fast_not_what():
                                     sync_batch_norm=False)
     assert elsewhere.changes_from(saved) == []
     other = dataclasses.replace(saved, image_size=(128, 128), optimizer="sgd")
-    assert other.changes_from(saved) == ["--image-size [256, 256] -> [128, 128]", "--optimizer 'adam' -> 'sgd'"]
+    assert other.changes_from(saved) == ["--base-size [256, 256] -> [128, 128]", "--optimizer 'adam' -> 'sgd'"]
 
 
 @pytest.mark.parametrize("value, size", [(32, (32, 32)), ("48x64", (48, 64)), ("40", (40, 40)), ([8, 16], (8, 16))])
@@ -118,3 +121,58 @@ def test_parse_size(value, size):
 def test_parse_size_rejects(value):
     with pytest.raises(ConfigError):
         parse_size(value, "--image-size")
+
+
+def test_layouts_are_the_data_packages():
+    from pspnet.config import LAYOUTS
+    from pspnet.data.layouts import LAYOUTS as DATA_LAYOUTS
+
+    assert LAYOUTS == DATA_LAYOUTS and CHOICES["layout"] == LAYOUTS
+
+
+def test_the_layout_decides_the_default_base_and_crop_sizes():
+    pairs = TrainConfig(data="somewhere").resolved(layout="pairs")
+    assert (pairs.layout, pairs.image_size, pairs.crop_size) == ("pairs", (256, 256), (256, 256))
+    assert TrainConfig(data="somewhere").resolved().layout == "pairs"  # nothing detected: the pairs
+    city = TrainConfig(data="somewhere").resolved(layout="cityscapes")
+    assert (city.layout, city.image_size, city.crop_size) == ("cityscapes", (512, 1024), (512, 512))
+    folders = TrainConfig(data="somewhere").resolved(layout="folders")
+    assert (folders.image_size, folders.crop_size) == ((256, 256), (256, 256))
+    demo = TrainConfig().resolved(layout="folders")  # the demo is pairs, whatever is passed
+    assert (demo.layout, demo.image_size, demo.crop_size) == ("pairs", (64, 64), (64, 64))
+    # Explicit values win: --layout over the detected one, a --base-size keeps crop = base.
+    forced = TrainConfig(data="somewhere", layout="folders").resolved(layout="cityscapes")
+    assert forced.layout == "folders"
+    based = TrainConfig(data="somewhere", image_size=(128, 256)).resolved(layout="cityscapes")
+    assert (based.image_size, based.crop_size) == ((128, 256), (128, 256))
+    cropped = TrainConfig(data="somewhere", crop_size=96).resolved(layout="cityscapes")
+    assert (cropped.image_size, cropped.crop_size) == ((512, 1024), (96, 96))
+    assert TrainConfig.from_json(city.to_json()) == city  # config.json keeps what was resolved
+    with pytest.raises(ConfigError, match="--head rgb needs the pairs layout"):
+        TrainConfig(data="somewhere", head="rgb").resolved(layout="cityscapes")
+
+
+def test_a_config_json_from_before_layouts_resumes_as_the_same_pairs_run():
+    now = TrainConfig(data="somewhere", image_size=128).resolved(layout="pairs")
+    values = now.to_dict()
+    del values["layout"], values["crop_size"]  # what config.json held before the fields existed
+    import json
+
+    saved = TrainConfig.from_json(json.dumps(values))
+    assert now.changes_from(saved) == []
+    assert dataclasses.replace(now, crop_size=(64, 64)).changes_from(saved) == ["--crop-size [128, 128] -> [64, 64]"]
+    assert dataclasses.replace(now, layout="folders").changes_from(saved) == ["--layout 'pairs' -> 'folders'"]
+
+
+@pytest.mark.parametrize("argv, base, crop", [
+    (["--base-size", "512", "1024"], (512, 1024), None),
+    (["--image-size", "48x64"], (48, 64), None),  # the old name and form
+    (["--base-size", "40", "--crop-size", "24", "32"], (40, 40), (24, 32)),
+])
+def test_base_and_crop_size_flags(monkeypatch, argv, base, crop):
+    import pspnet.train
+
+    seen = []
+    monkeypatch.setattr(pspnet.train, "train", lambda config: seen.append(config) or {})
+    assert train_main(argv + ["--verbose", "0"]) == 0
+    assert (seen[0].image_size, seen[0].crop_size) == (base, crop)
