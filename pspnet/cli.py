@@ -344,14 +344,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         flags = [configuration.flag_name(field.name)]
         if field.name == "learning_rate":
             flags.append("--learning-rate")
+        if field.name == "image_size":
+            flags.append("--image-size")  # its name before crops: the base size
         text = help_texts.get(field.name, field.name)
         # A field left at None takes the value its comment gives after "None:" (TrainConfig.resolved).
         text = text.replace("None: ", "default: ") if field.default is None else f"{text} (default: {field.default})"
         options: dict = {"help": text.replace("%", "%%"), "dest": field.name}
         if bool in kinds:
             options["action"] = argparse.BooleanOptionalAction
-        elif field.name == "image_size":
-            options.update(type=str, metavar="N|HxW")
+        elif field.name in ("image_size", "crop_size"):
+            options.update(type=str, nargs="+", metavar="N|HxW")  # N, H W or HxW
         else:
             scalar = kinds[0] if kinds[0] in (int, float, str) else str
             options.update(type=scalar, metavar=field.name.upper())
@@ -360,6 +362,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 options.pop("metavar")
         parser.add_argument(*flags, **options)
     args = parser.parse_args(argv)
+    for name in ("image_size", "crop_size"):  # ["512", "1024"] or ["512x1024"] -> "512x1024"
+        if name in vars(args):
+            setattr(args, name, "x".join(getattr(args, name)))
     try:
         config = configuration.TrainConfig(**vars(args))
     except PspnetError as error:
