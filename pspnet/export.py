@@ -8,9 +8,10 @@ The artefact takes what the Keras model takes, float32 RGB photos in 0-255
 (the normalisation is inside), at a fixed size (the training size unless
 ``image_size`` says otherwise) with any batch (LiteRT: one image a call), and returns the main head's
 scores at that size: class logits, or the seed's colours in 0-1. Beside it
-goes ``<name>.json``: the classes, their colours, the input and output, the
-preset and where it came from, so that a consumer needs nothing from this
-package.
+goes ``<name>.json``: the model's class table (``classes``: the names in
+train-id order, ``colors``: their RGB colours, ``ignore_index``: the mask
+value of unlabelled pixels in its data set), the input and output, the preset
+and where it came from, so that a consumer needs nothing from this package.
 
 The export is written under a temporary name, run in its own runtime (ONNX
 Runtime, the LiteRT interpreter, TensorFlow's SavedModel loader) and compared
@@ -101,6 +102,7 @@ def export(
     check_paths = None if check_data is None else _listed(check_data, "--check-data")
     calibration_paths = _listed(calibration, "--calibration") if quantize else None
     model, info = load_model(model_path)
+    classes = _class_table(info, model_path)
     size = model_input_size(model, info, image_size)
     calibration_photos = None
     if calibration_paths is not None:
@@ -124,7 +126,7 @@ def export(
     try:
         built = _convert(serving, format, work, size, calibration_photos)
         check = {"images": images, **_check(built, format, quantize, photos, expected)}
-        description = _description(info, format, quantize, size, model_path, expected.shape[-1], check)
+        description = _description(info, classes, format, quantize, size, model_path, expected.shape[-1], check)
         os.replace(built, out)  # the artefact first: a description never points at nothing
         atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
     except BaseException:
@@ -331,9 +333,21 @@ def _check_text(check: dict) -> str:
             "agree with float")
 
 
-def _description(info, format: str, quantized: bool, size, model_path, channels: int, check: dict) -> dict:
+def _class_table(info, model_path):
+    """The class table of the model (Cityscapes for files saved before tables were stored).
+
+    Raises:
+        ConfigError: the model predicts other than 19 classes and its file does not say which.
+    """
+    try:
+        return info.class_table()
+    except ConfigError as error:
+        raise ConfigError(f"{error}; export a model saved by pspnet-train: {model_path}") from None
+
+
+def _description(info, table, format: str, quantized: bool, size, model_path, channels: int,
+                 check: dict) -> dict:
     from pspnet import __version__
-    from pspnet.palette import CLASS_NAMES, palette
 
     classes = info.head == "classes"
     return {
@@ -347,8 +361,10 @@ def _description(info, format: str, quantized: bool, size, model_path, channels:
                    else "RGB colours in 0-1 (the seed's head): snap to the nearest class colour"},
         "head": info.head,
         "num_classes": info.num_classes,
-        "classes": list(CLASS_NAMES),
-        "colors": palette()[: len(CLASS_NAMES)].tolist(),
+        # The class table, flat: the names and colours in train-id order (argmax i is classes[i]).
+        "classes": list(table.names),
+        "colors": [list(color) for color in table.colors],
+        "ignore_index": table.ignore_index,
         "preset": info.preset,
         "trained_image_size": None if info.image_size is None else list(info.image_size),
         "source": str(Path(model_path).resolve()),

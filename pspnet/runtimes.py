@@ -67,12 +67,30 @@ def read_description(path: str | os.PathLike) -> dict:
 def info_of(description: dict, source: str | os.PathLike = "") -> ModelInfo:
     """The ``ModelInfo`` an export description holds (``source``: its file, for the error)."""
     try:
-        return ModelInfo(head=description["head"], num_classes=int(description["num_classes"]),
+        info = ModelInfo(head=description["head"], num_classes=int(description["num_classes"]),
                          preset=description.get("preset"),
                          image_size=parse_size(description.get("trained_image_size"), "trained_image_size"),
                          pspnet_version=description.get("pspnet_version"))
     except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise ConfigError(f"export description lacks or garbles {error}: {source}") from None
+    info.classes = _class_table_of(description, info, source)
+    return info
+
+
+def _class_table_of(description: dict, info: ModelInfo, source) -> dict | None:
+    """The class table (``ClassTable.to_json`` form) of an export description; None when it names no classes."""
+    from pspnet.data.classes import ClassTable
+
+    if description.get("classes") is None:
+        return None  # info.class_table() then falls back to Cityscapes for 19 classes
+    try:
+        table = ClassTable(description["classes"], description["colors"], description.get("ignore_index", 255))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"export description garbles its class table ({error}): {source}") from None
+    if info.head == "classes" and table.num_classes != info.num_classes:
+        raise ConfigError(f"export description has {info.num_classes} classes but a table of "
+                          f"{table.num_classes}: {source}")
+    return table.to_json()
 
 
 class OnnxModel:

@@ -277,3 +277,66 @@ def test_bench_runtimes_times_and_scores_every_runtime(models, tmp_path, capsys)
         "| keras (tensorflow)", "| onnxruntime", "| litert", "| litert int8"]
     float_scores = {line.split(" | ")[4] for line in table[2:5]}
     assert len(float_scores) == 1  # the float runtimes give one model one number
+
+
+# --- a model of five classes of its own -------------------------------------------------
+
+FARM = {"classes": [{"name": name, "color": color} for name, color in (
+    ("soil", [120, 80, 40]), ("crop", [0, 200, 0]), ("weed", [200, 0, 200]), ("water", [0, 0, 255]),
+    ("stone", [128, 128, 128]))], "ignore_index": 7}
+
+
+def _five_class_file(folder: Path, classes: dict | None) -> Path:
+    keras.utils.set_random_seed(1)
+    model = pspnet.build_pspnet("fast", num_classes=5, input_shape=(None, None, 3))
+    path = folder / ("farm.keras" if classes else "nameless.keras")
+    save_model(model, path, ModelInfo(head="classes", num_classes=5, preset="fast", image_size=SIZE,
+                                      classes=classes))
+    return path
+
+
+def test_a_five_class_export_describes_its_table_and_loads_back_with_it(photos, tmp_path):
+    from pspnet.data.classes import ClassTable
+
+    path, out = _five_class_file(tmp_path, FARM), tmp_path / "farm.onnx"
+    export(path, "onnx", out, verbose=False)
+    description = json.loads(description_path(out).read_text())
+    assert description["num_classes"] == 5 and description["output"]["shape"][-1] == 5
+    assert description["classes"] == ["soil", "crop", "weed", "water", "stone"]
+    assert description["colors"] == [entry["color"] for entry in FARM["classes"]]
+    assert description["ignore_index"] == 7
+    runtime, info = load_exported(out)
+    assert info.class_table() == ClassTable.from_json(FARM)
+    np.testing.assert_allclose(runtime.predict_on_batch(photos), _keras_scores(path, photos), atol=1e-4, rtol=0)
+
+
+def test_a_five_class_model_without_its_table_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "nameless.onnx"
+    assert export_main(["--model", str(_five_class_file(tmp_path, None)), "--format", "onnx",
+                        "--out", str(out)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "predicts 5 classes but does not say which" in lines[0]
+    assert lines[0].endswith("nameless.keras") and not out.exists() and not description_path(out).exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colors": [[0, 0, 0]] * 4}, r"garbles its class table \(5 names but 4 colours\)"),
+    ({"num_classes": 6}, "has 6 classes but a table of 5"),
+])
+def test_an_export_description_with_a_bad_table_is_one_line(change, message):
+    from pspnet.runtimes import info_of
+
+    description = {"head": "classes", "num_classes": 5, "classes": ["a", "b", "c", "d", "e"],
+                   "colors": [[index, 0, 0] for index in range(5)], **change}
+    with pytest.raises(ConfigError, match=f"{message}: m.onnx.json$"):
+        info_of(description, "m.onnx.json")
+
+
+def test_an_old_description_without_ignore_index_is_cityscapes():
+    from pspnet.data.classes import CITYSCAPES
+    from pspnet.palette import palette
+    from pspnet.runtimes import info_of
+
+    old = {"head": "classes", "num_classes": 19, "classes": list(CITYSCAPES.names),
+           "colors": palette()[:19].tolist()}
+    assert info_of(old).class_table() == CITYSCAPES
