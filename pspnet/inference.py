@@ -1,12 +1,27 @@
-"""The one inference path: photos in, train ids at the label's size out, and their scores.
+"""The one inference path: photos of any size in, train ids at the label's size out, and their scores.
 
 Training's final scoring, ``pspnet.evaluate`` and ``pspnet.predict`` all run a
 model through ``Segmenter``, so one model gets one number wherever it is
-scored. Photos are resized to the model's input size (the size it was trained
-at, unless told otherwise), the scores (logits, or the seed's colours) are
-resized bilinearly back to the label's size, and only then reduced to train
-ids: colour outputs are decoded with the palette, so both heads meet on one
-metric.
+scored. Each photo is run at a scale, the scores (logits, or the seed's
+colours) are resized bilinearly back to the label's size, and only then
+reduced to train ids: colour outputs are decoded with the palette, so both
+heads meet on one metric. The modes (mmsegmentation's ``whole`` and ``slide``
+test modes, and its multi-scale and flip test-time augmentation):
+
+- whole image: a model that takes any size sees the photo rescaled keeping
+  its aspect ratio to fit the size it was trained at (``fit_size``); a
+  fixed-size model, or ``keep_aspect=False``, sees it resized to that size
+  (square photos at a square size: both are the same resize);
+- sliding windows, ``slide=((crop_h, crop_w), (stride_h, stride_w))``: crops
+  of the rescaled photo (padded with ``PAD_RGB`` where it is smaller), their
+  scores averaged where windows overlap;
+- ``scales=(0.75, 1.0, 1.25)``: the above at each multiple of the base size,
+  class probabilities averaged at the label's size; ``tta_flip``: the mirror
+  image too.
+
+    segmenter = Segmenter.load("runs/x/best.keras", slide=((512, 1024), (341, 683)), scales=(0.75, 1.0))
+    train_ids = segmenter.predict_ids(photos)            # (B, H, W) uint8
+    matrix = segmenter.confusion(SplitPhotos(split), SplitLabels(split))  # one image at a time
 """
 
 from __future__ import annotations
@@ -64,6 +79,14 @@ def model_input_size(model, info: ModelInfo | None = None, image_size=None) -> t
     return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resizes (H, W, C) to (size[0], size[1], C) (any C); a no-op when the sizes match."""
+    if image.shape[:2] == tuple(size):
+        return image
+    height, width = size
+    return cv2.resize(image, (width, height), interpolation=interpolation).reshape(height, width, -1)
+
+
 def resize_batch(batch: np.ndarray, size: tuple[int, int], interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Resizes (B, H, W, C) to (B, size[0], size[1], C); a no-op when the sizes match."""
     if batch.shape[1:3] == tuple(size):
@@ -71,8 +94,28 @@ def resize_batch(batch: np.ndarray, size: tuple[int, int], interpolation: int = 
     height, width = size
     out = np.empty((len(batch), height, width, batch.shape[-1]), dtype=batch.dtype)
     for index, image in enumerate(batch):
-        out[index] = cv2.resize(image, (width, height), interpolation=interpolation).reshape(height, width, -1)
+        out[index] = resize_image(image, size, interpolation)
     return out
+
+
+def fit_size(shape: tuple[int, ...], base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
+    """The (height, width) of an image of ``shape`` rescaled keeping its aspect ratio
+    to fit inside ``base`` (mmsegmentation's ``keep_ratio``), times ``scale``.
+
+    Example:
+        >>> fit_size((1024, 2048), (512, 512))
+        (256, 512)
+    """
+    height, width = shape[:2]
+    factor = min(base[0] / height, base[1] / width) * scale
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+def window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Where the sliding windows along one axis start: every ``stride``, the last
+    flush with the end (mmsegmentation's ``slide_inference``); [0] when ``length <= crop``."""
+    count = max(length - crop + stride - 1, 0) // stride + 1
+    return [max(min(index * stride + crop, length) - crop, 0) for index in range(count)]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -90,21 +133,73 @@ def main_output(output):
     return output
 
 
+def parse_slide(slide) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``(crop, stride)`` (each N, (H, W) or "HxW") as two (H, W) pairs, or None.
+
+    Raises:
+        ConfigError: a size that is not positive, or a stride larger than the crop (it would leave gaps).
+    """
+    if slide is None:
+        return None
+    try:
+        crop, stride = slide
+    except (TypeError, ValueError):
+        raise ConfigError(f"slide must be (crop, stride), got {slide!r}") from None
+    crop, stride = parse_size(crop, "slide crop"), parse_size(stride, "slide stride")
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise ConfigError(f"the slide stride {stride[0]}x{stride[1]} exceeds the crop {crop[0]}x{crop[1]}: "
+                          "windows would leave pixels unscored")
+    return crop, stride
+
+
+def parse_scales(scales) -> tuple[float, ...]:
+    """Test scales (multiples of the base size) as a tuple of positive floats; None: (1.0,)."""
+    if scales is None:
+        return (1.0,)
+    try:
+        values = tuple(float(scale) for scale in scales)
+    except (TypeError, ValueError):
+        raise ConfigError(f"scales must be numbers, got {scales!r}") from None
+    if not values or not all(0 < value < 16 for value in values):  # also refuses NaN
+        raise ConfigError(f"scales must be one or more numbers above 0 (and below 16), got {list(scales)}")
+    return values
+
+
+def inference_mode(slide, scales, tta_flip: bool, keep_aspect: bool) -> dict:
+    """How a model was run, as recorded beside its scores (``metrics.json``)."""
+    return {
+        "mode": "slide" if slide is not None else "whole",
+        "crop": None if slide is None else list(slide[0]),
+        "stride": None if slide is None else list(slide[1]),
+        "scales": list(scales),
+        "flip": bool(tta_flip),
+        "keep_aspect": bool(keep_aspect),
+    }
+
+
 class Segmenter:
-    """A model and what it is: uint8 photos in, uint8 train ids out.
+    """A model and what it is: uint8 photos of any size in, uint8 train ids out.
 
     Args:
         model: a keras.Model (dict outputs: ``"main"`` is used).
-        info: its ModelInfo (the head decides how outputs become train ids).
-        input_size: (H, W) to run it at; None: ``model_input_size``.
-        batch_size: images per forward pass.
+        info: its ModelInfo (the head decides how outputs become train ids;
+            ``num_classes`` how many channels the logits have).
+        input_size: the base size (H, W): what photos are fitted into (or, with
+            ``keep_aspect=False``, resized to) at scale 1; None: ``model_input_size``.
+        batch_size: images (or sliding windows) per forward pass.
+        tta_flip: average the class probabilities of each photo and its mirror image.
+        source: the model file, named in error messages.
         pad_batch: pad shorter batches to ``batch_size``, so that a compiled
             (or, under ``keras.distribution``, sharded) Keras function always
             sees one shape; None: pad Keras models only, never an exported
             runtime (``pspnet.runtimes``), which takes any batch (LiteRT
             would run one call per padded image).
-        tta_flip: average the class probabilities of each photo and its mirror image.
-        source: the model file, named in error messages.
+        slide: ``(crop, stride)``: score sliding windows of ``crop`` every
+            ``stride`` pixels of the rescaled photo; None: the whole photo.
+        scales: multiples of the base size to run at, probabilities averaged; None: (1.0,).
+        keep_aspect: fit photos into the base size keeping their aspect ratio;
+            None: yes for models that take any size (a fixed-size model's
+            whole-image input is always its size).
 
     Example:
         >>> segmenter = Segmenter.load("runs/demo-fast-classes/best.keras")
@@ -112,7 +207,8 @@ class Segmenter:
     """
 
     def __init__(self, model, info: ModelInfo, input_size=None, batch_size: int = 8, tta_flip: bool = False,
-                 source: str | os.PathLike = "", pad_batch: bool | None = None):
+                 source: str | os.PathLike = "", pad_batch: bool | None = None, slide=None, scales=None,
+                 keep_aspect: bool | None = None):
         check_choice("head", info.head, HEADS)
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -124,25 +220,68 @@ class Segmenter:
         self.tta_flip = bool(tta_flip)
         self.source = str(source)
         self.pad_batch = not isinstance(model, RUNTIMES) if pad_batch is None else bool(pad_batch)
+        self.slide = parse_slide(slide)
+        self.scales = parse_scales(scales)
+        self.fixed_size = fixed_input_size(model)
+        self.keep_aspect = self.fixed_size is None if keep_aspect is None else bool(keep_aspect)
+        self.channels = 3 if self.head == "rgb" else int(info.num_classes)
+        # The colour head is decoded to the 19 Cityscapes train ids.
+        self.num_classes = NUM_CLASSES if self.head == "rgb" else self.channels
+        # Flips and scales average probabilities, not raw logits.
+        self.probabilities = self.head == "classes" and (self.tta_flip or len(self.scales) > 1)
+        self._check_fixed_size()
+
+    def _check_fixed_size(self) -> None:
+        """A fixed-size model takes windows of its size, or the whole photo resized to it at one scale."""
+        if self.fixed_size is None:
+            return
+        height, width = self.fixed_size
+        if self.slide is not None and self.slide[0] != self.fixed_size:
+            crop = self.slide[0]
+            raise ConfigError(f"the model takes {height}x{width} images: sliding windows must be {height}x{width}, "
+                              f"not {crop[0]}x{crop[1]}: {self.source}")
+        if self.slide is None and self.scales != (1.0,):
+            raise ConfigError(f"multi-scale inference needs a model that takes any size, or sliding windows "
+                              f"of its {height}x{width}: {self.source}")
+        if self.slide is None:
+            self.keep_aspect = False  # its input is its size, whatever the photo's shape
 
     @classmethod
     def load(cls, path: str | os.PathLike, image_size=None, head: str | None = None, batch_size: int = 8,
-             tta_flip: bool = False) -> "Segmenter":
+             tta_flip: bool = False, slide=None, scales=None, keep_aspect: bool | None = None) -> "Segmenter":
         """Loads a ``.keras`` file (``pspnet.modelfile.load_model``) or an exported
         ``.onnx``/``.tflite``/SavedModel (``pspnet.runtimes``) ready to predict.
 
         Args:
             path: the model file (or SavedModel folder).
-            image_size: run at this size instead of the model's own.
+            image_size: the base size instead of the model's own (with ``slide``
+                also for a fixed-size model, whose windows are its size).
             head: override the stored (or described) head.
-            batch_size, tta_flip: as the constructor's.
+            batch_size, tta_flip, slide, scales, keep_aspect: as the constructor's.
         """
         model, info = load_exported(path) if exported_format(path) else load_model(path)
         if head is not None:
             check_choice("head", head, HEADS)
             info.head = head
-        size = model_input_size(model, info, image_size)
-        return cls(model, info, size, batch_size=batch_size, tta_flip=tta_flip, source=path)
+        if slide is not None and image_size is not None:
+            size = parse_size(image_size, "image size")
+        else:
+            size = model_input_size(model, info, image_size)
+        return cls(model, info, size, batch_size=batch_size, tta_flip=tta_flip, source=path, slide=slide,
+                   scales=scales, keep_aspect=keep_aspect)
+
+    def mode(self) -> dict:
+        """How this segmenter runs its model (``inference_mode``), with the base size."""
+        return {**inference_mode(self.slide, self.scales, self.tta_flip, self.keep_aspect),
+                "base_size": list(self.input_size)}
+
+    def run_size(self, shape: tuple[int, ...], scale: float = 1.0) -> tuple[int, int]:
+        """The (H, W) a photo of ``shape`` is rescaled to before the model (or its windows) sees it."""
+        if self.keep_aspect:
+            return fit_size(shape, self.input_size, scale)
+        if scale == 1.0:
+            return tuple(self.input_size)
+        return max(1, int(self.input_size[0] * scale + 0.5)), max(1, int(self.input_size[1] * scale + 0.5))
 
     def _forward(self, photos: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) float32 0-255 at the input size -> (B, h, w, K) float32 scores."""
@@ -155,18 +294,70 @@ class Segmenter:
             output = output.reshape(count, *photos.shape[1:3], -1)
         if output.ndim != 4:
             raise ConfigError(f"the model's output has shape {output.shape}, not (B, H, W, C): {self.source}")
-        channels = 3 if self.head == "rgb" else NUM_CLASSES
-        if output.shape[-1] != channels:
+        if output.shape[-1] != self.channels:
             raise ConfigError(
-                f"{'an' if self.head == 'rgb' else 'a'} {self.head} head must output {channels} channels, "
+                f"{'an' if self.head == 'rgb' else 'a'} {self.head} head must output {self.channels} channels, "
                 f"this model outputs {output.shape[-1]}: {self.source}"
             )
-        if self.head == "classes" and self.tta_flip:
-            output = _softmax(output)  # average probabilities, not raw logits
+        if self.probabilities:
+            output = _softmax(output)
         return output
 
+    def _forward_flip(self, inputs: np.ndarray) -> np.ndarray:
+        """``_forward``, averaged with the mirror image's scores under ``tta_flip``."""
+        scores = self._forward(inputs)
+        if self.tta_flip:
+            mirrored = self._forward(np.ascontiguousarray(inputs[:, :, ::-1]))
+            scores = 0.5 * (scores + mirrored[:, :, ::-1])
+        return np.ascontiguousarray(scores)
+
+    def _slide(self, image: np.ndarray) -> np.ndarray:
+        """(h, w, 3) float32 -> (h, w, K) scores averaged over the windows that cover each pixel."""
+        from pspnet.data.pipeline import PAD_RGB  # what training pads photos with
+
+        (crop_height, crop_width), (stride_height, stride_width) = self.slide
+        height, width = image.shape[:2]
+        boxes = [(top, left) for top in window_starts(height, crop_height, stride_height)
+                 for left in window_starts(width, crop_width, stride_width)]
+        total = np.zeros((height, width, self.channels), np.float32)
+        count = np.zeros((height, width, 1), np.float32)
+        for first in range(0, len(boxes), self.batch_size):
+            group = boxes[first : first + self.batch_size]
+            # Windows of an image smaller than the crop are padded to the crop: one input shape.
+            windows = np.empty((len(group), crop_height, crop_width, 3), np.float32)
+            windows[...] = PAD_RGB
+            for index, (top, left) in enumerate(group):
+                part = image[top : top + crop_height, left : left + crop_width]
+                windows[index, : part.shape[0], : part.shape[1]] = part
+            scores = self._forward_flip(windows)
+            for index, (top, left) in enumerate(group):
+                rows, columns = min(crop_height, height - top), min(crop_width, width - left)
+                total[top : top + rows, left : left + columns] += scores[index, :rows, :columns]
+                count[top : top + rows, left : left + columns] += 1.0
+        return total / count
+
+    def _run_scores(self, photos: np.ndarray) -> list[np.ndarray]:
+        """(B, H, W, 3) photos -> one (B, h, w, K) array of scores per scale, at that scale's run size."""
+        inputs = np.asarray(photos, dtype=np.float32)
+        per_scale = []
+        for scale in self.scales:
+            resized = resize_batch(inputs, self.run_size(inputs.shape[1:3], scale))
+            if self.slide is None:
+                per_scale.append(self._forward_flip(resized))
+            else:
+                per_scale.append(np.stack([self._slide(image) for image in resized]))
+        return per_scale
+
+    def _at_label(self, per_scale: list[np.ndarray], index: int, label_size: tuple[int, int]) -> np.ndarray:
+        """Image ``index``'s scores resized to the label size, averaged over the scales."""
+        # Bilinear on scores, then the decision: smoother than nearest on ids.
+        total = resize_image(per_scale[0][index], label_size)
+        for scores in per_scale[1:]:
+            total = total + resize_image(scores[index], label_size)
+        return total / len(per_scale) if len(per_scale) > 1 else total
+
     def scores(self, photos: np.ndarray, label_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Class logits (or probabilities with TTA, or colours in 0-1) at the label size.
+        """Class logits (probabilities with flips or scales, or colours in 0-1) at the label size.
 
         Args:
             photos: (B, H, W, 3) photos in 0-255 (any dtype), at most ``batch_size``.
@@ -176,55 +367,77 @@ class Segmenter:
             float32 (B, *label_size, K).
         """
         label_size = tuple(photos.shape[1:3]) if label_size is None else tuple(label_size)
-        inputs = resize_batch(np.asarray(photos, dtype=np.float32), self.input_size)
-        scores = self._forward(inputs)
-        if self.tta_flip:
-            mirrored = self._forward(np.ascontiguousarray(inputs[:, :, ::-1]))
-            scores = 0.5 * (scores + mirrored[:, :, ::-1])
-        # Bilinear on scores, then the decision: smoother than nearest on ids.
-        return resize_batch(np.ascontiguousarray(scores), label_size)
+        if len(photos) == 0:
+            return np.zeros((0, *label_size, self.channels), np.float32)
+        per_scale = self._run_scores(photos)
+        return np.stack([self._at_label(per_scale, index, label_size) for index in range(len(photos))])
+
+    def _decide(self, scores: np.ndarray) -> np.ndarray:
+        """(H, W, K) scores -> (H, W) uint8 train ids (colours decoded with the palette)."""
+        if self.head == "rgb":
+            from pspnet.data import decode_labels
+
+            return decode_labels(np.clip(np.rint(scores * 255.0), 0, 255).astype(np.uint8))
+        return scores.argmax(axis=-1).astype(np.uint8)
 
     def predict_ids(self, photos: np.ndarray, label_size: tuple[int, int] | None = None) -> np.ndarray:
         """Train ids of a batch of photos at the label size.
 
         Args:
-            photos: (B, H, W, 3) photos in 0-255, any B (run ``batch_size`` at a time).
+            photos: (B, H, W, 3) photos in 0-255, any B (run ``batch_size`` at a
+                time; with sliding windows one photo, its windows batched).
             label_size: (H, W) of the output; None: the photos' size.
 
         Returns:
             uint8 (B, *label_size) train ids (255 where a colour decodes to void).
         """
-        results = []
-        for start in range(0, len(photos), self.batch_size):
-            scores = self.scores(photos[start : start + self.batch_size], label_size)
-            if self.head == "rgb":
-                from pspnet.data import decode_labels
+        size = tuple(photos.shape[1:3]) if label_size is None else tuple(label_size)
+        results = np.empty((len(photos), *size), np.uint8)
+        step = self.batch_size if self.slide is None else 1
+        for start in range(0, len(photos), step):
+            per_scale = self._run_scores(photos[start : start + step])
+            for offset in range(len(per_scale[0])):
+                # One image at the label size at a time: (B, 1024, 2048, 19) float32 would be 160 MB each.
+                results[start + offset] = self._decide(self._at_label(per_scale, offset, size))
+        return results
 
-                colours = np.clip(np.rint(scores * 255.0), 0, 255).astype(np.uint8)
-                results.append(decode_labels(colours))
-            else:
-                results.append(scores.argmax(axis=-1).astype(np.uint8))
-        if not results:
-            size = tuple(photos.shape[1:3]) if label_size is None else tuple(label_size)
-            return np.zeros((0, *size), np.uint8)
-        return np.concatenate(results)
+    def _batches(self, photos, truths):
+        """(photos, truths) batches: slices of arrays, or runs of up to ``batch_size``
+        same-sized items of lazy sequences (decoded one at a time)."""
+        if len(photos) != len(truths):
+            raise ConfigError(f"{len(photos)} photos but {len(truths)} labels")
+        if isinstance(photos, np.ndarray) and isinstance(truths, np.ndarray):
+            for start in range(0, len(photos), self.batch_size):
+                stop = start + self.batch_size
+                yield np.asarray(photos[start:stop]), np.asarray(truths[start:stop])
+            return
+        group, shapes = [], None
+        for index in range(len(photos)):
+            photo, truth = np.asarray(photos[index]), np.asarray(truths[index])
+            if group and (len(group) == self.batch_size or (photo.shape, truth.shape) != shapes):
+                yield np.stack([item[0] for item in group]), np.stack([item[1] for item in group])
+                group = []
+            group.append((photo, truth))
+            shapes = (photo.shape, truth.shape)
+        if group:
+            yield np.stack([item[0] for item in group]), np.stack([item[1] for item in group])
 
     def confusion(self, photos, truths, progress: Callable[[int], None] | None = None) -> ConfusionMatrix:
         """The confusion matrix of the model on labelled photos, batch by batch (bounded memory).
 
         Args:
-            photos: (N, H, W, 3) uint8 photos (a memmap is fine).
-            truths: (N, H, W) uint8 train ids, 255 ignored; predictions are made at this size.
+            photos: (N, H, W, 3) uint8 photos (a memmap is fine), or a sequence
+                (``__len__``, ``__getitem__``) of (H, W, 3) photos of any sizes.
+            truths: (N, H, W) uint8 train ids, or a sequence of (H, W) ones, 255
+                ignored; each prediction is made at its label's (full) size.
             progress: called with the number of images after each batch.
 
         Returns:
-            A ``pspnet.metrics.ConfusionMatrix`` over every image.
+            A ``pspnet.metrics.ConfusionMatrix`` of ``num_classes`` over every image.
         """
-        confusion = ConfusionMatrix(NUM_CLASSES)
-        label_size = tuple(truths.shape[1:3])
-        for start in range(0, len(photos), self.batch_size):
-            stop = min(start + self.batch_size, len(photos))
-            confusion.update(np.asarray(truths[start:stop]), self.predict_ids(np.asarray(photos[start:stop]), label_size))
+        confusion = ConfusionMatrix(self.num_classes)
+        for photo_batch, truth_batch in self._batches(photos, truths):
+            confusion.update(truth_batch, self.predict_ids(photo_batch, truth_batch.shape[1:3]))
             if progress is not None:
-                progress(stop - start)
+                progress(len(photo_batch))
         return confusion

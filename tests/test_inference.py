@@ -83,3 +83,155 @@ def test_a_garbled_trained_size_in_an_export_description_is_one_clear_error(size
     with pytest.raises(ConfigError, match="export description lacks or garbles .*: model.onnx.json$"):
         info_of({"head": "classes", "num_classes": 19, "trained_image_size": size}, "model.onnx.json")
     assert info_of({"head": "classes", "num_classes": 19, "trained_image_size": [32, 48]}).image_size == (32, 48)
+
+
+# --- photos of any size: scales, sliding windows, multi-scale -------------------------------------
+
+
+class PixelModel:
+    """A stand-in that takes any size, with a one-pixel receptive field: logits = photo @ weights.
+
+    Records the (H, W) of every batch it is fed.
+    """
+
+    input_shape = (None, None, None, 3)
+
+    def __init__(self, num_classes: int = 5, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.weights = rng.normal(size=(3, num_classes)).astype(np.float32) / 64.0
+        self.sizes = []
+
+    def predict_on_batch(self, photos):
+        self.sizes.append(tuple(photos.shape[1:3]))
+        return np.asarray(photos, np.float32) @ self.weights
+
+
+class WindowMean:
+    """A stand-in whose every output pixel is the mean of its input (a receptive field of the whole input)."""
+
+    input_shape = (None, None, None, 3)
+
+    def predict_on_batch(self, photos):
+        means = np.asarray(photos, np.float32).mean(axis=(1, 2, 3))  # (B,)
+        return np.broadcast_to(means[:, None, None, None], (*photos.shape[:3], 2)).copy()
+
+
+INFO5 = ModelInfo(head="classes", num_classes=5, image_size=(40, 60))
+
+
+def photos_of(*shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for shape in shapes]
+
+
+def test_window_starts_cover_the_axis_and_end_flush():
+    from pspnet.inference import window_starts
+
+    assert window_starts(100, 32, 24) == [0, 24, 48, 68]
+    assert window_starts(32, 32, 16) == [0]
+    assert window_starts(20, 32, 16) == [0]  # smaller than the crop: one padded window
+
+
+def test_a_non_square_photo_is_fitted_keeping_its_aspect_ratio():
+    model = PixelModel()
+    photo = photos_of((64, 128))[0][None]
+    ids = Segmenter(model, INFO5, (32, 32), batch_size=1).predict_ids(photo)
+    assert model.sizes == [(16, 32)] and ids.shape == (1, 64, 128)
+    Segmenter(model, INFO5, (32, 32), batch_size=1, keep_aspect=False).predict_ids(photo)
+    assert model.sizes[-1] == (32, 32)  # the old stretch, when asked for
+
+
+def test_sliding_windows_equal_whole_image_inference_for_a_one_pixel_receptive_field():
+    photo = photos_of((40, 60))[0][None]
+    model = PixelModel()
+    whole = Segmenter(model, INFO5, (40, 60), batch_size=4)
+    slide = Segmenter(model, INFO5, (40, 60), batch_size=4, slide=((16, 24), (8, 12)))
+    np.testing.assert_allclose(slide.scores(photo), whole.scores(photo), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(slide.predict_ids(photo), whole.predict_ids(photo))
+    # Each of the two slide calls: 4 x 4 windows of 16x24 in 4 batches of 4.
+    assert model.sizes.count((16, 24)) == 2 * 4 and model.sizes.count((40, 60)) == 2
+
+
+def test_sliding_windows_of_a_keras_model_with_five_classes_equal_whole_image_inference():
+    import keras
+
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(5, 1, name="logits")])
+    photo = photos_of((36, 52))[0][None]
+    info = ModelInfo(head="classes", num_classes=5, image_size=(36, 52))
+    whole = Segmenter(model, info, batch_size=2).scores(photo)
+    slide = Segmenter(model, info, batch_size=2, slide=((16, 16), (12, 12))).scores(photo)
+    assert whole.shape == (1, 36, 52, 5)
+    np.testing.assert_allclose(slide, whole, rtol=1e-5, atol=1e-4)
+
+
+def test_overlapping_windows_average_their_scores():
+    photo = np.zeros((1, 8, 12, 3), np.uint8)
+    photo[:, :, 6:] = 90  # right half bright
+    segmenter = Segmenter(WindowMean(), ModelInfo(head="classes", num_classes=2), (8, 12), batch_size=8,
+                          slide=((8, 8), (8, 4)))  # windows at columns 0-7 (mean 22.5) and 4-11 (mean 67.5)
+    scores = segmenter.scores(photo)[0, 0, :, 0]
+    np.testing.assert_allclose(scores, [22.5] * 4 + [45] * 4 + [67.5] * 4)
+
+
+def test_a_photo_smaller_than_the_window_is_padded_and_cropped_back():
+    model = PixelModel()
+    photo = photos_of((20, 30))[0][None]
+    slide = Segmenter(model, INFO5, (20, 30), slide=((32, 48), (16, 24)))
+    whole = Segmenter(model, INFO5, (20, 30))
+    np.testing.assert_array_equal(slide.predict_ids(photo), whole.predict_ids(photo))
+    assert model.sizes[0] == (32, 48)
+
+
+def test_scales_run_at_multiples_of_the_fitted_size_and_average_probabilities():
+    model = PixelModel()
+    photo = photos_of((64, 96))[0][None]
+    segmenter = Segmenter(model, INFO5, (32, 48), batch_size=1, scales=(0.5, 1.0))
+    scores = segmenter.scores(photo)
+    assert model.sizes == [(16, 24), (32, 48)]
+    from pspnet.inference import _softmax, resize_batch
+
+    expected = np.mean([
+        resize_batch(_softmax(model.predict_on_batch(resize_batch(photo.astype(np.float32), size))), (64, 96))
+        for size in [(16, 24), (32, 48)]], axis=0)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_lazy_sequences_of_any_size_are_scored_at_each_labels_size():
+    from pspnet.metrics import ConfusionMatrix
+
+    photos = photos_of((40, 60), (40, 60), (30, 70), (40, 60))
+    rng = np.random.default_rng(1)
+    truths = [rng.integers(0, 5, photo.shape[:2], dtype=np.uint8) for photo in photos]
+    model, counted = PixelModel(), []
+    segmenter = Segmenter(model, INFO5, (40, 60), batch_size=4, pad_batch=False)
+    confusion = segmenter.confusion(photos, truths, progress=counted.append)
+    expected = ConfusionMatrix(5)
+    for photo, truth in zip(photos, truths):
+        expected.update(truth[None], segmenter.predict_ids(photo[None], truth.shape))
+    assert confusion.matrix.shape == (5, 5)
+    np.testing.assert_array_equal(confusion.matrix, expected.matrix)
+    assert confusion.matrix.sum() == sum(truth.size for truth in truths)
+    assert counted == [2, 1, 1]  # runs of same-sized images, one image decoded at a time
+
+
+def test_the_channel_count_comes_from_the_model_info():
+    photo = np.zeros((1, *SIZE, 3), np.uint8)
+    with pytest.raises(ConfigError, match="a classes head must output 5 channels, this model outputs 19"):
+        Segmenter(BatchRecorder(), ModelInfo(head="classes", num_classes=5), SIZE).predict_ids(photo)
+
+
+def test_fixed_size_models_take_windows_of_their_size_and_one_scale():
+    runtime = litert_runtime()
+    with pytest.raises(ConfigError, match="sliding windows must be 32x48, not 16x16"):
+        Segmenter(runtime, INFO, SIZE, slide=((16, 16), (8, 8)))
+    with pytest.raises(ConfigError, match="multi-scale inference needs a model that takes any size"):
+        Segmenter(runtime, INFO, SIZE, scales=(0.5, 1.0))
+    ids = Segmenter(runtime, INFO, (64, 96), slide=(SIZE, (16, 24))).predict_ids(np.zeros((1, 64, 96, 3), np.uint8))
+    assert ids.shape == (1, 64, 96) and runtime.interpreter.invocations == 9
+
+
+@pytest.mark.parametrize("slide, message", [(((16, 16), (20, 8)), "exceeds the crop"), ((16,), "crop, stride")])
+def test_bad_slides_are_one_clear_error(slide, message):
+    with pytest.raises(ConfigError, match=message):
+        Segmenter(PixelModel(), INFO5, SIZE, slide=slide)
