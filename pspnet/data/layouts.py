@@ -216,23 +216,22 @@ def detect_layout(root: str | os.PathLike) -> str:
                     f"layout=pairs|cityscapes|folders", flags=_LAYOUT_FLAGS)
 
 
-def _split_folder(folder: Path, what: str) -> Path:
+def _split_folder(folder: Path, split: str) -> Path:
     if not folder.is_dir():
-        raise DataError(f"no {what} folder {folder}" + (" (not a folder)" if folder.exists() else ""),
-                        flags=_LAYOUT_FLAGS)
+        raise DataError(f"no {split} split: {folder} " + ("is not a folder" if folder.exists() else "not found"))
     return folder
 
 
 def _pairs_split(root: Path, split: str) -> Split:
     from pspnet.data.files import list_images
 
-    folder = _split_folder(root / split, f"split {split!r}: no")
+    folder = _split_folder(root / split, split)
     samples = [Sample(path.stem, path, None) for path in list_images(folder)]
     return Split(root, split, "pairs", CITYSCAPES, samples, folder)
 
 
 def _cityscapes_split(root: Path, split: str) -> Split:
-    folder = _split_folder(root / "leftImg8bit" / split, f"split {split!r}: no")
+    folder = _split_folder(root / "leftImg8bit" / split, split)
     labels = root / "gtFine" / split
     if not labels.is_dir() and split != "test":
         missing = root / "gtFine" if not (root / "gtFine").is_dir() else labels
@@ -283,7 +282,7 @@ def _stems(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path
 
 def _folders_split(root: Path, split: str) -> Split:
     classes = read_dataset_json(root / DATASET_JSON)
-    folder = _split_folder(root / "images" / split, f"split {split!r}: no")
+    folder = _split_folder(root / "images" / split, split)
     photos = _stems(folder, IMAGE_SUFFIXES, "images")
     if not photos:
         raise DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
