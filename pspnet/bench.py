@@ -10,7 +10,9 @@ Run from the command line (TensorFlow backend unless ``KERAS_BACKEND`` says othe
 float16 arrays) against each preset built, compiled and fed as ``pspnet-train``
 does, with this machine's settings (``machine_settings``). Training FLOPs are
 counted as 3x the forward FLOPs (forward, and a backward pass of about twice
-its cost); the peak is ``pspnet.hardware.peak_tflops``.
+its cost); the peak is ``pspnet.hardware.peak_tflops``. ``--num-classes C``
+times a model of C classes (labels drawn from C numbered classes) instead of
+the 19 Cityscapes ones.
 
 ``pspnet-bench models``:
 
@@ -37,8 +39,9 @@ from pspnet.config import PRESETS
 from pspnet.model import build_pspnet
 
 __all__ = [
-    "ModelBenchmark", "SpeedRow", "add_ratios", "benchmark_model", "benchmark_models", "benchmark_package_training",
-    "benchmark_pipeline", "benchmark_seed_recipe", "format_models_table", "format_speed_table", "machine_settings",
+    "ModelBenchmark", "SpeedRow", "add_ratios", "bench_classes", "benchmark_model", "benchmark_models",
+    "benchmark_package_training", "benchmark_pipeline", "benchmark_seed_recipe", "format_models_table",
+    "format_speed_table", "machine_settings",
 ]
 
 
@@ -86,10 +89,7 @@ def benchmark_model(
     """
     height, width = (int(v) for v in image_size)
     if batch_size < 1 or steps < 1 or warmup < 0:
-        raise ConfigError(
-            "batch_size and steps must be >= 1 and warmup >= 0, "
-            f"got {batch_size}, {steps}, {warmup}"
-        )
+        raise ConfigError(f"batch_size and steps must be >= 1 and warmup >= 0, got {batch_size}, {steps}, {warmup}")
     previous_policy = keras.config.dtype_policy()
     if dtype_policy is not None:
         try:
@@ -100,31 +100,17 @@ def benchmark_model(
         keras.utils.set_random_seed(seed)
         model = build_pspnet(preset, num_classes=num_classes, input_shape=(height, width, 3))
         gflops = count_flops(model) / 1e9
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         rng = np.random.default_rng(seed)
         photos = rng.uniform(0, 255, (batch_size, height, width, 3)).astype("float32")
         labels = rng.integers(0, num_classes, (batch_size, height, width)).astype("int32")
-
-        train_rate = _images_per_second(
-            lambda: model.train_on_batch(photos, labels), batch_size, steps, warmup
-        )
-        infer_rate = _images_per_second(
-            lambda: model.predict_on_batch(photos), batch_size, steps, warmup
-        )
+        train_rate = _images_per_second(lambda: model.train_on_batch(photos, labels), batch_size, steps, warmup)
+        infer_rate = _images_per_second(lambda: model.predict_on_batch(photos), batch_size, steps, warmup)
         return ModelBenchmark(
-            preset=preset,
-            parameters=int(model.count_params()),
-            gflops=gflops,
-            train_images_per_s=train_rate,
-            infer_images_per_s=infer_rate,
-            image_size=(height, width),
-            batch_size=batch_size,
-            steps=steps,
-            backend=keras.backend.backend(),
-            dtype_policy=keras.config.dtype_policy().name,
+            preset=preset, parameters=int(model.count_params()), gflops=gflops, train_images_per_s=train_rate,
+            infer_images_per_s=infer_rate, image_size=(height, width), batch_size=batch_size, steps=steps,
+            backend=keras.backend.backend(), dtype_policy=keras.config.dtype_policy().name,
         )
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -285,23 +271,40 @@ def benchmark_seed_recipe(image_size: int = 256, steps: int = 3, warmup: int = 1
         keras.backend.clear_session()
 
 
-def _random_pairs(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 photos (N, S, S, 3) and train ids (N, S, S): the shapes of the real pairs."""
+def bench_classes(num_classes: int):
+    """The class table a benchmark of C classes trains on: Cityscapes for 19, else C numbered classes.
+
+    Raises:
+        ConfigError: C is not 2 to 255 (what a class table holds).
+    """
+    from pspnet.data.classes import CITYSCAPES, MAX_CLASSES, MIN_CLASSES, ClassTable
+
+    if not MIN_CLASSES <= num_classes <= MAX_CLASSES:
+        raise ConfigError(f"--num-classes must be {MIN_CLASSES} to {MAX_CLASSES}, got {num_classes}")
+    if num_classes == CITYSCAPES.num_classes:
+        return CITYSCAPES
+    # Distinct colours: the red channel alone tells the classes apart.
+    colors = [(index, (97 * index) % 256, (211 * index) % 256) for index in range(num_classes)]
+    return ClassTable(tuple(f"class {index}" for index in range(num_classes)), tuple(colors))
+
+
+def _random_pairs(count: int, size: int, seed: int, num_classes: int = 19) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 photos (N, S, S, 3) and train ids (N, S, S) of C classes: the shapes of the real pairs."""
     rng = np.random.default_rng(seed)
     photos = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-    ids = rng.integers(0, 19, (count, size // 8, size // 8), dtype=np.uint8)
+    ids = rng.integers(0, num_classes, (count, size // 8, size // 8), dtype=np.uint8)
     return photos, np.repeat(np.repeat(ids, 8, axis=1), 8, axis=2)  # blocky, like real labels
 
 
 def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 3, warmup: int = 1,
                                batch_size: int = 8, precision: str = "float32", jit_compile: bool = False,
                                steps_per_execution: int = 1, workers: int | None = None,
-                               source_size: int = 256, seed: int = 0) -> SpeedRow:
+                               source_size: int = 256, seed: int = 0, num_classes: int = 19) -> SpeedRow:
     """Training and inference images/s of a preset trained the package's way.
 
-    The model, loss (cross-entropy ignoring 255), metrics (mean IoU, pixel
-    accuracy) and optimizer are built by ``pspnet.recipe`` exactly as
-    ``pspnet-train`` builds them; batches come from ``SegmentationDataset``
+    The model of ``num_classes`` classes, its loss (cross-entropy ignoring 255),
+    metrics (mean IoU, pixel accuracy) and optimizer are built by
+    ``pspnet.recipe`` exactly as ``pspnet-train`` builds them; batches come from ``SegmentationDataset``
     with scale, crop and flip augmentation on ``workers`` threads, fed to
     ``model.fit``. ``warmup`` and ``steps`` count executions of
     ``steps_per_execution`` batches. Inference is ``predict_on_batch`` on
@@ -311,6 +314,7 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
     from pspnet.config import TrainConfig
     from pspnet.recipe import build_and_compile
 
+    classes = bench_classes(num_classes)
     executions = warmup + steps
     config = TrainConfig(data="bench", preset=preset, image_size=image_size, batch_size=batch_size,
                          epochs=1, steps_per_epoch=executions * steps_per_execution, precision=precision,
@@ -318,8 +322,8 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
                          class_weighting="none", scale=True).resolved()
     keras.utils.set_random_seed(seed)
     try:
-        model, _ = build_and_compile(config, None, aux_head=False)
-        photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed)
+        model, _ = build_and_compile(config, None, aux_head=False, classes=classes)
+        photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed, classes.num_classes)
         data = SegmentationDataset(photos, ids, batch_size, image_size=image_size, seed=seed,
                                    drop_remainder=True, steps_per_epoch=config.steps_per_epoch,
                                    workers=workers or min(4, os.cpu_count() or 1), use_multiprocessing=False)
@@ -337,7 +341,8 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
 
 
 def benchmark_pipeline(image_size: int = 256, batch_size: int = 8, batches: int = 40,
-                       workers: int | None = None, source_size: int = 256, seed: int = 0) -> SpeedRow:
+                       workers: int | None = None, source_size: int = 256, seed: int = 0,
+                       num_classes: int = 19) -> SpeedRow:
     """Images/s of the input pipeline alone (``SegmentationDataset``, scale, crop
     and flip), its batches made on ``workers`` threads as ``fit`` makes them."""
     from concurrent.futures import ThreadPoolExecutor
@@ -345,7 +350,7 @@ def benchmark_pipeline(image_size: int = 256, batch_size: int = 8, batches: int 
     from pspnet.data.pipeline import SegmentationDataset
 
     workers = workers or min(4, os.cpu_count() or 1)
-    photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed)
+    photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed, num_classes)
     data = SegmentationDataset(photos, ids, batch_size, image_size=image_size, seed=seed,
                                drop_remainder=True, steps_per_epoch=batches)
     data[0]  # warm up OpenCV
@@ -395,8 +400,8 @@ def format_speed_table(rows: Sequence[SpeedRow]) -> str:
 
 def speed_table(presets: Sequence[str] = PRESETS, image_size: int = 256, steps: int = 3, warmup: int = 1,
                 seed_recipe: bool = True, pipeline_batches: int = 40, workers: int | None = None,
-                overrides: dict | None = None,
-                progress: Callable[[SpeedRow], None] | None = None) -> tuple[dict, tuple[float, str], list[SpeedRow]]:
+                overrides: dict | None = None, progress: Callable[[SpeedRow], None] | None = None,
+                num_classes: int = 19) -> tuple[dict, tuple[float, str], list[SpeedRow]]:
     """Measures the whole training-speed table on this machine.
 
     Args:
@@ -409,6 +414,8 @@ def speed_table(presets: Sequence[str] = PRESETS, image_size: int = 256, steps: 
         overrides: settings replacing ``machine_settings``' (batch_size,
             precision, jit_compile, steps_per_execution) for every preset.
         progress: called with each row when it is measured.
+        num_classes: classes of the presets' heads and of the random labels
+            (the seed recipe's colour head has none).
 
     Returns:
         (``describe_machine()``, (peak TFLOP/s, its source), rows).
@@ -418,6 +425,7 @@ def speed_table(presets: Sequence[str] = PRESETS, image_size: int = 256, steps: 
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ConfigError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    bench_classes(num_classes)  # a bad count fails before anything is measured
     machine = describe_machine()
     rows: list[SpeedRow] = []
 
@@ -432,9 +440,11 @@ def speed_table(presets: Sequence[str] = PRESETS, image_size: int = 256, steps: 
     for preset in presets:
         settings = {**machine_settings(preset, machine["kind"], machine["backend"]), **(overrides or {})}
         batch_sizes.append(settings["batch_size"])
-        record(benchmark_package_training(preset, image_size, steps=steps, warmup=warmup, workers=workers, **settings))
+        record(benchmark_package_training(preset, image_size, steps=steps, warmup=warmup, workers=workers,
+                                          num_classes=num_classes, **settings))
     if pipeline_batches:
-        record(benchmark_pipeline(image_size, max(batch_sizes or [8]), pipeline_batches, workers=workers))
+        record(benchmark_pipeline(image_size, max(batch_sizes or [8]), pipeline_batches, workers=workers,
+                                  num_classes=num_classes))
     policies = {row.precision for row in rows if row.precision != "-"}
     compute = "bfloat16" if "mixed_bfloat16" in policies else "float16" if "mixed_float16" in policies else "float32"
     peak = peak_tflops(machine, compute)
