@@ -316,3 +316,109 @@ def test_missing_split_folder(tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(DataError, match=r"no test split: .*images/test not found$"):
             open_split(tmp_path, "test")
+
+
+# --- through the command line: pspnet-data synth --layout, pspnet-data inspect ROOT ---------------------------
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    from pspnet.cli import data_main
+
+    status = data_main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _one_error_line(err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pspnet-data: error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_cli_synth_and_inspect_cityscapes(tmp_path, capsys):
+    status, out, err = _cli(capsys, "synth", tmp_path / "cs", "--layout", "cityscapes", "--train", 2, "--val", 1,
+                            "--size", 16, "--quiet")
+    assert status == 0, err
+    assert "wrote 2 cityscapes images of 32x16" in out
+    assert len(open_split(tmp_path / "cs", "train")) == 2 and open_split(tmp_path / "cs", "val").read(0)[1].shape \
+        == (16, 32)
+    status, out, err = _cli(capsys, "inspect", tmp_path / "cs", "--split", "val", "--cache-dir", tmp_path / "c",
+                            "--quiet")
+    assert status == 0 and err == "", err
+    assert out.startswith(f"layout: cityscapes ({tmp_path / 'cs'})") and "split: val" in out and "split: train" not in out
+    assert "files: 1 image (32x16: 1)" in out and "classes: 19, ignore index 255" in out
+    road = next(line for line in out.splitlines() if line.startswith("road"))
+    assert road.split()[1:3] == ["0", "128,64,128"] and 5.0 < float(road.split()[-1]) < 80.0
+    assert "problems: none" in out
+
+
+def test_cli_synth_and_inspect_folders(tmp_path, capsys):
+    status, out, err = _cli(capsys, "synth", tmp_path / "f", "--layout", "folders", "--train", 1, "--val", 2,
+                            "--size", 24, "--quiet")
+    assert status == 0, err
+    assert json.loads((tmp_path / "f" / "dataset.json").read_text()) == FOLDERS_CLASSES.to_json()
+    assert cv2.imread(str(tmp_path / "f" / "images" / "val" / "scene_002.jpg")).shape == (24, 40, 3)
+    status, out, err = _cli(capsys, "inspect", tmp_path / "f", "--no-cache", "--quiet")
+    assert status == 0, err
+    assert "layout: folders" in out and "split: train" in out and "split: val" in out
+    shares = [float(line.split()[-1]) for line in out.splitlines()
+              if line.split() and line.split()[0] in FOLDERS_CLASSES.names + ("(ignored)",)]
+    assert len(shares) == 12 and sum(shares) == pytest.approx(200.0, abs=0.2)
+    status, _, err = _cli(capsys, "synth", tmp_path / "f", "--layout", "folders", "--size", 24, "--quiet")
+    assert status == 1
+    _one_error_line(err, "already exists; pass --overwrite", str(tmp_path / "f" / "images"))
+
+
+def test_cli_inspect_skip_bad_lists_problems(tmp_path, capsys):
+    make_folders(tmp_path, train=2, val=1)
+    _write(tmp_path / "masks" / "train" / "scene_001.png", np.full((48, 80), 17, np.uint8))
+    status, out, err = _cli(capsys, "inspect", tmp_path, "--split", "train", "--skip-bad", "--no-cache", "--quiet")
+    assert status == 0
+    assert err.strip().startswith("pspnet-data: warning: skipped 1 of 2 samples") and len(err.strip().splitlines()) == 1
+    assert "files: 1 image (80x48: 1), 1 skipped" in out and "problems: 1" in out
+    assert "mask values 17 are neither a class (0-4) nor the ignore index 255" in out
+
+
+@pytest.mark.parametrize("spoil, fragments", [
+    (lambda root: (root / "masks" / "val" / "scene_001.png").unlink(), ("image without its mask", "scene_001.jpg")),
+    (lambda root: (root / "images" / "val" / "scene_001.jpg").unlink(), ("mask without its image", "scene_001.png")),
+    (lambda root: _write(root.joinpath(*VAL_MASK), np.zeros((8, 8), np.uint8)), ("mask is 8x8 but its image",)),
+    (lambda root: _write(root.joinpath(*VAL_MASK), np.full((48, 80), 9, np.uint8)), ("mask values 9 are neither",)),
+    (lambda root: _write(root.joinpath(*VAL_MASK), np.full((48, 80, 3), 7, np.uint8)),
+     ("mask colour [7, 7, 7]", "(an index mask saved as RGB?)", "scene_001.png")),
+    (lambda root: (root / "dataset.json").write_text("[]"), ("dataset.json describes no usable class table",)),
+    (lambda root: (root / "dataset.json").unlink(), ("no dataset.json",)),
+])
+def test_cli_inspect_bad_folders_input(tmp_path, capsys, spoil, fragments):
+    make_folders(tmp_path / "f", train=1, val=1)
+    spoil(tmp_path / "f")
+    status, out, err = _cli(capsys, "inspect", tmp_path / "f", "--split", "val", "--no-cache", "--quiet")
+    assert status == 1
+    _one_error_line(err, *fragments)
+
+
+def test_cli_inspect_cityscapes_without_gtfine(tmp_path, capsys):
+    make_cityscapes(tmp_path, train=1, val=0, height=16, width=32)
+    import shutil
+
+    shutil.rmtree(tmp_path / "gtFine")
+    status, _, err = _cli(capsys, "inspect", tmp_path, "--no-cache", "--quiet")
+    assert status == 1
+    _one_error_line(err, "cityscapes root without its labels", str(tmp_path / "gtFine"))
+
+
+def test_cli_inspect_layout_cannot_be_told_subprocess(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    (tmp_path / "root" / "pictures").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "from pspnet.cli import data_main; raise SystemExit(data_main())", "inspect",
+         str(tmp_path / "root")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pspnet-data")]
+    assert len(lines) == 1 and lines[0].startswith(f"pspnet-data: error: cannot tell the layout of {tmp_path / 'root'}")
+    assert "--layout pairs|cityscapes|folders" in lines[0]

@@ -284,21 +284,21 @@ def _folders_split(root: Path, split: str) -> Split:
     classes = read_dataset_json(root / DATASET_JSON)
     folder = _split_folder(root / "images" / split, split)
     photos = _stems(folder, IMAGE_SUFFIXES, "images")
+    masks_folder = root / "masks" / split
+    masks = _stems(masks_folder, (".png",), "masks") if masks_folder.is_dir() else {}
+    for name, mask in masks.items():
+        if name not in photos:
+            raise DataError(f"mask without its image: no {name}.jpg/.jpeg/.png in {folder} for {mask}")
     if not photos:
         raise DataError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
-    masks_folder = root / "masks" / split
     if not masks_folder.is_dir():
         if split == "test":
             return Split(root, split, "folders", classes, [Sample(n, p, None) for n, p in photos.items()], folder)
         raise DataError(f"no masks folder {masks_folder} for the images in {folder} "
                         f"(masks go in masks/{split}/NAME.png)")
-    masks = _stems(masks_folder, (".png",), "masks")
     for name, photo in photos.items():
         if name not in masks:
             raise DataError(f"image without its mask: no {name}.png in {masks_folder} for {photo}")
-    for name, mask in masks.items():
-        if name not in photos:
-            raise DataError(f"mask without its image: no {name}.jpg/.jpeg/.png in {folder} for {mask}")
     samples = [Sample(name, photo, masks[name]) for name, photo in photos.items()]
     return Split(root, split, "folders", classes, samples, folder)
 
