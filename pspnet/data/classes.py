@@ -105,6 +105,9 @@ def _problem(names: tuple, colors: tuple, ignore_index: int) -> str | None:
         return f"it has {len(names)} classes; {MIN_CLASSES} to {MAX_CLASSES} are supported"
     if len(colors) != len(names):
         return f"{len(names)} names but {len(colors)} colours"
+    blank = next((index for index, name in enumerate(names) if not name.strip()), None)
+    if blank is not None:  # it would head a blank column of scores and a blank legend entry
+        return f"class {blank} has an empty name"
     if any(len(color) != 3 or not all(0 <= v <= 255 for v in color) for color in colors):
         return "every colour must be three integers 0-255"
     for kind, values in (("name", names), ("colour", colors)):
