@@ -521,12 +521,14 @@ def _bench_train(args) -> int:
     machine, (peak, source), rows = speed_table(
         args.presets, args.image_size, steps=args.steps, warmup=args.warmup, seed_recipe=args.seed_recipe,
         pipeline_batches=args.pipeline_batches, workers=args.workers, overrides=overrides, progress=progress,
+        num_classes=args.num_classes,
     )
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
     print(f"{machine['device']} x{machine['devices']} ({machine['kind']}, {machine['cores']} CPU cores"
           + (f", driver {machine['driver']}" if machine["driver"] else "") + f"); backend {machine['backend']}")
     print(versions)
-    print(f"peak {peak:.2f} TFLOP/s ({source}); {args.image_size}x{args.image_size} images, "
+    print(f"peak {peak:.2f} TFLOP/s ({source}); {args.image_size}x{args.image_size} images of "
+          f"{args.num_classes} classes, "
           f"{args.steps} timed steps after {args.warmup} untimed")
     print(format_speed_table(rows))
     if args.json:
@@ -752,6 +754,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--pipeline-batches", type=_count, default=40,
                        help="batches timed for the input-pipeline row (40; 0: no row)")
     train.add_argument("--workers", type=_positive, default=None, help="input pipeline threads (min(4, cores))")
+    train.add_argument("--num-classes", type=_positive, default=19,
+                       help="classes of the presets' heads and of the random labels (19, the Cityscapes ones)")
     train.add_argument("--batch-size", type=_positive, default=None, help="override the machine's batch size")
     train.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default=None,
                        help="override the machine's dtype policy")

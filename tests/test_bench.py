@@ -175,3 +175,49 @@ def test_bench_train_bad_flag_is_one_line(capsys):
         bench_main(["train", "--presets", "nope"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+# --- a class count of one's own ---------------------------------------------------------
+
+
+def test_bench_classes_are_cityscapes_for_19_and_numbered_otherwise():
+    from pspnet.bench import bench_classes
+    from pspnet.data.classes import CITYSCAPES
+
+    assert bench_classes(19) is CITYSCAPES
+    five = bench_classes(5)
+    assert five.names == ("class 0", "class 1", "class 2", "class 3", "class 4")
+    assert len(set(bench_classes(255).colors)) == 255
+    with pytest.raises(pspnet.errors.ConfigError, match="^--num-classes must be 2 to 255, got 1$"):
+        bench_classes(1)
+
+
+def test_package_training_of_five_classes_builds_and_feeds_five():
+    from pspnet.bench import benchmark_package_training
+
+    row = benchmark_package_training("fast", image_size=32, steps=1, warmup=1, batch_size=2, workers=1,
+                                     source_size=32, num_classes=5)
+    assert row.train_images_per_s > 0 and row.infer_images_per_s > 0
+    five = count_flops(build_pspnet("fast", num_classes=5, input_shape=(32, 32, 3))) / 1e9
+    assert row.gflops == pytest.approx(five)
+    assert five != pytest.approx(count_flops(build_pspnet("fast", input_shape=(32, 32, 3))) / 1e9)
+
+
+def test_bench_train_passes_the_class_count(speed, capsys, monkeypatch):
+    calls = {}
+
+    def fake_speed_table(presets, image_size, **kwargs):
+        calls.update(kwargs)
+        return speed
+
+    monkeypatch.setattr(pspnet.bench, "speed_table", fake_speed_table)
+    assert bench_main(["train", "--presets", "fast", "--image-size", "32", "--num-classes", "5"]) == 0
+    assert calls["num_classes"] == 5 and "32x32 images of 5 classes" in capsys.readouterr().out
+    assert bench_main(["train", "--presets", "fast", "--image-size", "32"]) == 0
+    assert calls["num_classes"] == 19
+
+
+def test_bench_train_refuses_one_class_in_one_line(capsys):
+    assert bench_main(["train", "--presets", "fast", "--num-classes", "1"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["pspnet-bench: error: --num-classes must be 2 to 255, got 1"]
