@@ -14,13 +14,24 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-
 from conftest import make_cityscapes, make_folders, make_pairs
+
 from pspnet.data import load_split
 from pspnet.data.classes import CITYSCAPES
 from pspnet.data.files import image_size, read_mask
-from pspnet.data.layouts import detect_layout, open_split, read_label_file, resolve_split
-from pspnet.data.samples import LayoutSummary, SplitLabels, SplitPhotos, load_arrays, scan_split
+from pspnet.data.layouts import (
+    detect_layout,
+    open_split,
+    read_label_file,
+    resolve_split,
+)
+from pspnet.data.samples import (
+    LayoutSummary,
+    SplitLabels,
+    SplitPhotos,
+    load_arrays,
+    scan_split,
+)
 from pspnet.data.synth_layouts import FOLDERS_CLASSES
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 
@@ -393,7 +404,7 @@ def test_cli_inspect_skip_bad_lists_problems(tmp_path, capsys):
 def test_cli_inspect_bad_folders_input(tmp_path, capsys, spoil, fragments):
     make_folders(tmp_path / "f", train=1, val=1)
     spoil(tmp_path / "f")
-    status, out, err = _cli(capsys, "inspect", tmp_path / "f", "--split", "val", "--no-cache", "--quiet")
+    status, _, err = _cli(capsys, "inspect", tmp_path / "f", "--split", "val", "--no-cache", "--quiet")
     assert status == 1
     _one_error_line(err, *fragments)
 
@@ -417,7 +428,7 @@ def test_cli_inspect_layout_cannot_be_told_subprocess(tmp_path):
     (tmp_path / "root" / "pictures").mkdir(parents=True)
     result = subprocess.run(
         [sys.executable, "-c", "from pspnet.cli import data_main; raise SystemExit(data_main())", "inspect",
-         str(tmp_path / "root")], capture_output=True, text=True, cwd=REPO, timeout=300)
+         str(tmp_path / "root")], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("pspnet-data")]
     assert len(lines) == 1 and lines[0].startswith(f"pspnet-data: error: cannot tell the layout of {tmp_path / 'root'}")

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from pspnet.data.classes import CITYSCAPES, DATASET_JSON, ClassTable, read_dataset_json
-from pspnet.data.files import IMAGE_SUFFIXES, natural_key, read_mask, read_photo, read_stored_photo
+from pspnet.data.files import (
+    IMAGE_SUFFIXES,
+    natural_key,
+    read_mask,
+    read_photo,
+    read_stored_photo,
+)
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX, NUM_CLASSES, label_id_to_train_id
 
