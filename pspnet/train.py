@@ -4,9 +4,14 @@
     pspnet-train --data ../shared/data/cityscapes_data --preset fast --epochs 50
     pspnet-train --data DIR --preset seed --head rgb --no-flip --no-scale --batch-size 10
     pspnet-train --data DIR --preset pspnet50 --optimizer sgd --lr 0.01 --weight-decay 1e-4 --distribute
+    pspnet-train --data CITYSCAPES_ROOT --base-size 1024 2048 --crop-size 512 1024   # leftImg8bit/ + gtFine/
+    pspnet-train --data MY_SET                # images/ + masks/ + dataset.json: its own classes
 
-``train(config)`` reads top to bottom: data, distribution, run folder, seed,
-batches, model, resume, callbacks, fit, final scoring. The run folder's
+``train(config)`` reads top to bottom: layout and defaults, data,
+distribution, run folder, seed, batches, model, resume, callbacks, fit, final
+scoring. The data layouts (pairs, cityscapes, folders): ``pspnet.data.layouts``;
+the pairs train from the decoded cache, the others decode each image when its
+batch is made (``pspnet.data.samples``). The run folder's
 layout and how a rerun resumes or extends it: ``pspnet.runfolder``; the
 callbacks that make every epoch a commit: ``pspnet.callbacks``; the model,
 loss and optimizer: ``pspnet.recipe``; distribution: ``pspnet.distribute``.
@@ -29,14 +34,16 @@ import numpy as np
 from pspnet import callbacks as cb
 from pspnet.allocator import pad_heap
 from pspnet.config import TrainConfig
-from pspnet.data import load_split
+from pspnet.data.classes import ClassTable
+from pspnet.data.layouts import detect_layout, open_split
+from pspnet.data.samples import load_arrays
 from pspnet.distribute import (
     check_same_start, distribution, join_processes, peers_watched, synchronize_batch_norm,
 )
-from pspnet.errors import ConfigError, PspnetWarning
+from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write, atomic_write_text
 from pspnet.inference import Segmenter
-from pspnet.losses import class_weights
+from pspnet.losses import class_weights, class_weights_from_counts
 from pspnet.metrics import to_jsonable
 from pspnet.modelfile import load_model
 from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
@@ -65,7 +72,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         TrainingDiverged: the loss became NaN or infinite.
         ProcessStopped: another process of a multi-process run stopped.
     """
-    config = config.resolved()
+    config = _resolved(config)  # the layout from the data folder, then every default
     pad_heap()  # before the backend's first op, or it does nothing (pspnet.allocator)
     placement = join_processes(config)  # also before the first op: it may start jax.distributed
     data_folder = _data_folder(config)  # before anything is written
@@ -85,7 +92,8 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the "
                                   f"{replicas} devices (it is the global batch)")
             train_data, val_data = _batches(config, splits, replicas, placement.part(config.batch_size))
-            model, aux_head = build_and_compile(config, splits.class_weights, any_size=True)
+            model, aux_head = build_and_compile(config, splits.class_weights, any_size=True,
+                                                classes=splits.classes)
             if config.sync_batch_norm:
                 synchronize_batch_norm(model, replicas)
             run.write_config(config)  # every flag has now proved itself
@@ -109,18 +117,36 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
 
 @dataclass
 class _Splits:
-    """The decoded train and val arrays of a run (memory-mapped from the cache)."""
+    """The train and val data of a run: the pairs' arrays (memory-mapped from the cache), or lazy
+    sequences of images of any size (``pspnet.data.samples``) for the other layouts."""
 
-    train_photos: np.ndarray  # (N, H, W, 3) uint8
-    train_targets: np.ndarray  # (N, H, W) uint8 train ids, or (N, H, W, 3) colours for the rgb head
-    val_photos: np.ndarray
-    val_targets: np.ndarray
-    val_ids: np.ndarray  # (M, H, W) uint8 train ids: what every head is scored on
+    train_photos: Any  # (N, H, W, 3) uint8, or a sequence of (H, W, 3) uint8
+    train_targets: Any  # (N, H, W) uint8 train ids, or (N, H, W, 3) colours for the rgb head; or (H, W) maps
+    val_photos: Any
+    val_targets: Any
+    val_ids: Any  # (M, H, W) uint8 train ids (or (H, W) maps at full resolution): what every head is scored on
     class_weights: np.ndarray | None  # per-class loss weights, or None
+    classes: ClassTable  # the data set's classes (pspnet.data.classes), stored in the model
+
+
+def _resolved(config: TrainConfig) -> TrainConfig:
+    """The resolved config, its layout (when not given) detected from the data folder."""
+    if config.is_demo or config.layout is not None:
+        return config.resolved()
+    folder = Path(config.data).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"data folder not found: {folder}" if not folder.exists() else f"not a folder: {folder}")
+    try:
+        layout = detect_layout(folder)
+    except DataError:
+        if not any((folder / name).is_dir() for name in ("train", "val")):
+            raise
+        layout = "pairs"  # a pairs folder that lacks a split or its images: _data_folder names what is missing
+    return config.resolved(layout=layout)
 
 
 def _data_folder(config: TrainConfig) -> Path:
-    """The folder holding train/ and val/ (writing the demo set first when asked)."""
+    """The data set root (writing the demo set first when asked); a pairs root must hold train/ and val/."""
     if config.is_demo:
         from pspnet.data.synth import demo_data
 
@@ -128,6 +154,8 @@ def _data_folder(config: TrainConfig) -> Path:
     folder = Path(config.data)
     if not folder.is_dir():
         raise ConfigError(f"data folder not found: {folder}" if not folder.exists() else f"not a folder: {folder}")
+    if config.layout != "pairs":
+        return folder  # open_split names what a cityscapes or folders root lacks
     missing = [name for name in ("train", "val") if not (folder / name).is_dir()]
     if missing:
         raise ConfigError(f"data folder {folder} has no {' or '.join(s + '/' for s in missing)} (it needs train/ and val/)")
@@ -135,21 +163,50 @@ def _data_folder(config: TrainConfig) -> Path:
 
 
 def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
+    """Checks and loads both splits (pairs: decoded into the cache; other layouts: scanned, decoded later)."""
     target = "rgb" if config.head == "rgb" else "train_ids"
     progress = config.verbose != 0
+    train_split, val_split = (open_split(folder, name, config.layout) for name in ("train", "val"))
 
-    def load(split: str, target: str, progress: bool = progress):
-        return load_split(folder / split, cache_dir=config.cache_dir, target=target, skip_bad=config.skip_bad,
-                          progress=progress)
+    def load(split, target: str, progress: bool = progress):
+        return load_arrays(split, cache_dir=config.cache_dir, target=target, skip_bad=config.skip_bad,
+                           progress=progress)
 
-    train_photos, train_targets = load("train", target)
-    val_photos, val_targets = load("val", target)
-    val_ids = load("val", "train_ids", progress=False)[1] if config.head == "rgb" else val_targets
-    weights = None if config.class_weighting == "none" else class_weights(train_targets, config.class_weighting)
+    train_photos, train_targets, train_summary = load(train_split, target)
+    val_photos, val_targets, _ = load(val_split, target)
+    val_ids = load(val_split, "train_ids", progress=False)[1] if config.head == "rgb" else val_targets
+    classes = train_split.classes
+    if config.class_weighting == "none":
+        weights = None
+    elif isinstance(train_targets, np.ndarray):  # the pairs: counted from the cached arrays, as before layouts
+        weights = class_weights(train_targets, config.class_weighting, classes.num_classes)
+    else:  # counted once by the scan (pspnet.data.samples): no second decoding pass
+        weights = class_weights_from_counts(train_summary.class_pixels[: classes.num_classes], config.class_weighting)
     if len(train_photos) < config.batch_size:
-        raise ConfigError(f"{folder / 'train'} has {len(train_photos)} pairs, fewer than one batch of "
+        noun = "pairs" if config.layout == "pairs" else "images"
+        raise ConfigError(f"{train_split.folder} has {len(train_photos)} {noun}, fewer than one batch of "
                           f"{config.batch_size}")
-    return _Splits(train_photos, train_targets, val_photos, val_targets, val_ids, weights)
+    return _Splits(train_photos, train_targets, val_photos, val_targets, val_ids, weights, classes)
+
+
+class _First:
+    """The first ``count`` items of a sequence (a lazy one has no slices)."""
+
+    def __init__(self, items, count: int):
+        self.items, self.count = items, min(count, len(items))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        if not 0 <= int(index) < self.count:
+            raise IndexError(f"index {index} out of range for {self.count} items")
+        return self.items[int(index)]
+
+
+def _first(items, count: int):
+    """``items[:count]`` for an array (a view, as before), or a prefix of a lazy sequence."""
+    return items[:count] if isinstance(items, np.ndarray) else _First(items, count)
 
 
 def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[int, int]):
@@ -157,17 +214,19 @@ def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[in
 
     ``part``: the rows of each global batch this process feeds (pspnet.distribute.Placement.part).
     """
+    # Threads, not processes: a lazy split decodes its images in them (cv2 releases the GIL).
     pipeline = {"workers": config.workers or min(4, os.cpu_count() or 1), "use_multiprocessing": False}
     train_data = SegmentationDataset(
-        splits.train_photos, splits.train_targets, config.batch_size, image_size=config.image_size, augment=True,
-        scale_range=(0.5, 2.0) if config.scale else (1.0, 1.0), flip=config.flip, jitter=config.jitter,
-        shuffle=True, seed=config.seed, drop_remainder=True, steps_per_epoch=config.steps_per_epoch, part=part,
-        **pipeline,
+        splits.train_photos, splits.train_targets, config.batch_size, image_size=config.crop_size,
+        base_size=config.image_size, augment=True, scale_range=(0.5, 2.0) if config.scale else (1.0, 1.0),
+        flip=config.flip, jitter=config.jitter, shuffle=True, seed=config.seed, drop_remainder=True,
+        steps_per_epoch=config.steps_per_epoch, part=part, **pipeline,
     )
     count = config.val_images or len(splits.val_photos)  # per-epoch validation on a prefix; metrics.json uses all
-    val_data = SegmentationDataset(
-        splits.val_photos[:count], splits.val_targets[:count], config.batch_size, image_size=config.image_size,
-        augment=False, shuffle=False, drop_remainder=replicas > 1 and config.head == "rgb", part=part, **pipeline,
+    val_data = SegmentationDataset(  # each image fit into the base size and padded to it
+        _first(splits.val_photos, count), _first(splits.val_targets, count), config.batch_size,
+        image_size=config.crop_size, base_size=config.image_size, augment=False, shuffle=False,
+        drop_remainder=replicas > 1 and config.head == "rgb", part=part, **pipeline,
     )
     if replicas > 1 and config.head == "classes":
         val_data = PaddedBatches(val_data, part[1] - part[0])  # keeps every val image
@@ -180,7 +239,7 @@ def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _S
     history = resume.history
     best_epoch, best_value = cb.best_of(history)
     minutes = float(history[-1].get("train_minutes", 0.0)) if history else 0.0
-    info = model_info(config)
+    info = model_info(config, splits.classes)
     clock = cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(
         config.time_limit, minutes, verbose=config.verbose)
     callbacks: list[keras.callbacks.Callback] = [clock]  # first: the epoch ends after it see the stop and the time
@@ -189,7 +248,8 @@ def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _S
                                              clock=clock if isinstance(clock, cb.TimeLimit) else None))
     if config.head == "rgb":
         count = config.val_images or len(splits.val_photos)
-        callbacks.append(cb.ColourScores(splits.val_photos[:count], splits.val_ids[:count], info, config.batch_size))
+        callbacks.append(cb.ColourScores(_first(splits.val_photos, count), _first(splits.val_ids, count), info,
+                                         config.batch_size))
     if aux_head:
         callbacks.append(cb.RenameOutputLogs("main"))
     callbacks += list(extra)
@@ -237,7 +297,8 @@ def _fit(model, train_data, val_data, callbacks, config: TrainConfig, initial_ep
 
 
 def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, train_seconds: float):
-    """Scores the best model on every val pair, writes curves.png and, last, metrics.json."""
+    """Scores the best model on every val image (at its label's resolution), writes curves.png and, last,
+    metrics.json."""
     from pspnet.viz import plot_history
 
     best_path = run.path / "best.keras"
@@ -245,7 +306,7 @@ def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, 
         model, info = load_model(best_path)
         source = "best.keras"
     else:  # no epoch was validated (none finished)
-        info, source = model_info(config), "last epoch"
+        info, source = model_info(config, splits.classes), "last epoch"
     segmenter = Segmenter(model, info, info.image_size, batch_size=config.batch_size)
     scores = segmenter.confusion(splits.val_photos, splits.val_ids).result()
     best_epoch = state.get("best_epoch")
