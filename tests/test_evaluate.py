@@ -203,13 +203,21 @@ def test_built_pspnet_loads_and_scores_with_its_head(split, tmp_path, head):
 
 
 def test_classes_head_with_wrong_channel_count_is_one_clear_error(split, tmp_path, capsys):
+    from pspnet.modelfile import ModelInfo, save_model
+
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(inputs))
-    path = _save(model, tmp_path / "five.keras")
+    path = tmp_path / "five.keras"
+    save_model(model, path, ModelInfo(head="classes", num_classes=19))  # its file says 19
     assert evaluate_main(["--model", str(path), "--data", str(split), "--quiet"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("pspnet-evaluate: error:") and "19 channels" in error
-    assert "five.keras" in error
+    assert error.startswith("pspnet-evaluate: error:") and "must output 19 channels" in error
+    assert "five.keras" in error and "\n" not in error
+    # Saved without a description, its 5 channels are 5 classes that nothing names.
+    _save(model, path)
+    assert evaluate_main(["--model", str(path), "--data", str(split), "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        f"pspnet-evaluate: error: the model predicts 5 classes but does not say which: {path}\n")
 
 
 def test_fixed_size_model_rejects_another_image_size(split, oracle_path, capsys):
@@ -347,3 +355,106 @@ def test_scores_of_another_data_set_or_model_never_replace_a_folders_scores(spli
     assert metrics.read_bytes() == before
     # The same model on the same data replaces its own scores.
     assert evaluate_main(["--model", str(model), "--data", str(split), "--quiet"]) == 0
+
+
+# --- the cityscapes and folders layouts -------------------------------------------------------------
+
+
+def _saved(tmp_path, name, num_classes, image_size, classes=None, kernel=1):
+    """A tiny any-size model saved with its description (trained size, class table)."""
+    from pspnet.modelfile import ModelInfo, save_model
+
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    outputs = keras.layers.Conv2D(num_classes, kernel, padding="same", name="logits")(x)
+    path = tmp_path / name
+    info = ModelInfo(head="classes", num_classes=num_classes, image_size=image_size,
+                     classes=None if classes is None else classes.to_json())
+    save_model(keras.Model(inputs, outputs), path, info)
+    return path
+
+
+def test_a_cityscapes_root_is_scored_on_its_val_split_at_the_labels_full_size(tmp_path, capsys):
+    from conftest import make_cityscapes
+    from pspnet.data.layouts import open_split
+
+    root = make_cityscapes(tmp_path / "cs", train=1, val=3, height=64, width=128)
+    model = _saved(tmp_path, "m.keras", NUM_CLASSES, (32, 64), kernel=3)
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "eval-m-val" / "metrics.json").read_text())
+    split = open_split(root, "val")
+    labelled = sum(int((split.read_label(i) != 255).sum()) for i in range(len(split)))
+    assert metrics["num_images"] == 3 and metrics["layout"] == "cityscapes" and metrics["split"] == "val"
+    assert sum(map(sum, metrics["confusion_matrix"])) == labelled  # every 64x128 label pixel, none resized
+    assert metrics["inference"] == {"mode": "whole", "crop": None, "stride": None, "scales": [1.0], "flip": False,
+                                    "keep_aspect": True, "base_size": [32, 64]}
+    assert list(metrics["per_class_iou"]) == list(CLASS_NAMES)
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--split", "train", "--quiet",
+                          "--out", str(tmp_path / "train")]) == 0
+    assert json.loads((tmp_path / "train" / "metrics.json").read_text())["num_images"] == 1
+
+
+def test_sliding_windows_and_scales_are_recorded_and_get_folders_of_their_own(tmp_path):
+    from conftest import make_cityscapes
+
+    root = make_cityscapes(tmp_path / "cs", train=1, val=2, height=64, width=128)
+    model = _saved(tmp_path, "m.keras", NUM_CLASSES, (64, 128))  # 1x1: windows change nothing
+    whole = evaluate(EvalConfig(model=model, data=root, verbose=False))
+    slide = evaluate(EvalConfig(model=model, data=root, slide=(32, 24), verbose=False))
+    assert Path(slide["out"]).name == "eval-m-val-slide" and Path(whole["out"]).name == "eval-m-val"
+    assert slide["inference"]["mode"] == "slide" and slide["inference"]["crop"] == [32, 32]
+    assert slide["inference"]["stride"] == [24, 24]
+    assert slide["confusion_matrix"] == whole["confusion_matrix"]
+    scaled = evaluate(EvalConfig(model=model, data=root, scales=(0.5, 1.0), tta_flip=True, verbose=False))
+    assert Path(scaled["out"]).name == "eval-m-val-ms-tta"
+    assert scaled["inference"]["scales"] == [0.5, 1.0] and scaled["inference"]["flip"] is True
+
+
+def test_cli_slide_scales_and_base_size_flags(tmp_path, capsys):
+    from conftest import make_cityscapes
+
+    root = make_cityscapes(tmp_path / "cs", train=1, val=1, height=64, width=128)
+    model = _saved(tmp_path, "m.keras", NUM_CLASSES, (64, 128))
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--slide", "32x64", "16x32", "--scales",
+                          "0.5", "1", "--base-size", "32", "64", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "32x64 windows every 16x32 of photos fitted into 32x64 at scales 0.5, 1" in out
+    inference = json.loads((tmp_path / "o" / "metrics.json").read_text())["inference"]
+    assert inference["base_size"] == [32, 64] and inference["crop"] == [32, 64] and inference["scales"] == [0.5, 1.0]
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--slide", "16", "32", "--quiet"]) == 1
+    assert capsys.readouterr().err.startswith("pspnet-evaluate: error: the slide stride 32x32 exceeds the crop 16x16")
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--scales", "0", "--quiet"]) == 1
+    assert "scales must be one or more numbers above 0" in capsys.readouterr().err
+
+
+def test_a_five_class_folders_set_is_scored_with_its_own_names(tmp_path):
+    from conftest import make_folders
+    from pspnet.data.classes import read_dataset_json
+
+    root = make_folders(tmp_path / "f", train=1, val=2, height=48, width=80)
+    table = read_dataset_json(root / "dataset.json")
+    model = _saved(tmp_path, "five.keras", 5, (48, 80), classes=table)
+    results = evaluate(EvalConfig(model=model, data=root, verbose=False))
+    assert list(results["per_class_iou"]) == list(table.names) and len(results["confusion_matrix"]) == 5
+    assert results["layout"] == "folders" and results["num_images"] == 2
+
+
+def test_a_model_of_other_classes_is_refused_in_one_line_naming_both(tmp_path, capsys):
+    from conftest import make_folders
+
+    root = make_folders(tmp_path / "f", train=1, val=1)
+    model = _saved(tmp_path, "cityscapes.keras", NUM_CLASSES, (48, 80))
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        "pspnet-evaluate: error: the model was trained on other classes than the data set's (19 classes against "
+        f"5, the model's first): {model} against {root / 'dataset.json'}\n")
+    assert not (tmp_path / "eval-cityscapes-val").exists()
+
+
+def test_layout_forces_how_a_root_is_read(tmp_path, capsys):
+    from conftest import make_cityscapes
+
+    root = make_cityscapes(tmp_path / "cs", train=1, val=1)
+    model = _saved(tmp_path, "m.keras", NUM_CLASSES, (64, 128))
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--layout", "folders", "--quiet"]) == 1
+    assert "dataset.json" in capsys.readouterr().err
