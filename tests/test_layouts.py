@@ -433,3 +433,27 @@ def test_cli_inspect_layout_cannot_be_told_subprocess(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("pspnet-data")]
     assert len(lines) == 1 and lines[0].startswith(f"pspnet-data: error: cannot tell the layout of {tmp_path / 'root'}")
     assert "--layout pairs|cityscapes|folders" in lines[0]
+
+
+# --- the synthetic sets themselves ---------------------------------------------------------
+
+
+def test_synthetic_frames_repeat_by_seed_and_differ_by_split(tmp_path):
+    make_folders(tmp_path / "a", train=1, val=1, seed=3)
+    make_folders(tmp_path / "b", train=1, val=1, seed=3)
+    make_folders(tmp_path / "c", train=1, val=1, seed=4)
+    mask = ("masks", "train", "scene_001.png")
+    assert (tmp_path / "a").joinpath(*mask).read_bytes() == (tmp_path / "b").joinpath(*mask).read_bytes()
+    assert not np.array_equal(_mask(tmp_path / "a", *mask), _mask(tmp_path / "c", *mask))
+    assert not np.array_equal(_mask(tmp_path / "a", *mask), _mask(tmp_path / "a", *VAL_MASK))
+
+
+def test_write_layout_overwrite_replaces_only_the_layout(tmp_path):
+    from pspnet.data.synth_layouts import write_layout
+
+    (tmp_path / "notes.txt").write_text("keep")
+    write_layout(tmp_path, "cityscapes", train=2, val=1, size=8, workers=1)
+    out, size = write_layout(tmp_path, "cityscapes", train=1, val=1, size=16, overwrite=True, workers=1)
+    assert size == (16, 32) and len(open_split(out, "train")) == 1
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gtFine", "leftImg8bit", "notes.txt"]  # no temporaries
