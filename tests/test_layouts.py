@@ -352,12 +352,13 @@ def test_cli_synth_and_inspect_cityscapes(tmp_path, capsys):
                             "--size", 16, "--quiet")
     assert status == 0, err
     assert "wrote 2 cityscapes images of 32x16" in out
-    assert len(open_split(tmp_path / "cs", "train")) == 2 and open_split(tmp_path / "cs", "val").read(0)[1].shape \
-        == (16, 32)
+    assert len(open_split(tmp_path / "cs", "train")) == 2
+    assert open_split(tmp_path / "cs", "val").read(0)[1].shape == (16, 32)
     status, out, err = _cli(capsys, "inspect", tmp_path / "cs", "--split", "val", "--cache-dir", tmp_path / "c",
                             "--quiet")
     assert status == 0 and err == "", err
-    assert out.startswith(f"layout: cityscapes ({tmp_path / 'cs'})") and "split: val" in out and "split: train" not in out
+    assert out.startswith(f"layout: cityscapes ({tmp_path / 'cs'})")
+    assert "split: val" in out and "split: train" not in out
     assert "files: 1 image (32x16: 1)" in out and "classes: 19, ignore index 255" in out
     road = next(line for line in out.splitlines() if line.startswith("road"))
     assert road.split()[1:3] == ["0", "128,64,128"] and 5.0 < float(road.split()[-1]) < 80.0
