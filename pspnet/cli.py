@@ -342,6 +342,8 @@ def _data_inspect_pairs(args, folder: Path) -> int:
             print(f"label halves mostly far from the palette: {len(summary.far_images)}")
         for name, reason in summary.skipped:
             print(f"problem: {reason}")
+    # Last, so that the report of a split keeps its lines where scripts have read them.
+    print("\nlayout: pairs (photo|label composites, the 19 Cityscapes classes)")
     return 0
 
 

@@ -458,3 +458,10 @@ def test_write_layout_overwrite_replaces_only_the_layout(tmp_path):
     assert size == (16, 32) and len(open_split(out, "train")) == 1
     assert (tmp_path / "notes.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gtFine", "leftImg8bit", "notes.txt"]  # no temporaries
+
+
+def test_cli_inspect_pairs_names_the_layout(tiny_pairs, capsys):
+    status, out, err = _cli(capsys, "inspect", tiny_pairs, "--split", "val", "--no-cache", "--quiet")
+    assert status == 0, err
+    assert f"folder: {tiny_pairs / 'val'}" in out and f"folder: {tiny_pairs / 'train'}" not in out
+    assert out.strip().splitlines()[-1] == "layout: pairs (photo|label composites, the 19 Cityscapes classes)"
