@@ -689,10 +689,11 @@ def export_main(argv: Sequence[str] | None = None) -> int:
                              "file does not say)")
     parser.add_argument("--quantize", action="store_true",
                         help="litert: int8 weights and activations, calibrated on --calibration photos")
-    parser.add_argument("--calibration", default=None, help="with --quantize: a folder of photos (or composites)")
+    parser.add_argument("--calibration", default=None,
+                        help="with --quantize: a folder of photos (or composites), or a data set root (its val photos)")
     parser.add_argument("--check-data", default=None, metavar="DIR",
-                        help="check the export on up to 8 photos of DIR (default: the calibration photos, "
-                        "else 4 generated street scenes)")
+                        help="check the export on up to 8 photos of DIR, a folder of photos or a data set root of "
+                        "any layout (default: the calibration photos, else 4 generated street scenes)")
     args = parser.parse_args(argv)
     if args.image_size is not None and len(args.image_size) > 2:
         parser.error("--image-size takes H or H W")

@@ -16,7 +16,7 @@ and where it came from, so that a consumer needs nothing from this package.
 The export is written under a temporary name, run in its own runtime (ONNX
 Runtime, the LiteRT interpreter, TensorFlow's SavedModel loader) and compared
 with the Keras model on photos like the ones it will see: those of
-``check_data`` (``--check-data DIR``) when given, else the calibration
+``check_data`` (``--check-data DIR``, a folder of photos or a data set root) when given, else the calibration
 photos, else a few generated street scenes; only when it agrees within
 ``TOLERANCE`` (int8: ``INT8_AGREEMENT`` of the pixels' classes) is it renamed
 into place. It never replaces an existing file.
@@ -25,6 +25,7 @@ into place. It never replaces an existing file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -63,19 +64,16 @@ def export(
     """Exports a ``.keras`` model and checks the artefact against it.
 
     Args:
-        model_path: a ``.keras`` file saved by ``pspnet-train`` (or any
-            pspnet model file).
+        model_path: a ``.keras`` file saved by ``pspnet-train`` (or any pspnet model file).
         format: "onnx", "litert" or "saved_model".
-        out: the artefact's path (``.onnx``, ``.tflite``, or a folder for a
-            SavedModel); it and ``<out>.json`` must not exist. Its folder is
-            created (and removed again if the export fails).
+        out: the artefact's path (``.onnx``, ``.tflite``, or a folder for a SavedModel); it and
+            ``<out>.json`` must not exist. Its folder is created (and removed if the export fails).
         image_size: fixed input size N or (H, W); None: the training size.
-        quantize: LiteRT only: int8 weights and activations, calibrated on
-            ``calibration`` photos.
-        calibration: a folder of photos (or composites) for ``quantize``;
-            the export is also checked on them, unless ``check_data``.
-        check_data: a folder of photos (or composites) to check the export
-            on; None: the calibration photos, else generated street scenes.
+        quantize: LiteRT only: int8 weights and activations, calibrated on ``calibration`` photos.
+        calibration: photos for ``quantize`` (a folder of photos or composites, or a data set root
+            of any layout: its val photos); the export is also checked on them, unless ``check_data``.
+        check_data: photos to check the export on (as ``calibration``); None: the calibration
+            photos, else generated street scenes.
         verbose: print one closing line.
 
     Returns:
@@ -88,56 +86,76 @@ def export(
     from pspnet.inference import model_input_size
     from pspnet.modelfile import load_model
 
+    out = _check_options(format, quantize, calibration, Path(out))
+    # Bad folders fail before the model loads.
+    check_readers = None if check_data is None else _listed(check_data, "--check-data")
+    calibration_readers = _listed(calibration, "--calibration") if quantize else None
+    model, info = load_model(model_path)
+    classes = _class_table(info, model_path)
+    size = model_input_size(model, info, image_size)
+    calibration_photos = _folder_photos(calibration_readers[:CALIBRATION_PHOTOS], size) if quantize else None
+    serving = _serving_model(_float32(model), size, model_path)
+    photos, images = _reference_photos(size, check_readers, check_data, calibration_photos, calibration)
+    expected = _scores(serving, photos)
+
+    def write(work: Path) -> tuple[dict, dict]:
+        built = _convert(serving, format, work, size, calibration_photos)
+        check = {"images": images, **_check(built, format, quantize, photos, expected)}
+        description = _description(info, classes, format, quantize, size, model_path, expected.shape[-1], check)
+        os.replace(built, out)  # the artefact first: a description never points at nothing
+        atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
+        return description, check
+
+    description, check = _in_work_folder(out.parent, write)
+    if verbose:
+        print(f"pspnet-export: wrote {out} and {description_path(out).name} ({format}"
+              f"{', int8' if quantize else ''}, {size[0]}x{size[1]}); {_check_text(check)}")
+    return {**description, "path": str(out)}
+
+
+def _reference_photos(size, check_readers, check_data, calibration_photos, calibration) -> tuple[np.ndarray, str]:
+    """The photos an export is checked on, and what they are: --check-data's, the calibration's, or generated."""
+    if check_readers is not None:
+        return _folder_photos(check_readers[:CHECK_FOLDER_PHOTOS], size), f"photos of {check_data}"
+    if calibration_photos is not None:
+        return calibration_photos[:CHECK_FOLDER_PHOTOS], f"calibration photos of {calibration}"
+    return check_photos(size), "generated street scenes"
+
+
+def _in_work_folder(folder: Path, write):
+    """Calls ``write(work)`` with a temporary folder in ``folder`` (created if missing), removed after.
+
+    A failed ``write`` leaves neither the work folder nor any folder made for it.
+    """
+    made = _make_folder(folder)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".pspnet-export-", dir=folder))
+    except OSError as error:
+        _remove_empty(made)
+        raise ConfigError(f"cannot write in the output folder ({error.strerror or first_line(error)}): "
+                          f"{folder}") from None
+    try:
+        result = write(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        _remove_empty(made)  # a failed export leaves no folder it made
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _check_options(format: str, quantize: bool, calibration, out: Path) -> Path:
+    """Refuses a bad combination of options, or an output that exists, before anything is read; returns ``out``."""
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     if quantize and format != "litert":
         raise ConfigError("--quantize is for --format litert only")
     if calibration is not None and not quantize:
         raise ConfigError("--calibration needs --quantize")
-    out = Path(out)
     _check_out(out, format)
     if quantize and calibration is None:
         raise ConfigError("--quantize needs --calibration FOLDER (photos like the ones the model will see)")
-    # Bad folders fail before the model loads.
-    check_paths = None if check_data is None else _listed(check_data, "--check-data")
-    calibration_paths = _listed(calibration, "--calibration") if quantize else None
-    model, info = load_model(model_path)
-    classes = _class_table(info, model_path)
-    size = model_input_size(model, info, image_size)
-    calibration_photos = None
-    if calibration_paths is not None:
-        calibration_photos = _folder_photos(calibration_paths[:CALIBRATION_PHOTOS], size)
-    serving = _serving_model(_float32(model), size, model_path)
-    if check_paths is not None:
-        photos, images = _folder_photos(check_paths[:CHECK_FOLDER_PHOTOS], size), f"photos of {check_data}"
-    elif calibration_photos is not None:
-        photos, images = calibration_photos[:CHECK_FOLDER_PHOTOS], f"calibration photos of {calibration}"
-    else:
-        photos, images = check_photos(size), "generated street scenes"
-    expected = _scores(serving, photos)
-
-    made = _make_folder(out.parent)
-    try:
-        work = Path(tempfile.mkdtemp(prefix=".pspnet-export-", dir=out.parent))
-    except OSError as error:
-        _remove_empty(made)
-        raise ConfigError(f"cannot write in the output folder ({error.strerror or first_line(error)}): "
-                          f"{out.parent}") from None
-    try:
-        built = _convert(serving, format, work, size, calibration_photos)
-        check = {"images": images, **_check(built, format, quantize, photos, expected)}
-        description = _description(info, classes, format, quantize, size, model_path, expected.shape[-1], check)
-        os.replace(built, out)  # the artefact first: a description never points at nothing
-        atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        _remove_empty(made)  # a failed export leaves no folder it made
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    if verbose:
-        print(f"pspnet-export: wrote {out} and {description_path(out).name} ({format}"
-              f"{', int8' if quantize else ''}, {size[0]}x{size[1]}); {_check_text(check)}")
-    return {**description, "path": str(out)}
+    return out
 
 
 def _check_out(out: Path, format: str) -> None:
@@ -164,7 +182,8 @@ def _make_folder(folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the output folder ({error.strerror or first_line(error)}): {folder}") from None
+        raise ConfigError(f"cannot create the output folder ({error.strerror or first_line(error)}): "
+                          f"{folder}") from None
     return made
 
 
@@ -228,13 +247,29 @@ def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray
     ]).astype(np.float32)
 
 
-def _listed(folder: str | os.PathLike, flag: str) -> list[Path]:
-    """The photos of a folder a flag names; a missing one is named with its flag."""
-    from pspnet.predict import list_inputs
+def _listed(folder: str | os.PathLike, flag: str) -> list:
+    """Readers of the photos a flag names: a folder's images (or composites), or a data set root's val photos.
 
-    if not Path(folder).exists():
+    A folder that holds images is read as it is; any other folder is a data
+    set root of any layout (``pspnet.data.layouts.resolve_split``), whose
+    val split's photos are read. A missing folder is named with its flag.
+
+    Returns:
+        A list of functions without arguments, each returning one uint8 RGB photo.
+    """
+    from pspnet.data.files import IMAGE_SUFFIXES
+    from pspnet.predict import list_inputs, read_input
+
+    path = Path(folder)
+    if not path.exists():
         raise ConfigError(f"{flag} folder not found: {folder}")
-    return list_inputs(folder)
+    if path.is_dir() and not any(entry.suffix.lower() in IMAGE_SUFFIXES for entry in path.iterdir()
+                                 if entry.is_file()):
+        from pspnet.data.layouts import resolve_split
+
+        split = resolve_split(path)
+        return [functools.partial(split.read_photo, index) for index in range(len(split))]
+    return [lambda path=path: read_input(path).photo for path in list_inputs(path)]
 
 
 def _convert(serving, format: str, work: Path, size: tuple[int, int], calibration) -> Path:
@@ -263,7 +298,8 @@ def _convert(serving, format: str, work: Path, size: tuple[int, int], calibratio
         raise
     except ImportError as error:
         package = {"onnx": "tf2onnx and onnx"}.get(format, "tensorflow")
-        raise ConfigError(f"--format {format} needs {package} ({error}): pip install {package.replace(' and ', ' ')}") from None
+        raise ConfigError(f"--format {format} needs {package} ({error}): "
+                          f"pip install {package.replace(' and ', ' ')}") from None
     except Exception as error:  # converters raise their own types
         raise ConfigError(f"cannot convert the model to {format}: {first_line(error)}") from None
 
@@ -283,15 +319,12 @@ def _to_litert(saved: Path, calibration) -> bytes:
     return _quietly(converter.convert)
 
 
-def _folder_photos(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
-    """Photos (the photo half of composites) at the export size: float32 (N, H, W, 3) in 0-255."""
+def _folder_photos(readers: list, size: tuple[int, int]) -> np.ndarray:
+    """The photos of ``_listed`` readers at the export size: float32 (N, H, W, 3) in 0-255."""
     import cv2
 
-    from pspnet.predict import read_input
-
     return np.stack([
-        cv2.resize(read_input(path).photo, (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32)
-        for path in paths
+        cv2.resize(read(), (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32) for read in readers
     ])
 
 

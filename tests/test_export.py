@@ -340,3 +340,22 @@ def test_an_old_description_without_ignore_index_is_cityscapes():
     old = {"head": "classes", "num_classes": 19, "classes": list(CITYSCAPES.names),
            "colors": palette()[:19].tolist()}
     assert info_of(old).class_table() == CITYSCAPES
+
+
+def test_check_data_may_be_a_data_set_root_of_any_layout(tmp_path, monkeypatch, capsys):
+    from conftest import make_cityscapes, make_folders
+
+    model = _five_class_file(tmp_path, FARM)
+    monkeypatch.setattr("pspnet.export.check_photos", _no_generated_scenes)
+    for root in (make_folders(tmp_path / "farm", val=2), make_cityscapes(tmp_path / "official", val=3)):
+        out = tmp_path / f"{root.name}.onnx"
+        assert export_main(["--model", str(model), "--format", "onnx", "--out", str(out),
+                            "--check-data", str(root)]) == 0
+        check = json.loads(description_path(out).read_text())["check"]
+        assert check["images"] == f"photos of {root}" and check["photos"] == (2 if root.name == "farm" else 3)
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    assert export_main(["--model", str(model), "--format", "onnx", "--out", str(tmp_path / "e.onnx"),
+                        "--check-data", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot tell the layout" in err and not (tmp_path / "e.onnx").exists()
