@@ -308,7 +308,7 @@ def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, 
     else:  # no epoch was validated (none finished)
         info, source = model_info(config, splits.classes), "last epoch"
     segmenter = Segmenter(model, info, info.image_size, batch_size=config.batch_size)
-    scores = segmenter.confusion(splits.val_photos, splits.val_ids).result()
+    scores = segmenter.confusion(splits.val_photos, splits.val_ids).result(info.class_table().names)
     best_epoch = state.get("best_epoch")
     results = to_jsonable({
         **scores,

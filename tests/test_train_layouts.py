@@ -1,0 +1,101 @@
+"""pspnet.train on the cityscapes and folders layouts: crops of rectangular images, the data set's classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_cityscapes, make_folders
+
+from pspnet.cli import train_main
+from pspnet.config import TrainConfig
+from pspnet.data.classes import CITYSCAPES
+from pspnet.errors import ConfigError
+from pspnet.modelfile import load_model
+from pspnet.train import train
+
+# One short epoch: 32 px crops of images fit into a 32x64 base, batch 2, 3 steps.
+TINY = dict(preset="fast", image_size=(32, 64), crop_size=32, batch_size=2, epochs=1, steps_per_epoch=3,
+            workers=1, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def folders_run(tmp_path_factory):
+    """A one-epoch run on a 5-class folders set of 48x80 images: (data root, run folder, metrics)."""
+    root = make_folders(tmp_path_factory.mktemp("folders") / "set", train=4, val=2, height=48, width=80)
+    out = tmp_path_factory.mktemp("runs") / "folders"
+    return root, out, train(TrainConfig(data=str(root), out=str(out), **TINY))
+
+
+def _names(root: Path) -> list[str]:
+    return [entry["name"] for entry in json.loads((root / "dataset.json").read_text())["classes"]]
+
+
+def test_a_folders_run_trains_and_saves_the_data_sets_own_classes(folders_run):
+    root, out, metrics = folders_run
+    names = _names(root)
+    assert len(names) == 5
+    config = json.loads((out / "config.json").read_text())
+    # What was detected and defaulted is recorded, so that a rerun resumes the same run.
+    assert (config["layout"], config["image_size"], config["crop_size"]) == ("folders", [32, 64], [32, 32])
+    for name in ("best.keras", "last.keras"):
+        model, info = load_model(out / name)
+        assert list(info.class_table().names) == names and info.num_classes == 5
+        assert model.output_shape[-1] == 5
+    saved = json.loads((out / "metrics.json").read_text())
+    assert list(saved["per_class_iou"]) == names and saved == metrics
+    assert saved["epochs"] == 1 and np.isfinite(saved["pixel_accuracy"])
+
+
+def test_a_folders_run_resumes_as_the_same_run(folders_run):
+    root, out, metrics = folders_run
+    # Detected again from the folder: the same layout and sizes, so the finished run is found.
+    assert train(TrainConfig(data=str(root), out=str(out), **TINY)) == metrics
+
+
+def test_a_cityscapes_run_trains_on_crops_of_frames_larger_than_the_crop(tmp_path):
+    root = make_cityscapes(tmp_path / "cs", train=3, val=2, height=64, width=128)
+    out = tmp_path / "run"
+    metrics = train(TrainConfig(data=str(root), out=str(out), **TINY))
+    config = json.loads((out / "config.json").read_text())
+    assert config["layout"] == "cityscapes"
+    _, info = load_model(out / "best.keras")
+    assert info.class_table().names == CITYSCAPES.names and tuple(info.image_size) == (32, 64)
+    assert tuple(metrics["per_class_iou"]) == CITYSCAPES.names
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_the_layout_and_its_defaults_are_detected_from_the_data_folder(tmp_path):
+    from pspnet.train import _resolved
+
+    city = _resolved(TrainConfig(data=str(make_cityscapes(tmp_path / "cs", train=1, val=1))))
+    assert (city.layout, city.image_size, city.crop_size) == ("cityscapes", (512, 1024), (512, 512))
+    folders = _resolved(TrainConfig(data=str(make_folders(tmp_path / "set", train=1, val=1))))
+    assert (folders.layout, folders.image_size, folders.crop_size) == ("folders", (256, 256), (256, 256))
+    forced = _resolved(TrainConfig(data=str(tmp_path / "set"), layout="pairs"))  # --layout wins, unchecked here
+    assert forced.layout == "pairs"
+
+
+def test_a_split_smaller_than_a_batch_is_one_error(tmp_path):
+    root = make_cityscapes(tmp_path / "cs", train=1, val=1)
+    with pytest.raises(ConfigError, match=r"leftImg8bit/train has 1 images, fewer than one batch of 2"):
+        train(TrainConfig(data=str(root), out=str(tmp_path / "run"), **TINY))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_rgb_head_is_refused_on_a_folders_set_in_one_line(tmp_path, capsys):
+    root = make_folders(tmp_path / "set", train=2, val=1)
+    assert train_main(["--data", str(root), "--head", "rgb", "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--head rgb needs the pairs layout" in err and "folders" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_layout_forced_on_the_wrong_folder_is_one_error(tmp_path, capsys):
+    root = make_folders(tmp_path / "set", train=2, val=1)
+    assert train_main(["--data", str(root), "--layout", "cityscapes", "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "leftImg8bit" in err, err
+    assert not (tmp_path / "run").exists()
