@@ -104,7 +104,8 @@ def _scenes(count, height, width, seed=0):
 
 
 @pytest.mark.parametrize("shape, kwargs", [
-    ((32, 32), dict(image_size=32)),  # the demo: no rescaling, its own size
+    ((32, 32), dict(image_size=32)),
+    ((64, 64), dict(image_size=64, scale_range=(1.0, 1.0))),  # the demo: no rescaling, its own size
     ((32, 32), dict(image_size=24, scale_range=(0.5, 2.0), jitter=True)),  # pairs at a smaller size
     ((24, 24), dict(image_size=40, scale_range=(0.5, 2.0))),  # upscaled
     ((32, 32), dict(image_size=32, scale_range=(0.5, 2.0), flip=False)),

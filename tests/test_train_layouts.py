@@ -99,3 +99,25 @@ def test_a_layout_forced_on_the_wrong_folder_is_one_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "leftImg8bit" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pairs_run_feeds_the_batches_it_fed_before_layouts(tmp_path):
+    # The pairs' (and the demo's) numbers must not move: train and val batches of the
+    # wired pipeline equal the old pipeline's (test_pipeline keeps a copy of it).
+    from conftest import make_pairs
+    from test_pipeline import _old_batch
+
+    from pspnet.train import _batches, _data_folder, _load_splits, _resolved
+
+    make_pairs(tmp_path / "pairs" / "train", 4, size=32, split="train")
+    make_pairs(tmp_path / "pairs" / "val", 2, size=32, split="val")
+    config = _resolved(TrainConfig(data=str(tmp_path / "pairs"), preset="fast", image_size=24, batch_size=2,
+                                   workers=1, verbose=0, cache_dir=str(tmp_path / "cache")))
+    assert (config.layout, config.crop_size) == ("pairs", (24, 24))
+    splits = _load_splits(config, _data_folder(config))
+    assert isinstance(splits.train_photos, np.ndarray) and splits.classes == CITYSCAPES
+    train_data, val_data = _batches(config, splits, replicas=1, part=(0, 2))
+    for dataset, photos, targets in ((train_data, splits.train_photos, splits.train_targets),
+                                     (val_data, splits.val_photos, splits.val_targets)):
+        for got, expected in zip(dataset[0], _old_batch(photos, targets, dataset, 0, 0)):
+            np.testing.assert_array_equal(got, expected)
