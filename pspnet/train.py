@@ -36,6 +36,7 @@ from pspnet.allocator import pad_heap
 from pspnet.config import TrainConfig
 from pspnet.data.classes import ClassTable
 from pspnet.data.layouts import detect_layout, open_split
+from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
 from pspnet.data.samples import load_arrays
 from pspnet.distribute import (
     check_same_start, distribution, join_processes, peers_watched, synchronize_batch_norm,
@@ -46,7 +47,6 @@ from pspnet.inference import Segmenter
 from pspnet.losses import class_weights, class_weights_from_counts
 from pspnet.metrics import to_jsonable
 from pspnet.modelfile import load_model
-from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
 from pspnet.recipe import build_and_compile, model_info
 from pspnet.runfolder import Run, is_complete, open_run
 

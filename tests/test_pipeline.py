@@ -1,11 +1,14 @@
-"""pspnet.data.pipeline wrappers: what a padded batch is padded with."""
+"""pspnet.data.pipeline: base sizes, crops and images of any size; what a padded batch is padded with."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
 
+from pspnet.data.pipeline import PAD_RGB, PaddedBatches, SegmentationDataset, _jitter
+from pspnet.errors import DataError
 from pspnet.palette import IGNORE_INDEX
-from pspnet.data.pipeline import PAD_RGB, PaddedBatches
 
 
 class ThreeImages:
@@ -30,11 +33,6 @@ def test_padded_batches_pad_with_the_mean_photo_and_ignored_labels():
 
 # --- SegmentationDataset: base size, crops, images of any size --------------------------------
 
-import cv2  # noqa: E402
-import pytest  # noqa: E402
-
-from pspnet.data.pipeline import SegmentationDataset, _jitter  # noqa: E402
-from pspnet.errors import DataError  # noqa: E402
 
 
 def _old_axis(source, output, scale, offset):
@@ -147,8 +145,8 @@ class LazyImages:
 
 
 def _rectangles(shapes, seed=0):
-    pairs = [_scenes(1, height, width, seed=seed + number) for number, (height, width) in enumerate(shapes)]
-    return LazyImages([photo[0] for photo, _ in pairs]), LazyImages([ids[0] for _, ids in pairs])
+    scenes = [_scenes(1, height, width, seed=seed + number) for number, (height, width) in enumerate(shapes)]
+    return LazyImages([scene[0][0] for scene in scenes]), LazyImages([scene[1][0] for scene in scenes])
 
 
 def test_lazy_sequences_of_any_size_give_crops_of_the_crop_size():
@@ -172,7 +170,7 @@ def test_scale_one_fits_the_image_into_the_base_keeping_its_aspect_ratio():
     photos, ids = _rectangles([(40, 100)])
     dataset = SegmentationDataset(photos, ids, batch_size=1, image_size=(48, 96), base_size=(48, 96),
                                   scale_range=(1.0, 1.0), flip=False, seed=0)
-    x, y = dataset[0]
+    _, y = dataset[0]
     rows = (y[0] != IGNORE_INDEX).any(axis=1)
     assert rows.sum() == 38 and (y[0][rows] != IGNORE_INDEX).all()
     expected = cv2.resize(ids.images[0], (96, 38), interpolation=cv2.INTER_NEAREST_EXACT)
