@@ -183,6 +183,9 @@ class TrainConfig:
             if size is not None and min(size) < MIN_SIZE[self.preset]:
                 raise ConfigError(f"{flag_name(name)} must be at least {MIN_SIZE[self.preset]} for the "
                                   f"{self.preset} preset, got {size[0]}x{size[1]}")
+        if self.is_demo and self.layout not in (None, "pairs"):
+            raise ConfigError(f"--layout {self.layout}: the demo set is pairs (pspnet-data synth OUT --layout "
+                              f"{self.layout} writes a synthetic set in that layout)")
         if self.head == "rgb" and self.layout not in (None, "pairs"):
             raise ConfigError(f"--head rgb needs the pairs layout (its colour targets are the composites' "
                               f"label halves), not {self.layout}")
