@@ -121,3 +121,20 @@ def test_a_pairs_run_feeds_the_batches_it_fed_before_layouts(tmp_path):
                                      (val_data, splits.val_photos, splits.val_targets)):
         for got, expected in zip(dataset[0], _old_batch(photos, targets, dataset, 0, 0)):
             np.testing.assert_array_equal(got, expected)
+
+
+def test_a_small_lazy_split_is_decoded_once_and_a_large_one_every_time(tmp_path):
+    from pspnet.data.layouts import open_split
+    from pspnet.data.samples import load_arrays
+    from pspnet.train import _kept_in_memory
+
+    root = make_folders(tmp_path / "set", train=2, val=1, height=48, width=80)
+    photos, labels, summary = load_arrays(open_split(root, "train"), cache_dir=tmp_path / "cache", progress=False)
+    needed = 2 * 48 * 80 * 4
+    budget = [needed]
+    kept_photos, kept_labels = _kept_in_memory(photos, labels, summary, budget)
+    assert budget == [0] and kept_photos[1] is kept_photos[1] and kept_labels[0] is kept_labels[0]
+    np.testing.assert_array_equal(kept_photos[0], photos[0])
+    # Over the budget the split stays lazy: every read decodes the file again.
+    lazy_photos, _ = _kept_in_memory(photos, labels, summary, [needed - 1])
+    assert lazy_photos is photos and photos[0] is not photos[0]
