@@ -638,15 +638,21 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         prog="pspnet-predict",
         description="Run a saved model on a photo, a photo|label composite, a folder of them, "
         "or a video. Writes NAME_color.png, NAME_overlay.png and NAME_ids.png (raw train ids) "
-        "per image, NAME_panel.png (photo | truth | prediction) with --with-truth, and "
-        "inputs.csv (how each file was read).",
+        "per image, NAME_panel.png (photo | truth | prediction) with --with-truth, "
+        "labelIds/NAME_labelIds.png with --label-ids, and inputs.csv (how each file was read).",
     )
-    parser.add_argument("--input", required=True, help="an image file, a folder of images, or a video")
+    parser.add_argument("--input", required=True,
+                        help="an image file, a folder of images (or of folders of them: a Cityscapes split, "
+                             "ROOT/leftImg8bit/val), or a video")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--with-truth", action="store_true",
                         help="composites: also write photo | truth | prediction panels")
     parser.add_argument("--native", action="store_true",
-                        help="run at each photo's own size (models built with any input size)")
+                        help="run at the pixel scale the model was trained at: each photo fitted into its trained "
+                             "size keeping the aspect ratio, not resized to it (models that take any size)")
+    parser.add_argument("--label-ids", action="store_true",
+                        help="also write labelIds/NAME_labelIds.png, the official Cityscapes label ids at the "
+                             "photo's size, for cityscapesscripts' evaluation and the benchmark server")
     parser.add_argument(
         "--pairs", choices=("auto", "always", "never"), default="auto",
         help="auto: an image twice as wide as high whose right half looks like a label image "
@@ -669,6 +675,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                 native=args.native, batch_size=args.batch_size, pairs=args.pairs,
                 image_size=args.image_size, head=args.head, verbose=not args.quiet,
                 skip_bad=args.skip_bad, every=args.every, colour_video=args.colour_video,
+                label_ids=args.label_ids,
             )
         )
         return 0

@@ -4,11 +4,21 @@
     pspnet-predict --model runs/demo-fast-classes/best.keras --input ../shared/data/cityscapes_data/val \
         --out predictions/ --with-truth
     pspnet-predict --model runs/demo-fast-classes/best.keras --input street.mp4 --out predictions/ --every 5
+    pspnet-predict --model runs/cityscapes-lite-classes/best.keras --input CITYSCAPES/leftImg8bit/val \
+        --out predictions/ --native --label-ids
+    CITYSCAPES_DATASET=CITYSCAPES CITYSCAPES_RESULTS=predictions/labelIds csEvalPixelLevelSemanticLabeling
 
-For each image NAME it writes ``NAME_color.png`` (the train-id map in the
-Cityscapes colours), ``NAME_overlay.png`` (those colours over the photo),
-``NAME_ids.png`` (the raw train ids, uint8, one channel) and, with
-``with_truth``, ``NAME_panel.png`` (photo | truth | prediction), then
+For each image NAME (its file's stem; a Cityscapes frame's without
+``_leftImg8bit``) it writes ``NAME_color.png`` (the train-id map in the
+colours of the model's classes), ``NAME_overlay.png`` (those colours over the
+photo), ``NAME_ids.png`` (the raw train ids, uint8, one channel), with
+``with_truth`` ``NAME_panel.png`` (photo | truth | prediction), and with
+``label_ids`` (``--label-ids``; Cityscapes models only)
+``labelIds/NAME_labelIds.png``: the official label ids at the photo's size,
+alone in their folder, which is what cityscapesscripts'
+``evalPixelLevelSemanticLabeling`` (``CITYSCAPES_RESULTS``) and the benchmark
+server read as they are (in the output folder itself the script would find
+NAME's other pictures too). Then
 ``inputs.csv``: each file, how it was read (composite, photo, video or
 skipped) and notes ("EXIF orientation applied", "greyscale converted",
 "16-bit converted"). The output folder is made on the first write, so a run
@@ -34,12 +44,20 @@ insists that every input is a composite.
 Videos (``VIDEO_SUFFIXES``) go to ``pspnet.video.predict_video``, every
 ``every``-th frame, with ``colour_video`` also the colour-map video.
 
+Inputs: a photo, a composite, a video, or a folder of images; a folder that
+holds no image but folders of them (a Cityscapes split,
+``ROOT/leftImg8bit/val/CITY/*.png``) is read one level down, folder by folder.
+
 Sizes: by default each photo is resized to the size the model was trained
 at, and the scores are resized bilinearly back to the photo before the
-decision (``pspnet.inference``, as in ``pspnet.evaluate``); ``native=True``
-runs the model at each photo's (or the video frame's) own size (models built
-with ``None`` sizes only). Models with the seed's colour (``rgb``) head are
-decoded to train ids with the palette, as in evaluation.
+decision (``pspnet.inference``); ``native=True`` (``--native``, models that
+take any size) runs at the pixel scale the model was trained at instead:
+each photo (or video frame) rescaled keeping its aspect ratio to fit that
+size (a 1024x2048 Cityscapes frame, for a model trained at 512x1024, runs at
+512x1024, not at its file's size: twice the scale it learned), as
+``pspnet-evaluate`` does; the size each photo ran at is printed and returned.
+Outputs are always at the photo's size. Models with the seed's colour
+(``rgb``) head are decoded to train ids with the palette, as in evaluation.
 """
 
 from __future__ import annotations
@@ -58,7 +76,7 @@ import numpy as np
 from pspnet.config import HEADS, check_choice
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write_text
-from pspnet.inference import Segmenter, fixed_input_size, model_input_size
+from pspnet.inference import Segmenter
 
 PAIRS = ("auto", "always", "never")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -69,7 +87,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 LABEL_DISTANCE = 16
 LABEL_SHARE = 0.6
 MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
-PREDICTION_FILES = ("inputs.csv", "*_ids.png", "*_overlay.*")  # what a folder of predictions holds
+PREDICTION_FILES = ("inputs.csv", "*_ids.png", "*_overlay.*", "labelIds")  # what a folder of predictions holds
+LABEL_IDS_FOLDER = "labelIds"  # OUT/labelIds/NAME_labelIds.png: official label ids, alone for the official script
+CITYSCAPES_PHOTO = "_leftImg8bit"  # the end of a Cityscapes photo's stem, left out of NAME
 
 
 @dataclass
@@ -80,7 +100,7 @@ class PredictConfig:
     input: str | Path  # a photo, a composite pair, a folder of them, or a video
     out: str | Path = "predictions"  # output folder (created)
     with_truth: bool = False  # composites: also draw photo | truth | prediction (NAME_panel.png)
-    native: bool = False  # run at each photo's own size instead of the model's input size
+    native: bool = False  # fit each photo into the trained size keeping its aspect ratio, not resize it to it
     batch_size: int = 4  # images per forward pass
     pairs: str = "auto"  # auto: 2:1 with a label-like right half is a composite; always; never
     image_size: int | tuple[int, int] | None = None  # None: the size the model was trained at
@@ -90,10 +110,14 @@ class PredictConfig:
     skip_bad: bool = False  # skip unusable images with a warning instead of stopping
     every: int = 1  # videos: predict every Nth frame
     colour_video: bool = False  # videos: also write the colour-map video
+    label_ids: bool = False  # also write labelIds/NAME_labelIds.png (official Cityscapes label ids)
 
 
 def list_inputs(path: str | Path) -> list[Path]:
     """The images to predict: the file itself, or a folder's images in natural order.
+
+    A folder without images whose sub-folders hold some (a Cityscapes split,
+    ``leftImg8bit/val/CITY/``) gives the images of each sub-folder in turn.
 
     Args:
         path: an image file or a folder (non-images in it are skipped with one warning).
@@ -102,16 +126,22 @@ def list_inputs(path: str | Path) -> list[Path]:
         A list of paths.
 
     Raises:
-        DataError: the path does not exist or the folder holds no image.
+        DataError: the path does not exist or the folder holds no image (nor folders of them).
     """
-    from pspnet.data import list_images
+    from pspnet.data import IMAGE_SUFFIXES, list_images, natural_key
 
     path = Path(path)
-    if path.is_dir():
-        return list_images(path)
     if not path.exists():
         raise DataError(f"input not found: {path}")
-    return [path]
+    if not path.is_dir():
+        return [path]
+    entries = sorted(path.iterdir(), key=lambda entry: natural_key(entry.name))
+    if not any(entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES for entry in entries):
+        folders = [entry for entry in entries if entry.is_dir()
+                   and any(child.suffix.lower() in IMAGE_SUFFIXES for child in entry.iterdir() if child.is_file())]
+        if folders:
+            return [image for folder in folders for image in list_images(folder)]
+    return list_images(path)
 
 
 class InputImage(NamedTuple):
@@ -170,10 +200,18 @@ def read_input(path: Path, pairs: str = "auto") -> InputImage:
 
 
 def output_names(paths: list[Path]) -> dict[Path, str]:
-    """The NAME of each input's pictures: its stem, or, where two inputs share
-    a stem (``1.jpg``, ``1.png``), its file name with the dot as ``_`` (``1_jpg``)."""
-    stems = Counter(path.stem for path in paths)
-    return {path: path.stem if stems[path.stem] == 1 else path.name.replace(".", "_") for path in paths}
+    """The NAME of each input's pictures: its stem (a Cityscapes photo's without ``_leftImg8bit``),
+    or, where two inputs share a stem (``1.jpg``, ``1.png``), its file name with the dot as ``_``
+    (``1_jpg``), and where that is shared too (``a/1.jpg``, ``b/1.jpg``) its folder's name before it."""
+    stems = Counter(_stem(path) for path in paths)
+    names = {path: _stem(path) if stems[_stem(path)] == 1 else path.name.replace(".", "_") for path in paths}
+    shared = Counter(names.values())
+    return {path: name if shared[name] == 1 else f"{path.parent.name}_{name}" for path, name in names.items()}
+
+
+def _stem(path: Path) -> str:
+    stem = path.stem
+    return stem[: -len(CITYSCAPES_PHOTO)] if stem.endswith(CITYSCAPES_PHOTO) and stem != CITYSCAPES_PHOTO else stem
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -193,32 +231,34 @@ def _write_rgb(path: Path, image: np.ndarray) -> None:
 
 
 def _save_outputs(
-    out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig
+    out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig, classes
 ) -> list[Path]:
-    """Writes the pictures of one image; returns their paths."""
+    """Writes the pictures of one image in the colours of ``classes``; returns their paths."""
     from pspnet.viz import colorize, overlay, three_panel
 
     # Made on the first write: a run that fails on its first input leaves no empty folder.
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    path = out_dir / f"{name}_color.png"
-    _write_rgb(path, colorize(train_ids))
-    written.append(path)
-    path = out_dir / f"{name}_overlay.png"
-    _write_rgb(path, overlay(photo, train_ids, alpha=config.alpha))
-    written.append(path)
-    path = out_dir / f"{name}_ids.png"
-    _write_png(path, np.ascontiguousarray(train_ids, dtype=np.uint8))
-    written.append(path)
+    pictures = [
+        (out_dir / f"{name}_color.png", lambda path: _write_rgb(path, colorize(train_ids, classes=classes))),
+        (out_dir / f"{name}_overlay.png",
+         lambda path: _write_rgb(path, overlay(photo, train_ids, alpha=config.alpha, classes=classes))),
+        (out_dir / f"{name}_ids.png", lambda path: _write_png(path, np.ascontiguousarray(train_ids, np.uint8))),
+    ]
+    if config.label_ids:
+        from pspnet.palette import train_id_to_label_id
+
+        (out_dir / LABEL_IDS_FOLDER).mkdir(exist_ok=True)
+        pictures.append((out_dir / LABEL_IDS_FOLDER / f"{name}_labelIds.png",
+                         lambda path: _write_png(path, train_id_to_label_id()[train_ids])))
     if config.with_truth:
         from pspnet.data import decode_labels
 
         truth = decode_labels(truth_rgb) if truth_rgb is not None else None
-        figure = three_panel(photo, truth, train_ids)
-        path = out_dir / f"{name}_panel.png"
-        figure.savefig(path, dpi=100)
-        written.append(path)
-    return written
+        pictures.append((out_dir / f"{name}_panel.png",
+                         lambda path: three_panel(photo, truth, train_ids, classes=classes).savefig(path, dpi=100)))
+    for path, write in pictures:
+        write(path)
+    return [path for path, _ in pictures]
 
 
 def _write_inputs_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
@@ -280,32 +320,35 @@ def _check_config(config: PredictConfig) -> None:
     _check_owner(out_dir, Path(config.model))
 
 
-def _load(config: PredictConfig) -> tuple[Segmenter, tuple[int, int] | None]:
-    """The model as a Segmenter at its input size, and that size (None with native)."""
+def _load(config: PredictConfig):
+    """The model as a Segmenter and its class table.
+
+    Without ``native`` photos are resized to the model's input size; with it
+    they are fitted into it keeping their aspect ratio (the scale it was trained at).
+
+    Raises:
+        ConfigError: native on a fixed-size model; label ids for a model of other than the
+            Cityscapes classes; a model of other than 19 classes that does not name them.
+    """
+    from pspnet.data.classes import CITYSCAPES
+
     model_path = Path(config.model)
     loaded = Segmenter.load(model_path, image_size=config.image_size, head=config.head, batch_size=config.batch_size)
-    if not config.native:
-        return loaded, model_input_size(loaded.model, loaded.info, config.image_size)
-    fixed = fixed_input_size(loaded.model)
-    if fixed is not None:
-        raise ConfigError(
-            f"--native needs a model that takes any size; this one takes "
-            f"{fixed[0]}x{fixed[1]} images: {model_path}"
-        )
-    return loaded, None
-
-
-def _video_frame_size(path: Path) -> tuple[int, int]:
-    """(height, width) of a video's frames, from its header."""
-    capture = cv2.VideoCapture(str(path))
+    if config.native and loaded.fixed_size is not None:
+        height, width = loaded.fixed_size
+        raise ConfigError(f"--native needs a model that takes any size; this one takes {height}x{width} images: "
+                          f"{model_path}")
     try:
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-    finally:
-        capture.release()
-    if height < 1 or width < 1:
-        raise DataError(f"cannot read the frame size of the video (unreadable or corrupt?): {path}")
-    return height, width
+        classes = loaded.info.class_table()
+    except ConfigError as error:
+        raise ConfigError(f"{error}: {model_path}") from None
+    difference = classes.difference(CITYSCAPES)
+    if config.label_ids and difference is not None:
+        raise ConfigError(f"--label-ids writes official Cityscapes label ids, but the model predicts other classes "
+                          f"({difference}, the model's first): {model_path}")
+    segmenter = Segmenter(loaded.model, loaded.info, loaded.input_size, config.batch_size, source=config.model,
+                          keep_aspect=config.native)
+    return segmenter, classes
 
 
 def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
@@ -313,16 +356,13 @@ def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"input not found: {path}")
     from pspnet.video import predict_video  # here only: image inputs never need it
-    segmenter, _ = _load(config)
-    if config.native:
-        segmenter = Segmenter(
-            segmenter.model, segmenter.info, _video_frame_size(path), config.batch_size, source=config.model
-        )
+
+    segmenter, classes = _load(config)
     out_dir = Path(config.out)
     try:
         result = predict_video(
             segmenter, path, out_dir, every=config.every, colour_video=config.colour_video,
-            alpha=config.alpha, verbose=config.verbose,
+            alpha=config.alpha, verbose=config.verbose, classes=classes,
         )
     finally:
         if out_dir.is_dir():  # predict_video wrote something, maybe before a truncated video's error
@@ -345,6 +385,71 @@ def _counts(read_as: dict[str, str], skipped: int) -> str:
     return ", ".join(parts)
 
 
+class _Predictions:
+    """What ``predict`` wrote and read so far: pictures, how each input was read, skips, run sizes."""
+
+    def __init__(self, config: PredictConfig, segmenter: Segmenter, classes, names: dict[Path, str], progress):
+        self.config, self.segmenter, self.classes = config, segmenter, classes
+        self.names, self.progress = names, progress
+        self.out_dir = Path(config.out)
+        self.written: list[Path] = []
+        self.read_as: dict[Path, tuple[str, list[str]]] = {}  # (read_as, notes) of each predicted input
+        self.skipped: dict[Path, str] = {}
+        self.run_sizes: dict[Path, tuple[int, int]] = {}  # the size each photo was run at
+
+    def run(self, batch: list[tuple[Path, InputImage]]) -> None:
+        """Predicts and writes a batch: one forward pass per photo size in it (a folder usually has one)."""
+        for size in dict.fromkeys(item.photo.shape[:2] for _, item in batch):
+            group = [(path, item) for path, item in batch if item.photo.shape[:2] == size]
+            train_ids = self.segmenter.predict_ids(np.stack([item.photo for _, item in group]), size)  # (B, H, W)
+            for (path, item), ids in zip(group, train_ids):
+                if not self.written:
+                    _claim(self.out_dir, Path(self.config.model))
+                self.written.extend(_save_outputs(self.out_dir, self.names[path], item.photo, ids, item.label_rgb,
+                                                  self.config, self.classes))
+                self.read_as[path] = (item.read_as, item.notes)
+                self.run_sizes[path] = self.segmenter.run_size(size)
+        if self.progress is not None:
+            self.progress.update(len(batch))
+
+    def skip(self, path: Path, error: DataError) -> None:
+        warnings.warn(f"skipped an unusable image: {error}", PspnetWarning, stacklevel=3)
+        self.skipped[path] = str(error)
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def sizes_line(self) -> str:
+        """"ran at 128x256 (each photo fitted into 256x256 ...)": what the model saw."""
+        counts = Counter(self.run_sizes.values())
+        sizes = ", ".join(f"{height}x{width}" + (f" ({count} images)" if len(counts) > 1 else "")
+                          for (height, width), count in counts.items())
+        base = "x".join(map(str, self.segmenter.input_size))
+        how = (f"each photo fitted into {base} keeping its aspect ratio: the scale the model was trained at"
+               if self.segmenter.keep_aspect else f"each photo resized to {base}")
+        return f"ran the model at {sizes} ({how})"
+
+
+def _predict_all(paths: list[Path], predictions: _Predictions, config: PredictConfig) -> None:
+    """Reads the inputs and predicts them batch by batch; a bad file stops after the batch before it."""
+    batch, failure = [], None
+    for path in paths:
+        try:
+            item = read_input(path, config.pairs)
+        except DataError as error:
+            if not config.skip_bad:
+                failure = error  # predict the good images read before it, then stop
+                break
+            predictions.skip(path, error)
+            continue
+        batch.append((path, item))
+        if len(batch) == config.batch_size:
+            predictions.run(batch)
+            batch = []
+    predictions.run(batch)
+    if failure is not None:
+        raise failure
+
+
 def predict(config: PredictConfig) -> dict[str, Any]:
     """Predicts every input image (or a video) and writes its pictures to ``config.out``.
 
@@ -356,15 +461,18 @@ def predict(config: PredictConfig) -> dict[str, Any]:
         config: a ``PredictConfig``.
 
     Returns:
-        ``{"num_images", "out", "head", "image_size" (None with native),
-        "files", "read_as", "skipped", "inputs_csv"}``: files lists every
-        picture written, read_as maps each predicted input to "composite" or
+        ``{"num_images", "out", "head", "image_size" (the model's input or
+        trained size), "native", "run_sizes" (each predicted input's size at
+        the model), "files", "read_as", "skipped", "inputs_csv", "label_ids"
+        (the labelIds folder, or None)}``: files lists every picture
+        written, read_as maps each predicted input to "composite" or
         "photo", skipped lists the inputs skipped. For a video, the dict of
         ``pspnet.video.predict_video`` with read_as ``{path: "video"}``.
 
     Raises:
         ConfigError: bad model file, batch size, head, pairs or every option,
-            an output path that is a file, or native on a fixed-size model.
+            an output path that is a file, native on a fixed-size model, or
+            label ids for a model of other than the Cityscapes classes.
         DataError: missing input, an unusable image (named, without
             skip_bad), or no usable image at all.
     """
@@ -372,71 +480,32 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     if is_video(config.input):
         return _predict_video(config, Path(config.input))
     paths = list_inputs(config.input)  # check the input before the (slow) model load
-    names = output_names(paths)
     if config.every != 1 or config.colour_video:
         warnings.warn("--every and --colour-video apply to videos only; ignored for images",
                       PspnetWarning, stacklevel=2)
     if config.with_truth and config.pairs == "never":
         warnings.warn("--with-truth with --pairs never: panels show no truth", PspnetWarning, stacklevel=2)
-    loaded, input_size = _load(config)
-    out_dir = Path(config.out)
-
+    segmenter, classes = _load(config)
     progress = None
     if config.verbose:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=len(paths), desc="predict", unit="img", disable=None)
-    written: list[Path] = []
-    read_as: dict[Path, tuple[str, list[str]]] = {}  # (read_as, notes) of each predicted input
-    skipped: dict[Path, str] = {}
-    segmenters: dict[tuple[int, int], Segmenter] = {}
-
-    def run(batch: list[tuple[Path, InputImage]]) -> None:
-        # One forward pass per photo size in the batch (a folder usually has one).
-        for size in dict.fromkeys(item.photo.shape[:2] for _, item in batch):
-            group = [(path, item) for path, item in batch if item.photo.shape[:2] == size]
-            run_size = size if config.native else input_size
-            if run_size not in segmenters:
-                segmenters[run_size] = Segmenter(
-                    loaded.model, loaded.info, run_size, config.batch_size, source=config.model
-                )
-            photos = np.stack([item.photo for _, item in group])
-            train_ids = segmenters[run_size].predict_ids(photos, size)  # (B, H, W) uint8
-            for (path, item), ids in zip(group, train_ids):
-                if not written:
-                    _claim(out_dir, Path(config.model))
-                written.extend(_save_outputs(out_dir, names[path], item.photo, ids, item.label_rgb, config))
-                read_as[path] = (item.read_as, item.notes)
-        if progress is not None:
-            progress.update(len(batch))
-
+    predictions = _Predictions(config, segmenter, classes, output_names(paths), progress)
     try:
-        batch, failure = [], None
-        for path in paths:
-            try:
-                item = read_input(path, config.pairs)
-            except DataError as error:
-                if not config.skip_bad:
-                    failure = error  # predict the good images read before it, then stop
-                    break
-                warnings.warn(f"skipped an unusable image: {error}", PspnetWarning, stacklevel=2)
-                skipped[path] = str(error)
-                if progress is not None:
-                    progress.update(1)
-                continue
-            batch.append((path, item))
-            if len(batch) == config.batch_size:
-                run(batch)
-                batch = []
-        run(batch)
-        if failure is not None:
-            raise failure
+        _predict_all(paths, predictions, config)
     finally:
         if progress is not None:
             progress.close()
-    if not read_as:
-        raise DataError(f"none of the {len(paths)} images could be read; first: {next(iter(skipped.values()))}")
+    if not predictions.read_as:
+        raise DataError(f"none of the {len(paths)} images could be read; first: "
+                        f"{next(iter(predictions.skipped.values()))}")
+    return _finish(config, paths, predictions)
 
+
+def _finish(config: PredictConfig, paths: list[Path], predictions: _Predictions) -> dict[str, Any]:
+    """Writes inputs.csv, prints the closing lines and returns ``predict``'s result."""
+    read_as, skipped, out_dir = predictions.read_as, predictions.skipped, predictions.out_dir
     rows = [
         (str(path), read_as[path][0], "; ".join(read_as[path][1])) if path in read_as
         else (str(path), "skipped", skipped[path])
@@ -445,17 +514,21 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     _write_inputs_csv(out_dir / "inputs.csv", rows)
     kinds = {str(path): kind for path, (kind, _) in read_as.items()}
     if config.verbose:
+        print(predictions.sizes_line())
         print(
             f"{len(paths)} image{'s' if len(paths) != 1 else ''} ({_counts(kinds, len(skipped))}): "
-            f"wrote {len(written)} files and inputs.csv to {out_dir}"
+            f"wrote {len(predictions.written)} files and inputs.csv to {out_dir}"
         )
     return {
         "num_images": len(read_as),
         "out": str(out_dir),
-        "head": loaded.head,
-        "image_size": list(input_size) if input_size else None,
-        "files": [str(path) for path in written],
+        "head": predictions.segmenter.head,
+        "image_size": list(predictions.segmenter.input_size),
+        "native": bool(config.native),
+        "run_sizes": {str(path): list(size) for path, size in predictions.run_sizes.items()},
+        "files": [str(path) for path in predictions.written],
         "read_as": kinds,
         "skipped": [str(path) for path in skipped],
         "inputs_csv": str(out_dir / "inputs.csv"),
+        "label_ids": str(out_dir / LABEL_IDS_FOLDER) if config.label_ids else None,
     }

@@ -1,8 +1,8 @@
 """Segmentation of a video: frames in, an overlay video (and a colour video) out.
 
 ``predict_video`` decodes a video with OpenCV, predicts every Nth frame
-through a ``pspnet.inference.Segmenter`` and writes the Cityscapes colours
-over every frame at the source's frame rate and size; the frames it holds
+through a ``pspnet.inference.Segmenter`` and writes the colours of the
+model's classes over every frame at the source's frame rate and size; the frames it holds
 are bounded (PENDING_BYTES, or one frame), however large N is. The videos are
 written under temporary names and renamed into place when complete, so a crash
 never leaves a half video under the final name.
@@ -129,7 +129,7 @@ def _write_all(
 
 
 def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: bool = False,
-                  alpha: float = 0.5, verbose: bool = True) -> dict:
+                  alpha: float = 0.5, verbose: bool = True, classes=None) -> dict:
     """Segments a video and writes the overlay video (and optionally the colour video).
 
     Args:
@@ -141,9 +141,10 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
             once the first frame is decoded.
         every: predict frames 0, every, 2*every, ...; the frames between reuse
             the latest prediction, so the output keeps every frame.
-        colour_video: also write the Cityscapes colours alone.
+        colour_video: also write the class colours alone.
         alpha: weight of the colours in the overlay (0: the frame, 1: the colours).
         verbose: show a progress bar and print a summary line.
+        classes: the ``ClassTable`` whose colours are drawn; None: the model's (``info.class_table()``).
 
     Returns:
         ``{"num_frames", "predicted_frames", "seconds", "frames_per_second",
@@ -161,6 +162,7 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
     video = Path(video_path)
     if not video.is_file():
         raise DataError(f"video not found: {video}")
+    classes = segmenter.info.class_table() if classes is None else classes
     start = time.perf_counter()
     capture = cv2.VideoCapture(str(video))
     progress = None
@@ -195,9 +197,10 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
                     writers.append(_open_writer(path, temporary, fourcc, fps, first.shape[:2]))
                 frames = _frames(capture, first, video)
                 for rgb, train_ids in _segment(frames, segmenter, every, first.nbytes):
-                    writers[0].write(cv2.cvtColor(overlay(rgb, train_ids, alpha=alpha), cv2.COLOR_RGB2BGR))
+                    blended = overlay(rgb, train_ids, alpha=alpha, classes=classes)
+                    writers[0].write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
                     if colour_video:
-                        writers[1].write(cv2.cvtColor(colorize(train_ids), cv2.COLOR_RGB2BGR))
+                        writers[1].write(cv2.cvtColor(colorize(train_ids, classes=classes), cv2.COLOR_RGB2BGR))
                     num_frames += 1
                     if progress is not None:
                         progress.update(1)

@@ -103,7 +103,9 @@ def test_native_size_and_pairs_never(any_size_model, pairs, tmp_path):
     result = predict(
         PredictConfig(any_size_model, pairs / "1.jpg", out, native=True, pairs="never", verbose=False)
     )
-    assert result["image_size"] is None
+    # Native: the 32x64 photo at the model's trained scale (256x256: its file does not say), aspect kept.
+    assert result["native"] is True and result["image_size"] == [256, 256]
+    assert result["run_sizes"] == {str(pairs / "1.jpg"): [128, 256]}
     # pairs="never": the whole 32x64 composite is one photo.
     assert _read(out / "1_ids.png").shape == (32, 64)
 
@@ -298,9 +300,10 @@ def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch)
 
     calls = []
 
-    def predict_video(segmenter, video_path, out_dir, every=1, colour_video=False, alpha=0.5, verbose=True):
+    def predict_video(segmenter, video_path, out_dir, every=1, colour_video=False, alpha=0.5, verbose=True,
+                      classes=None):
         calls.append(dict(segmenter=segmenter, video_path=video_path, out_dir=out_dir, every=every,
-                          colour_video=colour_video, alpha=alpha, verbose=verbose))
+                          colour_video=colour_video, alpha=alpha, verbose=verbose, classes=classes))
         Path(out_dir).mkdir(parents=True)
         return {"frames": 4}
 
@@ -316,6 +319,7 @@ def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch)
     assert call["segmenter"].input_size == (256, 256) and call["segmenter"].batch_size == 2
     assert (call["video_path"], call["out_dir"]) == (clip, out)
     assert (call["every"], call["colour_video"], call["alpha"], call["verbose"]) == (3, True, 0.25, False)
+    assert call["classes"].names[0] == "road"  # the model's (Cityscapes) colours
     assert _read_csv(out / "inputs.csv") == [{"file": str(clip), "read_as": "video", "notes": "every 3 frames"}]
 
 
@@ -402,3 +406,93 @@ def test_predictions_of_an_unknown_model_are_refused(any_size_model, pairs, tmp_
     with pytest.raises(ConfigError, match=r"holds predictions of an unknown model \(no predictions.json\)"):
         predict(PredictConfig(any_size_model, pairs, out, verbose=False))
     assert [path.name for path in out.iterdir()] == ["7_ids.png"]
+
+
+# --- the trained scale, official label ids, Cityscapes splits, other class tables ------------------
+
+
+def _described_model(path: Path, num_classes: int, image_size, classes=None) -> Path:
+    """A tiny any-size model saved with its description (trained size, class table)."""
+    import keras
+
+    from pspnet.modelfile import ModelInfo, save_model
+
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(num_classes, 1, name="logits")(keras.layers.Rescaling(1 / 255)(inputs))
+    save_model(keras.Model(inputs, outputs), path, ModelInfo(
+        head="classes", num_classes=num_classes, image_size=image_size,
+        classes=None if classes is None else classes.to_json()))
+    return path
+
+
+def _photo(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cv2.imwrite(str(path), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    return path
+
+
+def test_native_runs_at_the_trained_scale_not_the_files_size(tmp_path, capsys):
+    model = _described_model(tmp_path / "m.keras", NUM_CLASSES, (32, 32))
+    photo = _photo(tmp_path / "wide.png", 64, 128)
+    native = predict(PredictConfig(model, photo, tmp_path / "native", native=True))
+    assert native["run_sizes"] == {str(photo): [16, 32]}  # 64x128 fitted into 32x32, not run at 64x128
+    assert "ran the model at 16x32 (each photo fitted into 32x32 keeping its aspect ratio" in capsys.readouterr().out
+    resized = predict(PredictConfig(model, photo, tmp_path / "resized", verbose=False))
+    assert resized["run_sizes"] == {str(photo): [32, 32]} and resized["native"] is False
+    for folder in ("native", "resized"):
+        assert _read(tmp_path / folder / "wide_ids.png").shape == (64, 128)
+
+
+def test_label_ids_are_the_official_ids_of_the_train_ids_at_the_photos_size(tmp_path):
+    from pspnet.palette import LABEL_IDS
+
+    model = _described_model(tmp_path / "m.keras", NUM_CLASSES, (32, 32))
+    photo = _photo(tmp_path / "in" / "street.png", 40, 72)
+    result = predict(PredictConfig(model, photo, tmp_path / "out", label_ids=True, verbose=False))
+    assert result["label_ids"] == str(tmp_path / "out" / "labelIds")
+    label_ids = _read(tmp_path / "out" / "labelIds" / "street_labelIds.png")
+    train_ids = _read(tmp_path / "out" / "street_ids.png")
+    assert label_ids.shape == (40, 72) and label_ids.dtype == np.uint8
+    np.testing.assert_array_equal(label_ids, np.asarray(LABEL_IDS, np.uint8)[train_ids])
+    assert sorted(path.name for path in (tmp_path / "out" / "labelIds").iterdir()) == ["street_labelIds.png"]
+
+
+def test_label_ids_are_refused_for_a_model_of_other_classes(tmp_path, capsys):
+    from pspnet.cli import predict_main
+    from pspnet.data.classes import ClassTable
+
+    table = ClassTable(("soil", "crop", "weed"), ((90, 60, 30), (0, 160, 0), (200, 0, 200)))
+    model = _described_model(tmp_path / "farm.keras", 3, (32, 32), classes=table)
+    photo = _photo(tmp_path / "field.png", 32, 48)
+    out = tmp_path / "out"
+    assert predict_main(["--model", str(model), "--input", str(photo), "--out", str(out), "--label-ids"]) == 1
+    assert capsys.readouterr().err == (
+        "pspnet-predict: error: --label-ids writes official Cityscapes label ids, but the model predicts other "
+        f"classes (3 classes against 19, the model's first): {model}\n")
+    assert not out.exists()
+    # Without it, the pictures are in the model's own colours.
+    predict(PredictConfig(model, photo, out, verbose=False))
+    colours = {tuple(c) for c in _read(out / "field_color.png")[..., ::-1].reshape(-1, 3)}
+    assert colours <= set(table.colors) and len(colours) >= 1
+
+
+def test_a_cityscapes_split_folder_is_read_one_level_of_cities_down(tmp_path):
+    from conftest import make_cityscapes
+
+    root = make_cityscapes(tmp_path / "cs", train=1, val=3, height=32, width=64)
+    model = _described_model(tmp_path / "m.keras", NUM_CLASSES, (32, 64))
+    result = predict(PredictConfig(model, root / "leftImg8bit" / "val", tmp_path / "out", label_ids=True,
+                                   native=True, verbose=False))
+    photos = sorted((root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))
+    assert result["num_images"] == 3 == len(photos)
+    names = sorted(path.name for path in (tmp_path / "out" / "labelIds").iterdir())
+    assert names == sorted(path.name.replace("_leftImg8bit.png", "_labelIds.png") for path in photos)
+    assert all(_read(tmp_path / "out" / "labelIds" / name).shape == (32, 64) for name in names)
+
+
+def test_one_name_in_two_folders_gets_the_folders_name():
+    from pspnet.predict import output_names
+
+    paths = [Path("a/1.jpg"), Path("b/1.jpg"), Path("b/2.png"), Path("c/x_leftImg8bit.png")]
+    assert list(output_names(paths).values()) == ["a_1_jpg", "b_1_jpg", "2", "x"]

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import BatchRecorder
 from pspnet.errors import ConfigError, DataError
+from pspnet.modelfile import ModelInfo
 from pspnet.video import predict_video
 
 NUM_FRAMES = 20
@@ -91,6 +92,7 @@ class CountingSegmenter:
     """A stand-in Segmenter whose k-th predicted frame gets train id k everywhere."""
 
     batch_size = 3
+    info = ModelInfo(head="classes", num_classes=19)
 
     def __init__(self):
         self.count = 0
@@ -199,6 +201,7 @@ class ZeroSegmenter:
     """A stand-in Segmenter that predicts road (0) everywhere, in no time."""
 
     batch_size = 4
+    info = ModelInfo(head="classes", num_classes=19)
 
     def predict_ids(self, photos, label_size=None):
         return np.zeros((len(photos), *label_size), np.uint8)
