@@ -7,7 +7,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +14,7 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pspnet.data.cache_entries import FileSink, folder_lock, publish
 from pspnet.data.composites import _read_composite
 from pspnet.data.files import list_images
 from pspnet.data.labels import _decode_packed
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.fileio import TEMPORARY_MARK, default_cache_dir, temporary_name
+from pspnet.fileio import default_cache_dir, temporary_name
 from pspnet.palette import NUM_CLASSES
 
 # A label pixel farther than this (Euclidean RGB) from every palette colour is
@@ -96,7 +97,7 @@ class SplitSummary:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "SplitSummary":
+    def from_json(cls, data: dict) -> SplitSummary:
         return cls(
             folder=data["folder"],
             num_images=int(data["num_images"]),
@@ -128,104 +129,73 @@ class _MemorySink:
         return self.photos[: self.filled], self.targets[: self.filled]
 
 
-_NPY_HEADER_BYTES = 128  # fixed, so the final count can be written in place
+@dataclass(frozen=True)
+class _Source:
+    """What one cache entry is decoded from: one item per image, and how to read one into its slots."""
+
+    folder: Path  # named in messages; the summary's folder
+    items: list  # pairs: the composite paths; other layouts: sample indices
+    names: list[str]  # one per item: the summary's file names
+    read: Callable  # read(item, photo_out, target_out, target) -> train ids (H, W) or (H, W, 2) ids and distances
+    size: tuple[int, int] | None = None  # (height, width) of every image; None: from the first readable composite
+    num_classes: int = NUM_CLASSES  # class_pixels keeps these ids, then one count for the rest (ignore)
 
 
-def _npy_header(dtype: np.dtype, shape: tuple) -> bytes:
-    """A version 1.0 .npy header padded to a fixed length."""
-    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
-    text = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)})
-    body_length = _NPY_HEADER_BYTES - 10  # magic (6) + version (2) + length (2)
-    text = text.ljust(body_length - 1) + "\n"
-    if len(text) != body_length:
-        raise ValueError(f"shape {shape} too long for the .npy header")
-    return b"\x93NUMPY\x01\x00" + body_length.to_bytes(2, "little") + text.encode("latin1")
+def _read_composite_into(path: Path, photo_out: np.ndarray, target_out: np.ndarray, target: str) -> np.ndarray:
+    """Reads one composite into its slots (photo RGB, target); returns (H, W, 2) uint8: train id, distance."""
+    height, width = photo_out.shape[:2]
+    image = _read_composite(path)
+    if image.shape[:2] != (height, 2 * width):
+        raise DataError(
+            f"{path.name} is {image.shape[1]}x{image.shape[0]} pixels but the first image of "
+            f"the folder is {2 * width}x{height}; every file of a split must have one size: {path}"
+        )
+    cv2.cvtColor(image[:, :width], cv2.COLOR_BGR2RGB, dst=photo_out)
+    label_bgr = image[:, width:]
+    # (H, W, 2) bytes per pixel: train id, distance to its palette colour.
+    decoded = _decode_packed(label_bgr, bgr=True).view(np.uint8).reshape(height, width, 2)
+    if target == "rgb":
+        label_rgb = cv2.cvtColor(label_bgr, cv2.COLOR_BGR2RGB)
+        np.multiply(label_rgb, np.float32(1.0 / 255.0), out=target_out, dtype=np.float32)
+    else:
+        target_out[...] = decoded[..., 0]
+    return decoded
 
 
-class _FileSink:
-    """Streams decoded chunks into two .npy files.
-
-    Plain sequential writes keep the process's resident memory at a few chunks
-    (written pages sit in the OS page cache, not in the process), unlike
-    writing through a memory map, whose touched pages count as resident.
-    """
-
-    def __init__(self, folder: Path, count: int, photo_shape: tuple, target_shape: tuple, target_dtype):
-        self.shapes = {"photos": photo_shape, "targets": target_shape}
-        self.dtypes = {"photos": np.dtype(np.uint8), "targets": np.dtype(target_dtype)}
-        self.files = {}
-        for name in ("photos", "targets"):
-            handle = open(folder / f"{name}.npy", "wb")
-            handle.write(_npy_header(self.dtypes[name], (count, *self.shapes[name])))
-            self.files[name] = handle
-        self.filled = 0
-
-    def write(self, photos: np.ndarray, targets: np.ndarray) -> None:
-        for name, array in (("photos", photos), ("targets", targets)):
-            self.files[name].write(memoryview(np.ascontiguousarray(array, dtype=self.dtypes[name])).cast("B"))
-        self.filled += len(photos)
-
-    def close(self) -> None:
-        for name, handle in self.files.items():
-            if not handle.closed:
-                handle.seek(0)
-                handle.write(_npy_header(self.dtypes[name], (self.filled, *self.shapes[name])))
-                handle.close()
-
-    def abort(self) -> None:
-        for handle in self.files.values():
-            handle.close()
-
-
-def _decode_chunk(paths: list[Path], size: tuple[int, int], target: str) -> dict:
-    """Reads and decodes a run of files (runs on a worker thread).
+def _decode_chunk(items: list, size: tuple[int, int], target: str, read: Callable = _read_composite_into) -> dict:
+    """Reads and decodes a run of images with ``read`` (runs on a worker thread).
 
     Returns:
         dict with ``photos`` uint8 (k, H, W, 3), ``targets`` (k, H, W) uint8
-        or (k, H, W, 3) float32, ``kept`` file indices within ``paths``,
+        or (k, H, W, 3) float32, ``kept`` item indices within ``items``,
         ``errors`` [(index, DataError)], ``class_pixels`` and
-        ``distance_histogram`` int64 (256,) over the kept files, and ``far``
+        ``distance_histogram`` int64 (256,) over the kept items, and ``far``
         [(index, share)] for label halves mostly far from the palette.
     """
     height, width = size
-    count = len(paths)
+    count = len(items)
     photos = np.empty((count, height, width, 3), dtype=np.uint8)
-    if target == "rgb":
-        targets = np.empty((count, height, width, 3), dtype=np.float32)
-    else:
-        targets = np.empty((count, height, width), dtype=np.uint8)
+    target_shape, target_dtype = _target_spec(target, size)
+    targets = np.empty((count, *target_shape), dtype=target_dtype)
     class_pixels = np.zeros(256, dtype=np.int64)
     distance_histogram = np.zeros(256, dtype=np.int64)
     kept, errors, far = [], [], []
-    for index, path in enumerate(paths):
+    for index, item in enumerate(items):
+        slot = len(kept)
         try:
-            image = _read_composite(path)
-            if image.shape[:2] != (height, 2 * width):
-                raise DataError(
-                    f"{path.name} is {image.shape[1]}x{image.shape[0]} pixels but the first image of "
-                    f"the folder is {2 * width}x{height}; every file of a split must have one size: {path}"
-                )
+            decoded = read(item, photos[slot], targets[slot], target)
         except DataError as error:
             errors.append((index, error))
             continue
-        slot = len(kept)
         kept.append(index)
-        cv2.cvtColor(image[:, :width], cv2.COLOR_BGR2RGB, dst=photos[slot])
-        label_bgr = image[:, width:]
-        # (H, W, 2) bytes per pixel: train id, distance to its palette colour.
-        decoded = _decode_packed(label_bgr, bgr=True).view(np.uint8).reshape(height, width, 2)
-        if target == "rgb":
-            label_rgb = cv2.cvtColor(label_bgr, cv2.COLOR_BGR2RGB)
-            np.multiply(label_rgb, np.float32(1.0 / 255.0), out=targets[slot], dtype=np.float32)
-        else:
-            targets[slot] = decoded[..., 0]
         # cv2.calcHist reads one channel of the interleaved pairs without a copy.
         class_pixels += cv2.calcHist([decoded], [0], None, [256], [0, 256]).reshape(-1).astype(np.int64)
-        distances = cv2.calcHist([decoded], [1], None, [256], [0, 256]).reshape(-1).astype(np.int64)
-        distance_histogram += distances
-        share = distances[FAR_DISTANCE + 1 :].sum() / (height * width)
-        if share > FAR_IMAGE_SHARE:
-            far.append((index, float(share)))
+        if decoded.ndim == 3:  # composites: the distance of each label pixel to its palette colour
+            distances = cv2.calcHist([decoded], [1], None, [256], [0, 256]).reshape(-1).astype(np.int64)
+            distance_histogram += distances
+            share = distances[FAR_DISTANCE + 1 :].sum() / (height * width)
+            if share > FAR_IMAGE_SHARE:
+                far.append((index, float(share)))
     used = len(kept)
     return {
         "photos": photos[:used],
@@ -238,17 +208,26 @@ def _decode_chunk(paths: list[Path], size: tuple[int, int], target: str) -> dict
     }
 
 
-def _file_key(paths: list[Path], target: str) -> tuple[str, list]:
-    """The cache key: a hash of the format version, the target and every file's name, size, mtime."""
+def _file_key(paths: list[Path], target: str, names: list[str] | None = None, extra: dict | None = None
+              ) -> tuple[str, list]:
+    """The cache key: a hash of the format version, the target and every file's name, size, mtime.
+
+    Args:
+        names: one per path (default: the file names).
+        extra: more of what the entry depends on (the layout, the class
+            table), hashed after the files; None for the pairs, whose keys
+            predate it.
+    """
     stats = []
-    for path in paths:
+    for path, name in zip(paths, names if names is not None else [path.name for path in paths]):
         try:
             info = path.stat()
         except OSError:  # a dangling link, a file just removed: decoding names it (or skip_bad skips it)
-            stats.append([path.name, None, None])
+            stats.append([name, None, None])
             continue
-        stats.append([path.name, info.st_size, info.st_mtime_ns])
-    text = json.dumps({"format": CACHE_FORMAT, "target": target, "files": stats}, separators=(",", ":"))
+        stats.append([name, info.st_size, info.st_mtime_ns])
+    content = {"format": CACHE_FORMAT, "target": target, "files": stats, **(extra or {})}
+    text = json.dumps(content, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24], stats
 
 
@@ -315,59 +294,67 @@ def _first_size(paths: list[Path], skip_bad: bool) -> tuple[int, int]:
     raise DataError(f"no readable image among the {len(paths)} files of {paths[0].parent}")
 
 
+def _chunk_results(pool: ThreadPoolExecutor, source: _Source, size: tuple[int, int], target: str, workers: int):
+    """(start, ``_decode_chunk`` result) of each run of ``_CHUNK`` items, in order.
+
+    At most 2 chunks per worker in flight: memory stays bounded and results
+    come in item order.
+    """
+    starts = list(range(0, len(source.items), _CHUNK))
+    pending = []
+    next_chunk = 0
+    while next_chunk < len(starts) or pending:
+        while next_chunk < len(starts) and len(pending) < 2 * workers:
+            start = starts[next_chunk]
+            chunk = source.items[start : start + _CHUNK]
+            pending.append((start, pool.submit(_decode_chunk, chunk, size, target, source.read)))
+            next_chunk += 1
+        start, future = pending.pop(0)
+        yield start, future.result()
+
+
 def _decode_split(
-    folder: Path, paths: list[Path], target: str, skip_bad: bool, workers: int, progress: bool, sink_factory
+    source: _Source, target: str, skip_bad: bool, workers: int, progress: bool, sink_factory
 ) -> tuple[object, SplitSummary]:
-    """Decodes every file on threads into the sink made by ``sink_factory(count, size)``."""
+    """Decodes every item on threads into the sink made by ``sink_factory(count, size)``."""
     started = time.perf_counter()
-    size = _first_size(paths, skip_bad)
-    sink = sink_factory(len(paths), size)
+    size = source.size or _first_size(source.items, skip_bad)
+    sink = sink_factory(len(source.items), size)
     from tqdm.auto import tqdm
 
     # disable=None: a bar only on a terminal (or notebook), never in logs.
-    bar = tqdm(
-        total=len(paths), desc=f"decode {folder.name}", unit="img", disable=None if progress else True, leave=False
-    )
-    class_pixels = np.zeros(256, dtype=np.int64)
-    distance_histogram = np.zeros(256, dtype=np.int64)
+    bar = tqdm(total=len(source.items), desc=f"decode {source.folder.name}", unit="img",
+               disable=None if progress else True, leave=False)
+    counts = {"class_pixels": np.zeros(256, dtype=np.int64), "distance_histogram": np.zeros(256, dtype=np.int64)}
     kept_names: list[str] = []
     skipped: list[tuple[str, str]] = []
     far: list[tuple[str, float]] = []
-    chunks = [paths[start : start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        pending = []
-        next_chunk = 0
-        # At most 2 chunks per worker in flight: memory stays bounded and results
-        # are written in file order.
-        while next_chunk < len(chunks) or pending:
-            while next_chunk < len(chunks) and len(pending) < 2 * workers:
-                pending.append((chunks[next_chunk], pool.submit(_decode_chunk, chunks[next_chunk], size, target)))
-                next_chunk += 1
-            chunk_paths, future = pending.pop(0)
-            result = future.result()
+        for start, result in _chunk_results(pool, source, size, target, workers):
             for index, error in result["errors"]:
                 if not skip_bad:
                     raise error
-                skipped.append((chunk_paths[index].name, str(error)))
+                skipped.append((source.names[start + index], str(error)))
             sink.write(result["photos"], result["targets"])
-            kept_names.extend(chunk_paths[index].name for index in result["kept"])
-            far.extend((chunk_paths[index].name, round(share, 4)) for index, share in result["far"])
-            class_pixels += result["class_pixels"]
-            distance_histogram += result["distance_histogram"]
-            bar.update(len(chunk_paths))
+            kept_names.extend(source.names[start + index] for index in result["kept"])
+            far.extend((source.names[start + index], round(share, 4)) for index, share in result["far"])
+            for name in counts:
+                counts[name] += result[name]
+            bar.update(min(_CHUNK, len(source.items) - start))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
     if not kept_names:
-        raise DataError(f"none of the {len(paths)} images in {folder} could be read ({skipped[0][1]})")
+        raise DataError(f"none of the {len(source.items)} images in {source.folder} could be read ({skipped[0][1]})")
+    class_pixels, classes = counts["class_pixels"], source.num_classes
     summary = SplitSummary(
-        folder=str(folder),
+        folder=str(source.folder),
         num_images=len(kept_names),
         image_size=size,
         files=kept_names,
-        class_pixels=np.append(class_pixels[:NUM_CLASSES], class_pixels[NUM_CLASSES:].sum()),
-        distance_histogram=distance_histogram,
+        class_pixels=np.append(class_pixels[:classes], class_pixels[classes:].sum()),
+        distance_histogram=counts["distance_histogram"],
         skipped=skipped,
         far_images=far,
         seconds=round(time.perf_counter() - started, 3),
@@ -382,85 +369,76 @@ def _target_spec(target: str, size: tuple[int, int]) -> tuple[tuple, np.dtype]:
     return (height, width), np.dtype(np.uint8)
 
 
-@contextlib.contextmanager
-def _folder_lock(folder: Path, wait: bool = True):
-    """Holds an ``flock`` on a folder itself (its descriptor: no lock file to clean up).
-
-    Yields True once held, or False when ``wait`` is off and another process
-    (or another descriptor of this one) holds it. The kernel drops it when its
-    holder ends, however it ends. Where ``fcntl`` does not exist (Windows) it
-    yields True and locks nothing.
-    """
+def _write_entry(temporary: Path, source: _Source, key: str, target: str, keyed: float, skip_bad: bool,
+                 workers: int, progress: bool) -> SplitSummary:
+    """Decodes the source into a temporary entry folder (emptied and removed if anything fails)."""
+    sink = None
     try:
-        import fcntl
-    except ImportError:
-        yield True
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-        else:
-            yield True
-    finally:
-        os.close(descriptor)
+
+        def file_sink(count, size):
+            nonlocal sink
+            sink = FileSink(temporary, count, (*size, 3), *_target_spec(target, size))
+            return sink
+
+        _, summary = _decode_split(source, target, skip_bad, workers, progress, file_sink)
+        sink.close()
+        meta = {
+            "format": CACHE_FORMAT, "key": key, "target": target, "keyed": keyed, "created": time.time(),
+            "summary": summary.to_json(),
+        }
+        # meta.json is written last: an entry without it is never trusted.
+        (temporary / "meta.json").write_text(json.dumps(meta))
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return summary
 
 
-def _keyed_at(entry: Path) -> float:
-    """When the files of a cache entry were looked at (0 for a damaged entry, which nobody writes into)."""
-    try:
-        meta = json.loads((entry / "meta.json").read_text())
-        return float(meta.get("keyed", meta["created"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 0.0
+def _cached_entry(source: _Source, root: Path, key: str, prefix: str, keyed: float, target: str, skip_bad: bool,
+                  workers: int, progress: bool, fallback: str) -> tuple[np.ndarray, np.ndarray, SplitSummary] | None:
+    """The cache entry ``root/PREFIX+KEY`` memory-mapped: read, or decoded now, written and published.
 
-
-def _clean_stale(root: Path, prefix: str, keep: str, keyed: float) -> None:
-    """Removes the entries of the same folder and target keyed before ``keyed``, and abandoned temporary folders.
-
-    Runs under the cache folder's lock. Another process's entry keyed later
-    (it saw newer files) is kept, and so is the temporary folder of a writer
-    still at work, however long it takes: the writer holds its lock.
-    """
-    now = time.time()
-    for entry in root.iterdir():
-        try:
-            if entry.name.startswith(prefix) and entry.name != keep:
-                if _keyed_at(entry) < keyed:
-                    shutil.rmtree(entry, ignore_errors=True)
-            elif TEMPORARY_MARK in entry.name and now - entry.stat().st_mtime > 3600:
-                with _folder_lock(entry, wait=False) as abandoned:
-                    if abandoned:
-                        shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def _publish(root: Path, temporary: Path, entry: Path, key: str, prefix: str, keyed: float):
-    """Moves a finished temporary entry into place, cleans up, and reads the entry back, under the cache's lock.
-
-    An entry of the same key that another process finished first is kept and
-    read instead (removing it could break that process's memory map).
+    Args:
+        keyed: when the files were looked at for ``key`` (before it was made).
+        fallback: what the caller does instead, for the warning when the
+            cache folder cannot be written.
 
     Returns:
-        What ``_read_entry`` gives for the entry.
+        ``(photos, targets, summary)``, or None (with a warning) when the
+        cache folder cannot be written.
     """
-    with _folder_lock(root):
-        found = _read_entry(entry, key) if entry.is_dir() else None
-        if found is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
-        else:
-            if entry.exists():  # a damaged entry
-                shutil.rmtree(entry, ignore_errors=True)
-            try:
-                os.rename(temporary, entry)
-            except OSError:
-                shutil.rmtree(temporary, ignore_errors=True)
-            found = _read_entry(entry, key)  # mapped before anyone's clean-up can remove it
-        _clean_stale(root, prefix, entry.name, keyed)
+    entry = root / f"{prefix}{key}"
+    found = _read_entry(entry, key) if entry.is_dir() else None
+    if found is not None:
+        return found
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_name(entry)
+        temporary.mkdir()
+    except OSError as error:
+        warnings.warn(f"cannot write the cache in {root} ({error.strerror or error}); {fallback}", PspnetWarning,
+                      stacklevel=4)
+        return None
+    # Held until the entry is in place: another process's clean-up leaves this folder alone.
+    with folder_lock(temporary):
+        summary = _write_entry(temporary, source, key, target, keyed, skip_bad, workers, progress)
+        found = publish(root, temporary, entry, prefix, keyed, lambda path: _read_entry(path, key))
+    if found is None:
+        raise DataError(f"the cache entry just written cannot be read back: {entry}")
+    found[2].cached = False
+    found[2].seconds = summary.seconds
     return found
+
+
+def _workers(workers: int | None) -> int:
+    """Decoding threads: as asked, or the CPU count, at most 8."""
+    return max(1, int(workers or min(8, os.cpu_count() or 1)))
+
+
+def _cache_root(cache_dir) -> Path:
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / "splits"
 
 
 def _load(
@@ -476,66 +454,20 @@ def _load(
         raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
     folder = Path(folder)
     paths = list_images(folder)
-    workers = max(1, int(workers or min(8, os.cpu_count() or 1)))
-    sink_factory_memory = lambda count, size: _MemorySink(count, (*size, 3), *_target_spec(target, size))  # noqa: E731
+    source = _Source(folder, paths, [path.name for path in paths], _read_composite_into)
+    workers = _workers(workers)
+    found = None
+    if cache_dir is not False:
+        keyed = time.time()  # an entry keyed later than this one saw newer files, and is never cleaned up by it
+        key, _ = _file_key(paths, target)
+        found = _cached_entry(source, _cache_root(cache_dir), key, _entry_prefix(folder, target), keyed, target,
+                              skip_bad, workers, progress, fallback=f"decoding {folder} into memory")
+    if found is None:  # no cache asked for, or none can be written
+        def memory_sink(count, size):
+            return _MemorySink(count, (*size, 3), *_target_spec(target, size))
 
-    if cache_dir is False:
-        sink, summary = _decode_split(folder, paths, target, skip_bad, workers, progress, sink_factory_memory)
-        _warn_problems(summary, folder, skip_bad)
-        return (*sink.result(), summary)
-
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "splits"
-    keyed = time.time()  # an entry keyed later than this one saw newer files, and is never cleaned up by it
-    key, _ = _file_key(paths, target)
-    prefix = _entry_prefix(folder, target)
-    entry = root / f"{prefix}{key}"
-    found = _read_entry(entry, key) if entry.is_dir() else None
-    if found is not None:
-        _warn_problems(found[2], folder, skip_bad)
-        return found
-
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_name(entry)
-        temporary.mkdir()
-    except OSError as error:
-        warnings.warn(
-            f"cannot write the cache in {root} ({error.strerror or error}); decoding {folder} into memory",
-            PspnetWarning,
-            stacklevel=3,
-        )
-        sink, summary = _decode_split(folder, paths, target, skip_bad, workers, progress, sink_factory_memory)
-        _warn_problems(summary, folder, skip_bad)
-        return (*sink.result(), summary)
-
-    sink = None
-    # Held until the entry is in place: another process's clean-up leaves this folder alone.
-    with _folder_lock(temporary):
-        try:
-
-            def file_sink(count, size):
-                nonlocal sink
-                sink = _FileSink(temporary, count, (*size, 3), *_target_spec(target, size))
-                return sink
-
-            _, summary = _decode_split(folder, paths, target, skip_bad, workers, progress, file_sink)
-            sink.close()
-            meta = {
-                "format": CACHE_FORMAT, "key": key, "target": target, "keyed": keyed, "created": time.time(),
-                "summary": summary.to_json(),
-            }
-            # meta.json is written last: an entry without it is never trusted.
-            (temporary / "meta.json").write_text(json.dumps(meta))
-        except BaseException:
-            if sink is not None:
-                sink.abort()
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        found = _publish(root, temporary, entry, key, prefix, keyed)
-    if found is None:
-        raise DataError(f"the cache entry just written cannot be read back: {entry}")
-    found[2].cached = False
-    found[2].seconds = summary.seconds
+        sink, summary = _decode_split(source, target, skip_bad, workers, progress, memory_sink)
+        found = (*sink.result(), summary)
     _warn_problems(found[2], folder, skip_bad)
     return found
 
