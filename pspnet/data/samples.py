@@ -1,26 +1,39 @@
-"""A split's samples as lazy sequences, and one checking pass over its files (cached).
+"""A split's samples as arrays or lazy sequences, and one checking pass over its files (cached).
 
 Photos of the cityscapes and folders layouts come in any size, and a full
-split does not fit in memory decoded (2,975 official frames are 18 GB as
-uint8), so they are decoded on the fly: ``SplitPhotos`` and ``SplitLabels``
-are sequences that read one image per ``__getitem__`` (thread-safe: OpenCV
-releases the GIL, and the pipeline's workers are threads). The pairs keep
-their decoded, memory-mapped arrays (``pspnet.data.cache``).
+split may not fit in memory or on disk decoded (2,975 official frames of
+2048x1024 are 18 GB as uint8), so ``load_arrays`` gives them one of two ways:
+
+- cached decoded: when every image of the split has one size and the decoded
+  photos and labels (4 bytes a pixel) fit under ``CACHE_LIMIT`` (4 GiB: the
+  500 official val frames, any small data set), they are decoded once into an
+  entry of the split cache (``pspnet.data.cache``: written into a temporary
+  folder, published under a lock, keyed by every photo and label file's name,
+  size and modification time, the layout and the class table) and
+  memory-mapped after, as the pairs are: reading a decoded frame costs a copy,
+  decoding a 2048x1024 PNG tens of milliseconds, every epoch;
+- decoded on the fly: otherwise (mixed sizes, too large, ``cache_dir=False``),
+  ``SplitPhotos`` and ``SplitLabels`` are sequences that read one image per
+  ``__getitem__`` (thread-safe: OpenCV releases the GIL, and the pipeline's
+  workers are threads).
+
+The pairs keep their decoded, memory-mapped arrays, whatever their size.
 
 ``scan_split`` reads every label once, and each photo's size from its file
 header, to check them and count the pixels of each class (class weights,
 ``pspnet-data inspect``); what it found is cached as JSON, per file, keyed by
-the files' sizes and modification times.
+the files' sizes and modification times. ``load_arrays`` scans first: a bad
+file raises before anything is cached.
 
 Example::
 
     split = open_split("cityscapes", "train")
-    photos, labels, summary = load_arrays(split)   # SplitPhotos, SplitLabels, LayoutSummary
+    photos, labels, summary = load_arrays(split)   # SplitPhotos, SplitLabels, LayoutSummary (18 GB: lazy)
     photo, ids = photos[0], labels[0]              # (1024, 2048, 3), (1024, 2048) uint8
 """
-
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pspnet.data import cache
 from pspnet.data.cache import SplitSummary
 from pspnet.data.classes import ClassTable
 from pspnet.data.files import image_size
@@ -42,6 +56,8 @@ from pspnet.errors import ConfigError, DataError, PspnetWarning
 __all__ = ["LayoutSummary", "SplitLabels", "SplitPhotos", "load_arrays", "scan_split"]
 
 SCAN_FORMAT = 1  # bump when what a scan entry holds changes
+CACHE_LIMIT = 4 << 30  # bytes: a split of one image size whose decoded photos and labels fit is cached decoded
+_BYTES_PER_PIXEL = 4  # uint8 RGB photo + uint8 train id
 
 
 class SplitPhotos:
@@ -246,33 +262,88 @@ def scan_split(split: Split, cache_dir=None, skip_bad: bool = False, workers: in
     return replace(split, samples=[split.samples[i] for i in kept]), summary
 
 
+def _read_sample(split: Split, index: int, photo_out: np.ndarray, target_out: np.ndarray, target: str
+                 ) -> np.ndarray:
+    """Decodes sample ``index`` into its slots of a cache entry; returns its train ids (for the class counts)."""
+    photo, ids = split.read(index)
+    if photo.shape[:2] != photo_out.shape[:2]:  # changed since the scan
+        sample, (height, width) = split.samples[index], photo_out.shape[:2]
+        raise DataError(f"{sample.image.name} is {photo.shape[1]}x{photo.shape[0]} pixels but the other images "
+                        f"of the split are {width}x{height} (changed since it was scanned?): {sample.image}")
+    photo_out[...] = photo
+    target_out[...] = ids
+    return ids
+
+
+def _entry_files(split: Split) -> tuple[list[Path], list[str]]:
+    """Every photo and label file of a split, and their names relative to its root (for the cache key)."""
+    paths = [path for sample in split.samples for path in (sample.image, sample.label)]
+    return paths, [path.relative_to(split.root).as_posix() for path in paths]
+
+
+def _cached_arrays(split: Split, summary: SplitSummary, cache_dir, workers: int | None, progress: bool,
+                   limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The checked split decoded into the split cache and memory-mapped, or None where it stays lazy.
+
+    It stays lazy without a cache (``cache_dir=False``), for images of more
+    than one size, when the decoded arrays would take more than ``limit``
+    bytes, or when the cache folder cannot be written (with a warning).
+    """
+    if cache_dir is False or len(summary.sizes) != 1:
+        return None
+    ((height, width),) = summary.sizes
+    if len(split) * height * width * _BYTES_PER_PIXEL > limit:
+        return None
+    names = [str(sample.image.relative_to(split.folder)) for sample in split.samples]
+    source = cache._Source(split.folder, list(range(len(split))), names, functools.partial(_read_sample, split),
+                           size=(height, width), num_classes=split.classes.num_classes)
+    keyed = time.time()  # before the files are looked at again (see pspnet.data.cache)
+    paths, relative = _entry_files(split)
+    key, _ = cache._file_key(paths, "train_ids", relative,
+                             extra={"layout": split.layout, "classes": split.classes.to_json()})
+    # The layout in the prefix: a folders split read as pairs (its images folder) is another entry.
+    prefix = cache._entry_prefix(split.folder, f"{split.layout}-train_ids")
+    found = cache._cached_entry(source, cache._cache_root(cache_dir), key, prefix, keyed, "train_ids", False,
+                                cache._workers(workers), progress, fallback=f"reading {split.folder} on the fly")
+    return None if found is None else found[:2]
+
+
 def load_arrays(split: Split, cache_dir=None, target: str = "train_ids", skip_bad: bool = False,
-                workers: int | None = None, progress: bool = True):
+                workers: int | None = None, progress: bool = True, cache_limit: int | None = None):
     """The photos and training targets of a split, with its summary.
 
     Args:
         split: from ``open_split`` / ``resolve_split``.
-        cache_dir, skip_bad, workers, progress: as ``scan_split``.
+        cache_dir: where the scan and the decoded split are kept; None: under
+            ``default_cache_dir()`` (``scans``, ``splits``); False: no cache
+            (the pairs decode into memory, other layouts stay lazy).
+        skip_bad, workers, progress: as ``scan_split``.
         target: "train_ids"; "rgb" (the seed's colour target) for pairs only.
+        cache_limit: bytes; a cityscapes or folders split of one image size
+            whose decoded photos and labels (4 bytes a pixel) fit is cached
+            decoded; None: ``CACHE_LIMIT`` (4 GiB). Not used for the pairs.
 
     Returns:
         ``(photos, targets, summary)``: for pairs the cached arrays of
         ``pspnet.data.load_split`` (N, H, W, 3) and (N, H, W), unchanged; for
-        the other layouts ``SplitPhotos`` and ``SplitLabels`` over the checked
-        samples (``scan_split``).
+        the other layouts, over the checked samples (``scan_split``), read-only
+        memory-mapped arrays of the same shapes when cached (see the module
+        docstring), else ``SplitPhotos`` and ``SplitLabels``.
 
     Raises:
-        DataError: as ``scan_split``; or a split without labels.
+        DataError: as ``scan_split`` (before anything is cached); or a split without labels.
         ConfigError: target "rgb" for a layout other than pairs, or an unknown target.
     """
     if split.layout == "pairs":
-        from pspnet.data.cache import _load
-
-        return _load(split.folder, cache_dir, target, skip_bad, workers, progress)
+        return cache._load(split.folder, cache_dir, target, skip_bad, workers, progress)
     if target != "train_ids":
         raise ConfigError(f"target={target!r}: only the pairs have the seed's colour target; the {split.layout} "
                           f"layout trains on train ids", flags={"target=": "--head "})
     if not split.labelled:
         raise DataError(f"the {split.name} split has no labels (no gtFine/masks files): {split.folder}")
     split, summary = scan_split(split, cache_dir, skip_bad, workers, progress)
+    limit = CACHE_LIMIT if cache_limit is None else int(cache_limit)
+    arrays = _cached_arrays(split, summary, cache_dir, workers, progress, limit)
+    if arrays is not None:
+        return (*arrays, summary)
     return SplitPhotos(split), SplitLabels(split), summary
