@@ -222,7 +222,8 @@ def _timed_dataset(photos, labels, settings: dict):
     dataset = TimedDataset(
         _Timed(photos, decode_clock, lock), _Timed(labels, decode_clock, lock), batch_size=settings["batch_size"],
         image_size=tuple(settings["crop"]), base_size=tuple(settings["base_size"]), augment=True, seed=0,
-        steps_per_epoch=settings["batches"], workers=settings["workers"], use_multiprocessing=False,
+        steps_per_epoch=settings["batches"], drop_remainder=True, workers=settings["workers"],
+        use_multiprocessing=False,  # threads, as training runs it (drop_remainder too)
     )
     return dataset, decode_clock, batch_clock
 
@@ -399,7 +400,8 @@ def report(results: dict) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("steps", nargs="+", choices=STEPS, help="steps to run, in this order")
-    parser.add_argument("--work", default=None, help="work folder outside the repo (default: $PSPNET_CACHE/bench-layouts)")
+    parser.add_argument("--work", default=None,
+                        help="work folder, outside the repository (default: $PSPNET_CACHE/bench-layouts)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     frames = parser.add_argument_group("frames")
     frames.add_argument("--train", type=int, default=64, help="train frames (64)")
