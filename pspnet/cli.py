@@ -557,10 +557,15 @@ def _bench_runtimes(args) -> int:
     from pspnet.bench import benchmark_runtimes, format_runtimes_table
 
     val = None
-    if args.data:
-        from pspnet.data import load_split
+    if args.data:  # any layout; a data set of other classes than the model's is refused before anything runs
+        from pspnet.data.layouts import resolve_split
+        from pspnet.data.samples import load_arrays
+        from pspnet.evaluate import check_classes
+        from pspnet.modelfile import load_model
 
-        val = load_split(args.data, cache_dir=args.cache_dir, progress=False)
+        split = resolve_split(args.data, args.split, args.layout)
+        check_classes(load_model(args.model)[1], split, args.model)
+        val = load_arrays(split, cache_dir=args.cache_dir, progress=False)[:2]
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="pspnet-bench-") as work:
         rows = benchmark_runtimes(args.model, work, steps=args.steps, val=val, calibration=args.calibration,
@@ -733,25 +738,58 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
 
     ``pspnet-bench models [--presets ...] [--image-size 256] [--batch-size N] [--steps N]``
     prints, per preset: parameters, forward GFLOPs per image, training and inference
-    images/s. Further tables are further subcommands.
+    images/s. ``train`` and ``runtimes`` are the other tables.
     """
+    parser = _bench_parser()
+    args = parser.parse_args(argv)
+    if args.section == "train":
+        return _run(parser.prog, lambda: _check_writable(args.json) or _bench_train(args), out=args.json)
+    if args.section == "runtimes":
+        return _run(parser.prog, lambda: _bench_runtimes(args))
+    return _run(parser.prog, lambda: _check_writable(args.json) or _bench_models(args), out=args.json)
+
+
+def _bench_models(args) -> int:
+    """``pspnet-bench models``: measures and prints the models table."""
+    import dataclasses
+    import json
+
+    import keras
+
+    from pspnet.bench import benchmark_models, format_models_table
+
+    def progress(row) -> None:
+        print(f"{row.preset}: {row.train_images_per_s:.2f} training, {row.infer_images_per_s:.2f} inference "
+              "images/s", file=sys.stderr, flush=True)
+
+    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
+    rows = benchmark_models(
+        args.presets, progress=progress, image_size=args.image_size, batch_size=args.batch_size,
+        steps=args.steps, warmup=args.warmup, num_classes=args.num_classes, dtype_policy=args.dtype_policy,
+    )
+    print(format_models_table(rows))
+    if args.json:
+        atomic_write_text(args.json, json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+    return 0
+
+
+def _bench_image_size(text: str) -> tuple[int, int]:
+    """``256`` -> (256, 256); ``256x512`` -> (256, 512)."""
+    from pspnet.config import parse_size
+    from pspnet.errors import ConfigError
+
+    try:
+        return parse_size(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}") from None
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    """The parser of ``pspnet-bench`` (models, train, runtimes)."""
     from pspnet.config import PRESETS
 
-    def image_size(text: str) -> tuple[int, int]:
-        """``256`` -> (256, 256); ``256x512`` -> (256, 512)."""
-        from pspnet.config import parse_size
-        from pspnet.errors import ConfigError
-
-        try:
-            return parse_size(text)
-        except ConfigError:
-            raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH, got {text!r}") from None
-
-    parser = _Parser(
-        prog="pspnet-bench",
-        description="Speed benchmarks on this machine "
-        "(backend: KERAS_BACKEND, default tensorflow).",
-    )
+    parser = _Parser(prog="pspnet-bench",
+                     description="Speed benchmarks on this machine (backend: KERAS_BACKEND, default tensorflow).")
     sections = parser.add_subparsers(dest="section", required=True, metavar="SECTION")
     models = sections.add_parser(
         "models",
@@ -760,22 +798,37 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "(train_on_batch, Adam, sparse cross-entropy from logits) and inference images/s "
         "(predict_on_batch), timed after warm-up steps on random photos.",
     )
-    models.add_argument(
-        "--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure"
-    )
-    models.add_argument(
-        "--image-size", type=image_size, default=(256, 256), help="SIZE or HEIGHTxWIDTH (256)"
-    )
+    models.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure")
+    models.add_argument("--image-size", type=_bench_image_size, default=(256, 256),
+                        help="SIZE or HEIGHTxWIDTH (256)")
     models.add_argument("--batch-size", type=_positive, default=2, help="images per step (2)")
     models.add_argument("--steps", type=_positive, default=3, help="timed steps per measurement (3)")
     models.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (1)")
-    models.add_argument(
-        "--num-classes", type=_positive, default=19, help="classes of the logits head (19)"
-    )
-    models.add_argument(
-        "--dtype-policy", default=None, help="a Keras dtype policy, e.g. mixed_bfloat16"
-    )
+    models.add_argument("--num-classes", type=_positive, default=19, help="classes of the logits head (19)")
+    models.add_argument("--dtype-policy", default=None, help="a Keras dtype policy, e.g. mixed_bfloat16")
     models.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    _add_bench_train_parser(sections, PRESETS)
+    runtimes = sections.add_parser(
+        "runtimes",
+        help="inference images/s (and val scores) of a trained model in Keras, ONNX Runtime and LiteRT",
+        description="Exports --model to ONNX and LiteRT (and int8 LiteRT with --calibration) in a temporary "
+        "folder and times predict_on_batch in each runtime at batch 1 and 8; with --data also scores each "
+        "on that split.",
+    )
+    runtimes.add_argument("--model", required=True, help="a .keras model file")
+    runtimes.add_argument("--data", default=None,
+                          help="a data set root (any layout) or a split folder of pairs to score each runtime on")
+    runtimes.add_argument("--split", default="val", help="the split of a data set root (val)")
+    runtimes.add_argument("--layout", choices=("pairs", "cityscapes", "folders"), default=None,
+                          help="the data set's layout (default: detected from its folders)")
+    runtimes.add_argument("--calibration", default=None, help="photos for an int8 LiteRT row")
+    runtimes.add_argument("--steps", type=_positive, default=5, help="timed calls per batch size (5)")
+    runtimes.add_argument("--cache-dir", default=None, help="decoded-split cache (as pspnet-evaluate)")
+    return parser
+
+
+def _add_bench_train_parser(sections, presets) -> None:
+    """The ``pspnet-bench train`` subcommand and its flags."""
     train = sections.add_parser(
         "train",
         help="the seed notebook's recipe against each preset trained the package's way",
@@ -784,9 +837,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "way (augmenting input pipeline, this machine's best settings), the ratio between them, "
         "inference images/s, the input pipeline alone, achieved TFLOP/s and share of the machine's peak.",
     )
-    train.add_argument(
-        "--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="presets to measure (all)"
-    )
+    train.add_argument("--presets", nargs="+", choices=presets, default=list(presets), help="presets to measure (all)")
     train.add_argument("--image-size", type=_positive, default=256, help="side of the square images (256)")
     train.add_argument("--steps", type=_positive, default=3, help="timed steps (executions) per row (3)")
     train.add_argument("--warmup", type=_positive, default=1, help="untimed steps before timing (1)")
@@ -805,54 +856,3 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--steps-per-execution", type=_positive, default=None,
                        help="override the machine's batches per compiled call")
     train.add_argument("--json", default=None, help="also write the machine and the rows to this JSON file")
-    runtimes = sections.add_parser(
-        "runtimes",
-        help="inference images/s (and val scores) of a trained model in Keras, ONNX Runtime and LiteRT",
-        description="Exports --model to ONNX and LiteRT (and int8 LiteRT with --calibration) in a temporary "
-        "folder and times predict_on_batch in each runtime at batch 1 and 8; with --data also scores each "
-        "on that split.",
-    )
-    runtimes.add_argument("--model", required=True, help="a .keras model file")
-    runtimes.add_argument("--data", default=None, help="a split folder to score each runtime on (e.g. DIR/val)")
-    runtimes.add_argument("--calibration", default=None, help="photos for an int8 LiteRT row")
-    runtimes.add_argument("--steps", type=_positive, default=5, help="timed calls per batch size (5)")
-    runtimes.add_argument("--cache-dir", default=None, help="decoded-split cache (as pspnet-evaluate)")
-    args = parser.parse_args(argv)
-    if args.section == "train":
-        return _run(parser.prog, lambda: _check_writable(args.json) or _bench_train(args), out=args.json)
-    if args.section == "runtimes":
-        return _run(parser.prog, lambda: _bench_runtimes(args))
-
-    def body() -> int:
-        import dataclasses
-        import json
-
-        import keras
-
-        from pspnet.bench import benchmark_models, format_models_table
-
-        def progress(row) -> None:
-            print(
-                f"{row.preset}: {row.train_images_per_s:.2f} training, "
-                f"{row.infer_images_per_s:.2f} inference images/s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-        print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
-        rows = benchmark_models(
-            args.presets,
-            progress=progress,
-            image_size=args.image_size,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            warmup=args.warmup,
-            num_classes=args.num_classes,
-            dtype_policy=args.dtype_policy,
-        )
-        print(format_models_table(rows))
-        if args.json:
-            atomic_write_text(args.json, json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
-        return 0
-
-    return _run(parser.prog, lambda: _check_writable(args.json) or body(), out=args.json)

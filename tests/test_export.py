@@ -359,3 +359,25 @@ def test_check_data_may_be_a_data_set_root_of_any_layout(tmp_path, monkeypatch, 
                         "--check-data", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot tell the layout" in err and not (tmp_path / "e.onnx").exists()
+
+
+def test_bench_runtimes_scores_a_folders_root_and_refuses_other_classes(tmp_path, capsys):
+    from conftest import make_cityscapes, make_folders
+    from pspnet.cli import bench_main
+    from pspnet.data.synth_layouts import FOLDERS_CLASSES
+
+    keras.utils.set_random_seed(2)
+    model = tmp_path / "folders.keras"
+    save_model(pspnet.build_pspnet("fast", num_classes=5, input_shape=(None, None, 3)), model,
+               ModelInfo(head="classes", num_classes=5, preset="fast", image_size=SIZE,
+                         classes=FOLDERS_CLASSES.to_json()))
+    official = make_cityscapes(tmp_path / "official", val=1)
+    assert bench_main(["runtimes", "--model", str(model), "--data", str(official), "--steps", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on other classes than the data set's (5 classes against 19" in err[0]
+    root = make_folders(tmp_path / "farm", val=2)
+    assert bench_main(["runtimes", "--model", str(model), "--data", str(root), "--steps", "1"]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    scores = [line.split(" | ")[3] for line in table[2:]]
+    assert len(table) == 5 and all(float(score) >= 0 for score in scores)  # keras, onnx, litert: a val mIoU each
+    assert scores[1] == scores[2]  # the two exports run at one fixed size: one number
