@@ -181,7 +181,7 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
     classes = train_split.classes
     if config.class_weighting == "none":
         weights = None
-    elif isinstance(train_targets, np.ndarray):  # the pairs: counted from the cached arrays, as before layouts
+    elif isinstance(train_targets, np.ndarray):  # cached arrays (the pairs: as before layouts)
         weights = class_weights(train_targets, config.class_weighting, classes.num_classes)
     else:  # counted once by the scan (pspnet.data.samples): no second decoding pass
         weights = class_weights_from_counts(train_summary.class_pixels[: classes.num_classes], config.class_weighting)
@@ -201,7 +201,7 @@ MEMORY_BYTES = 2**30
 
 def _kept_in_memory(photos, labels, summary, budget: list[int]):
     """Lazy photos and labels that keep what they decode, when the split fits in ``budget[0]`` bytes
-    (taken from it); arrays (the pairs' cache) and splits too large come back as they are."""
+    (taken from it); arrays (the split cache's memory maps) and splits too large come back as they are."""
     if isinstance(photos, np.ndarray):
         return photos, labels
     size = sum(height * width * 4 * count for (height, width), count in summary.sizes.items())

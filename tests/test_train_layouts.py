@@ -129,7 +129,8 @@ def test_a_small_lazy_split_is_decoded_once_and_a_large_one_every_time(tmp_path)
     from pspnet.train import _kept_in_memory
 
     root = make_folders(tmp_path / "set", train=2, val=1, height=48, width=80)
-    photos, labels, summary = load_arrays(open_split(root, "train"), cache_dir=tmp_path / "cache", progress=False)
+    photos, labels, summary = load_arrays(open_split(root, "train"), cache_dir=tmp_path / "cache", progress=False,
+                                          cache_limit=0)  # not cached decoded: lazy sequences
     needed = 2 * 48 * 80 * 4
     budget = [needed]
     kept_photos, kept_labels = _kept_in_memory(photos, labels, summary, budget)
@@ -138,3 +139,23 @@ def test_a_small_lazy_split_is_decoded_once_and_a_large_one_every_time(tmp_path)
     # Over the budget the split stays lazy: every read decodes the file again.
     lazy_photos, _ = _kept_in_memory(photos, labels, summary, [needed - 1])
     assert lazy_photos is photos and photos[0] is not photos[0]
+
+
+def test_a_folders_set_of_mixed_sizes_trains_from_lazy_sequences(tmp_path, monkeypatch):
+    import cv2
+
+    import pspnet.train as training
+
+    root = make_folders(tmp_path / "set", train=4, val=2, height=48, width=80, suffix=".png")
+    for split, name in (("train", "scene_001"), ("val", "scene_001")):  # one image (and mask) of another size
+        for folder, interpolation in (("images", cv2.INTER_LINEAR), ("masks", cv2.INTER_NEAREST)):
+            path = next((root / folder / split).glob(f"{name}.*"))
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(path), cv2.resize(image, (40, 60), interpolation=interpolation))
+    seen = []
+    real = training._kept_in_memory
+    monkeypatch.setattr(training, "_kept_in_memory", lambda *args: seen.append(args[0]) or real(*args))
+    out = tmp_path / "run"
+    metrics = train(TrainConfig(data=str(root), out=str(out), **TINY))
+    assert seen and not any(isinstance(photos, np.ndarray) for photos in seen)  # mixed sizes: not cached decoded
+    assert list(metrics["per_class_iou"]) == _names(root) and np.isfinite(metrics["pixel_accuracy"])
