@@ -167,3 +167,22 @@ def test_a_file_changed_after_the_scan_raises_and_leaves_no_entry(tmp_path, monk
                                         r"80x48 .*: .*images/train/scene_003.jpg$"):
         _load(root, tmp_path / "c")
     assert _entries(tmp_path / "c") == []  # neither an entry nor a temporary folder
+
+
+def test_a_full_disk_while_caching_leaves_the_split_lazy(tmp_path, monkeypatch):
+    import errno
+
+    from pspnet.data import cache_entries
+    from pspnet.errors import PspnetWarning
+
+    root = make_folders(tmp_path / "data", train=3, val=1)
+
+    def full(self, photos, targets):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_entries.FileSink, "write", full)
+    with pytest.warns(PspnetWarning, match=r"cannot write the cache in .*c \(No space left on device\); reading "
+                                           r".*images/train on the fly"):
+        photos, labels, _ = _load(root, tmp_path / "c")
+    assert isinstance(photos, SplitPhotos) and isinstance(labels, SplitLabels)
+    assert _entries(tmp_path / "c") == []  # neither an entry nor a temporary folder

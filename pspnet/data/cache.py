@@ -350,18 +350,26 @@ def _cached_entry(source: _Source, root: Path, key: str, prefix: str, keyed: flo
         temporary = temporary_name(entry)
         temporary.mkdir()
     except OSError as error:
-        warnings.warn(f"cannot write the cache in {root} ({error.strerror or error}); {fallback}", PspnetWarning,
-                      stacklevel=4)
+        _warn_unwritable(root, error, fallback)
         return None
     # Held until the entry is in place: another process's clean-up leaves this folder alone.
     with folder_lock(temporary):
-        summary = _write_entry(temporary, source, key, target, keyed, skip_bad, workers, progress)
+        try:
+            summary = _write_entry(temporary, source, key, target, keyed, skip_bad, workers, progress)
+        except OSError as error:  # a full disk, say: the temporary folder is gone, the files are still readable
+            _warn_unwritable(root, error, fallback)
+            return None
         found = publish(root, temporary, entry, prefix, keyed, lambda path: _read_entry(path, key))
     if found is None:
         raise DataError(f"the cache entry just written cannot be read back: {entry}")
     found[2].cached = False
     found[2].seconds = summary.seconds
     return found
+
+
+def _warn_unwritable(root: Path, error: OSError, fallback: str) -> None:
+    warnings.warn(f"cannot write the cache in {root} ({error.strerror or error}); {fallback}", PspnetWarning,
+                  stacklevel=5)
 
 
 def _workers(workers: int | None) -> int:
