@@ -109,7 +109,7 @@ class TrainConfig:
     weight_decay: float | None = None  # sgd: L2 penalty added to the gradient, as the paper; adam: decoupled (AdamW), norms and biases exempt; None: 1e-4 (demo: 0)
     head_lr_multiplier: float | None = None  # learning-rate factor of the layers after the backbone; None: 10 for sgd (the paper), 1 for adam
     flip: bool = True  # random horizontal flips
-    scale: bool | None = None  # random rescaling in [0.5, 2] and cropping (the paper's); None: on (demo: off)
+    scale: bool | None = None  # random rescaling in [0.5, 2] of the image fit into the base size, then the crop (the paper's); None: on (demo: off)
     jitter: bool = False  # random brightness / contrast / saturation
     class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq; None: none
     aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
