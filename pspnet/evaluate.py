@@ -13,8 +13,9 @@ refused in one line naming both.
 
 Predictions come from ``pspnet.inference.Segmenter``, the path training's
 own final scoring takes: each photo at the scale the model was trained at
-(fitted into its base size keeping the aspect ratio; ``--base-size`` for
-another, ``--stretch`` to resize to it exactly), as a whole or in sliding
+(fitted into its base size keeping the aspect ratio and letterboxed to it, as
+training's validation batches are; ``--base-size`` for another, ``--stretch``
+to resize to it exactly), as a whole or in sliding
 windows (``--slide CROP_H CROP_W STRIDE_H STRIDE_W``), at one or more scales
 (``--scales``), optionally with flips (``--tta``); scores are resized
 bilinearly to the label's full size, reduced to train ids and added to one

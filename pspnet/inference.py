@@ -8,10 +8,12 @@ reduced to train ids: colour outputs are decoded with the palette, so both
 heads meet on one metric. The modes (mmsegmentation's ``whole`` and ``slide``
 test modes, and its multi-scale and flip test-time augmentation):
 
-- whole image: a model that takes any size sees the photo rescaled keeping
-  its aspect ratio to fit the size it was trained at (``fit_size``); a
-  fixed-size model, or ``keep_aspect=False``, sees it resized to that size
-  (square photos at a square size: both are the same resize);
+- whole image: the photo rescaled keeping its aspect ratio to fit the size
+  the model was trained at (``fit_size``), at the top left of a frame of that
+  size padded with ``PAD_RGB`` (a letterbox: what training's validation
+  batches and a fixed-size export see, so a model and its export score one
+  number); with ``keep_aspect=False`` resized to that size (a photo of the
+  size's shape: both are the same resize, as for the square pairs);
 - sliding windows, ``slide=((crop_h, crop_w), (stride_h, stride_w))``: crops
   of the rescaled photo (padded with ``PAD_RGB`` where it is smaller), their
   scores averaged where windows overlap;
@@ -98,17 +100,30 @@ def resize_batch(batch: np.ndarray, size: tuple[int, int], interpolation: int = 
     return out
 
 
+def scaled_size(base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
+    """``base`` (H, W) times ``scale``, rounded; ``base`` itself at scale 1."""
+    if scale == 1.0:
+        return int(base[0]), int(base[1])
+    return max(1, int(round(base[0] * scale))), max(1, int(round(base[1] * scale)))
+
+
 def fit_size(shape: tuple[int, ...], base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
     """The (height, width) of an image of ``shape`` rescaled keeping its aspect ratio
-    to fit inside ``base`` (mmsegmentation's ``keep_ratio``), times ``scale``.
+    to fit inside ``base`` times ``scale`` (mmsegmentation's ``keep_ratio``).
+
+    The same arithmetic as the training pipeline's fit (``pspnet.data.pipeline``):
+    integers decide which side is the limit, so an image of the base's aspect
+    ratio (a square in a square) fits exactly.
 
     Example:
         >>> fit_size((1024, 2048), (512, 512))
         (256, 512)
     """
-    height, width = shape[:2]
-    factor = min(base[0] / height, base[1] / width) * scale
-    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+    height, width = int(shape[0]), int(shape[1])
+    base_height, base_width = scaled_size(base, scale)
+    if base_height * width <= base_width * height:  # the height is the limit
+        return base_height, min(max(int(round(width * base_height / height)), 1), base_width)
+    return min(max(int(round(height * base_width / width)), 1), base_height), base_width
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
@@ -197,9 +212,9 @@ class Segmenter:
         slide: ``(crop, stride)``: score sliding windows of ``crop`` every
             ``stride`` pixels of the rescaled photo; None: the whole photo.
         scales: multiples of the base size to run at, probabilities averaged; None: (1.0,).
-        keep_aspect: fit photos into the base size keeping their aspect ratio;
-            None: yes for models that take any size (a fixed-size model's
-            whole-image input is always its size).
+        keep_aspect: fit photos into the base size keeping their aspect ratio
+            (letterboxed to it in whole-image mode); False: resize them to it.
+            None: True.
 
     Example:
         >>> segmenter = Segmenter.load("runs/demo-fast-classes/best.keras")
@@ -223,7 +238,7 @@ class Segmenter:
         self.slide = parse_slide(slide)
         self.scales = parse_scales(scales)
         self.fixed_size = fixed_input_size(model)
-        self.keep_aspect = self.fixed_size is None if keep_aspect is None else bool(keep_aspect)
+        self.keep_aspect = True if keep_aspect is None else bool(keep_aspect)
         self.channels = 3 if self.head == "rgb" else int(info.num_classes)
         # The colour head is decoded to the 19 Cityscapes train ids.
         self.num_classes = NUM_CLASSES if self.head == "rgb" else self.channels
@@ -232,7 +247,7 @@ class Segmenter:
         self._check_fixed_size()
 
     def _check_fixed_size(self) -> None:
-        """A fixed-size model takes windows of its size, or the whole photo resized to it at one scale."""
+        """A fixed-size model takes windows of its size, or the whole photo in its size at one scale."""
         if self.fixed_size is None:
             return
         height, width = self.fixed_size
@@ -243,8 +258,6 @@ class Segmenter:
         if self.slide is None and self.scales != (1.0,):
             raise ConfigError(f"multi-scale inference needs a model that takes any size, or sliding windows "
                               f"of its {height}x{width}: {self.source}")
-        if self.slide is None:
-            self.keep_aspect = False  # its input is its size, whatever the photo's shape
 
     @classmethod
     def load(cls, path: str | os.PathLike, image_size=None, head: str | None = None, batch_size: int = 8,
@@ -279,9 +292,7 @@ class Segmenter:
         """The (H, W) a photo of ``shape`` is rescaled to before the model (or its windows) sees it."""
         if self.keep_aspect:
             return fit_size(shape, self.input_size, scale)
-        if scale == 1.0:
-            return tuple(self.input_size)
-        return max(1, int(self.input_size[0] * scale + 0.5)), max(1, int(self.input_size[1] * scale + 0.5))
+        return scaled_size(self.input_size, scale)
 
     def _forward(self, photos: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) float32 0-255 at the input size -> (B, h, w, K) float32 scores."""
@@ -343,10 +354,26 @@ class Segmenter:
         for scale in self.scales:
             resized = resize_batch(inputs, self.run_size(inputs.shape[1:3], scale))
             if self.slide is None:
-                per_scale.append(self._forward_flip(resized))
+                per_scale.append(self._letterboxed(resized, scaled_size(self.input_size, scale)))
             else:
                 per_scale.append(np.stack([self._slide(image) for image in resized]))
         return per_scale
+
+    def _letterboxed(self, resized: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
+        """Scores of (B, h, w, 3) fitted photos run at the top left of a ``frame`` padded with ``PAD_RGB``.
+
+        As training's validation batches (``pspnet.data.pipeline``) and a fixed-size export see them, so a
+        model and its export score one number; a photo of the frame's shape is run as it is.
+        """
+        height, width = resized.shape[1:3]
+        if (height, width) == tuple(frame):
+            return self._forward_flip(resized)
+        from pspnet.data.pipeline import PAD_RGB
+
+        padded = np.empty((len(resized), *frame, 3), np.float32)
+        padded[...] = PAD_RGB
+        padded[:, :height, :width] = resized
+        return np.ascontiguousarray(self._forward_flip(padded)[:, :height, :width])
 
     def _at_label(self, per_scale: list[np.ndarray], index: int, label_size: tuple[int, int]) -> np.ndarray:
         """Image ``index``'s scores resized to the label size, averaged over the scales."""

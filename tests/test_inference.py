@@ -100,10 +100,24 @@ class PixelModel:
         rng = np.random.default_rng(seed)
         self.weights = rng.normal(size=(3, num_classes)).astype(np.float32) / 64.0
         self.sizes = []
+        self.fed = []
 
     def predict_on_batch(self, photos):
         self.sizes.append(tuple(photos.shape[1:3]))
+        self.fed.append(np.array(photos))
         return np.asarray(photos, np.float32) @ self.weights
+
+
+class FixedPixelModel(PixelModel):
+    """``PixelModel`` built for one input size, as an export is."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.input_shape = (None, *size, 3)
+
+    def predict_on_batch(self, photos):
+        assert photos.shape[1:3] == self.input_shape[1:3], photos.shape
+        return super().predict_on_batch(photos)
 
 
 class WindowMean:
@@ -132,13 +146,36 @@ def test_window_starts_cover_the_axis_and_end_flush():
     assert window_starts(20, 32, 16) == [0]  # smaller than the crop: one padded window
 
 
-def test_a_non_square_photo_is_fitted_keeping_its_aspect_ratio():
+def test_a_non_square_photo_is_fitted_keeping_its_aspect_ratio_and_letterboxed():
+    from pspnet.data.pipeline import PAD_RGB
+    from pspnet.inference import resize_batch
+
     model = PixelModel()
     photo = photos_of((64, 128))[0][None]
     ids = Segmenter(model, INFO5, (32, 32), batch_size=1).predict_ids(photo)
-    assert model.sizes == [(16, 32)] and ids.shape == (1, 64, 128)
+    (fed,) = model.fed
+    assert fed.shape == (1, 32, 32, 3) and ids.shape == (1, 64, 128)
+    np.testing.assert_array_equal(fed[:, :16], resize_batch(photo.astype(np.float32), (16, 32)))
+    assert (fed[:, 16:] == np.float32(PAD_RGB)).all()  # the letterbox of training's validation batches
     Segmenter(model, INFO5, (32, 32), batch_size=1, keep_aspect=False).predict_ids(photo)
-    assert model.sizes[-1] == (32, 32)  # the old stretch, when asked for
+    np.testing.assert_array_equal(model.fed[-1], resize_batch(photo.astype(np.float32), (32, 32)))  # stretched
+
+
+def test_a_fixed_size_export_scores_a_non_square_photo_as_its_any_size_model():
+    photo = photos_of((30, 70))[0][None]
+    any_size = Segmenter(PixelModel(), INFO5, (32, 48)).scores(photo)
+    fixed = Segmenter(FixedPixelModel((32, 48)), INFO5, (32, 48)).scores(photo)
+    np.testing.assert_array_equal(fixed, any_size)
+
+
+def test_fit_size_is_the_training_pipelines_fit():
+    from pspnet.data.pipeline import _fit
+    from pspnet.inference import fit_size
+
+    for shape in [(256, 256), (1024, 2048), (375, 500), (500, 375), (33, 97), (1, 640), (720, 1280)]:
+        for base in [(256, 256), (512, 1024), (48, 80), (31, 17)]:
+            assert fit_size(shape, base) == _fit(shape, base), (shape, base)
+    assert fit_size((1024, 2048), (512, 1024), 0.75) == (384, 768)
 
 
 def test_sliding_windows_equal_whole_image_inference_for_a_one_pixel_receptive_field():
@@ -184,7 +221,7 @@ def test_a_photo_smaller_than_the_window_is_padded_and_cropped_back():
 
 def test_scales_run_at_multiples_of_the_fitted_size_and_average_probabilities():
     model = PixelModel()
-    photo = photos_of((64, 96))[0][None]
+    photo = photos_of((64, 96))[0][None]  # the base's aspect ratio: no letterbox
     segmenter = Segmenter(model, INFO5, (32, 48), batch_size=1, scales=(0.5, 1.0))
     scores = segmenter.scores(photo)
     assert model.sizes == [(16, 24), (32, 48)]
