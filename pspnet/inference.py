@@ -104,7 +104,7 @@ def scaled_size(base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
     """``base`` (H, W) times ``scale``, rounded; ``base`` itself at scale 1."""
     if scale == 1.0:
         return int(base[0]), int(base[1])
-    return max(1, int(round(base[0] * scale))), max(1, int(round(base[1] * scale)))
+    return max(1, round(int(base[0]) * scale)), max(1, round(int(base[1]) * scale))
 
 
 def fit_size(shape: tuple[int, ...], base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
@@ -122,8 +122,8 @@ def fit_size(shape: tuple[int, ...], base: tuple[int, int], scale: float = 1.0) 
     height, width = int(shape[0]), int(shape[1])
     base_height, base_width = scaled_size(base, scale)
     if base_height * width <= base_width * height:  # the height is the limit
-        return base_height, min(max(int(round(width * base_height / height)), 1), base_width)
-    return min(max(int(round(height * base_width / width)), 1), base_height), base_width
+        return base_height, min(max(round(width * base_height / height), 1), base_width)
+    return min(max(round(height * base_width / width), 1), base_height), base_width
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:

@@ -376,6 +376,7 @@ def _saved(tmp_path, name, num_classes, image_size, classes=None, kernel=1):
 
 def test_a_cityscapes_root_is_scored_on_its_val_split_at_the_labels_full_size(tmp_path, capsys):
     from conftest import make_cityscapes
+
     from pspnet.data.layouts import open_split
 
     root = make_cityscapes(tmp_path / "cs", train=1, val=3, height=64, width=128)
@@ -429,6 +430,7 @@ def test_cli_slide_scales_and_base_size_flags(tmp_path, capsys):
 
 def test_a_five_class_folders_set_is_scored_with_its_own_names(tmp_path):
     from conftest import make_folders
+
     from pspnet.data.classes import read_dataset_json
 
     root = make_folders(tmp_path / "f", train=1, val=2, height=48, width=80)
