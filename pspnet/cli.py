@@ -658,6 +658,12 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label-ids", action="store_true",
                         help="also write labelIds/NAME_labelIds.png, the official Cityscapes label ids at the "
                              "photo's size, for cityscapesscripts' evaluation and the benchmark server")
+    parser.add_argument("--slide", nargs=2, metavar=("CROP", "STRIDE"), default=None,
+                        help="predict sliding windows of CROP (N or HxW) every STRIDE pixels, as pspnet-evaluate's "
+                             "(with --native: of the photo at the trained scale)")
+    parser.add_argument("--scales", nargs="+", type=float, metavar="S", default=None,
+                        help="average the probabilities at these multiples of the model's size (default: 1.0)")
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
     parser.add_argument(
         "--pairs", choices=("auto", "always", "never"), default="auto",
         help="auto: an image twice as wide as high whose right half looks like a label image "
@@ -672,15 +678,18 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        from pspnet.config import parse_size
         from pspnet.predict import PredictConfig, predict
 
+        slide = None if args.slide is None else (parse_size(args.slide[0], "--slide CROP"),
+                                                 parse_size(args.slide[1], "--slide STRIDE"))
         predict(
             PredictConfig(
                 model=args.model, input=args.input, out=args.out, with_truth=args.with_truth,
                 native=args.native, batch_size=args.batch_size, pairs=args.pairs,
                 image_size=args.image_size, head=args.head, verbose=not args.quiet,
                 skip_bad=args.skip_bad, every=args.every, colour_video=args.colour_video,
-                label_ids=args.label_ids,
+                label_ids=args.label_ids, slide=slide, scales=args.scales, tta_flip=args.tta,
             )
         )
         return 0

@@ -76,7 +76,7 @@ import numpy as np
 from pspnet.config import HEADS, check_choice
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write_text
-from pspnet.inference import Segmenter
+from pspnet.inference import Segmenter, parse_scales, parse_slide
 
 PAIRS = ("auto", "always", "never")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -111,6 +111,9 @@ class PredictConfig:
     every: int = 1  # videos: predict every Nth frame
     colour_video: bool = False  # videos: also write the colour-map video
     label_ids: bool = False  # also write labelIds/NAME_labelIds.png (official Cityscapes label ids)
+    slide: tuple | None = None  # ((crop_h, crop_w), (stride_h, stride_w)): sliding windows, as pspnet-evaluate's
+    scales: tuple[float, ...] | None = None  # multiples of the model's size, probabilities averaged; None: (1.0,)
+    tta_flip: bool = False  # average with the mirror image's probabilities
 
 
 def list_inputs(path: str | Path) -> list[Path]:
@@ -314,6 +317,8 @@ def _check_config(config: PredictConfig) -> None:
         raise ConfigError(f"every must be at least 1 (every frame), got {config.every}")
     if config.head is not None:
         check_choice("head", config.head, HEADS)
+    parse_slide(config.slide)
+    parse_scales(config.scales)
     out_dir = Path(config.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"the output folder is a file: {out_dir}")
@@ -333,8 +338,10 @@ def _load(config: PredictConfig):
     from pspnet.data.classes import CITYSCAPES
 
     model_path = Path(config.model)
-    loaded = Segmenter.load(model_path, image_size=config.image_size, head=config.head, batch_size=config.batch_size)
-    if config.native and loaded.fixed_size is not None:
+    loaded = Segmenter.load(model_path, image_size=config.image_size, head=config.head, batch_size=config.batch_size,
+                            tta_flip=config.tta_flip, slide=config.slide, scales=config.scales,
+                            keep_aspect=config.native)
+    if config.native and loaded.fixed_size is not None and loaded.slide is None:
         height, width = loaded.fixed_size
         raise ConfigError(f"--native needs a model that takes any size; this one takes {height}x{width} images: "
                           f"{model_path}")
@@ -346,9 +353,7 @@ def _load(config: PredictConfig):
     if config.label_ids and difference is not None:
         raise ConfigError(f"--label-ids writes official Cityscapes label ids, but the model predicts other classes "
                           f"({difference}, the model's first): {model_path}")
-    segmenter = Segmenter(loaded.model, loaded.info, loaded.input_size, config.batch_size, source=config.model,
-                          keep_aspect=config.native)
-    return segmenter, classes
+    return loaded, classes
 
 
 def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
@@ -426,6 +431,11 @@ class _Predictions:
         base = "x".join(map(str, self.segmenter.input_size))
         how = (f"each photo fitted into {base} keeping its aspect ratio: the scale the model was trained at"
                if self.segmenter.keep_aspect else f"each photo resized to {base}")
+        if self.segmenter.slide is not None:
+            (crop_height, crop_width), (stride_height, stride_width) = self.segmenter.slide
+            how += f"; {crop_height}x{crop_width} windows every {stride_height}x{stride_width}"
+        if self.segmenter.scales != (1.0,):
+            how += "; at scales " + ", ".join(f"{scale:g}" for scale in self.segmenter.scales) + " of it"
         return f"ran the model at {sizes} ({how})"
 
 

@@ -418,7 +418,11 @@ def _described_model(path: Path, num_classes: int, image_size, classes=None) -> 
     from pspnet.modelfile import ModelInfo, save_model
 
     inputs = keras.Input((None, None, 3))
-    outputs = keras.layers.Conv2D(num_classes, 1, name="logits")(keras.layers.Rescaling(1 / 255)(inputs))
+    layer = keras.layers.Conv2D(num_classes, 1, name="logits")
+    outputs = layer(keras.layers.Rescaling(1 / 255)(inputs))
+    # Fixed weights, large enough that no pixel's decision is a near tie.
+    rng = np.random.default_rng(0)
+    layer.set_weights([rng.normal(0, 10, (1, 1, 3, num_classes)).astype(np.float32), np.zeros(num_classes, np.float32)])
     save_model(keras.Model(inputs, outputs), path, ModelInfo(
         head="classes", num_classes=num_classes, image_size=image_size,
         classes=None if classes is None else classes.to_json()))
@@ -496,3 +500,21 @@ def test_one_name_in_two_folders_gets_the_folders_name():
 
     paths = [Path("a/1.jpg"), Path("b/1.jpg"), Path("b/2.png"), Path("c/x_leftImg8bit.png")]
     assert list(output_names(paths).values()) == ["a_1_jpg", "b_1_jpg", "2", "x"]
+
+
+def test_sliding_windows_scales_and_flips_predict_as_evaluate_does(tmp_path, capsys):
+    from pspnet.cli import predict_main
+
+    model = _described_model(tmp_path / "m.keras", NUM_CLASSES, (32, 64))  # 1x1: windows change nothing
+    photo = _photo(tmp_path / "in" / "street.png", 64, 128)
+    predict(PredictConfig(model, photo, tmp_path / "whole", native=True, tta_flip=True, verbose=False))
+    assert predict_main(["--model", str(model), "--input", str(photo), "--out", str(tmp_path / "slide"), "--native",
+                         "--slide", "16x32", "8x16", "--scales", "1", "--tta"]) == 0
+    assert ("ran the model at 32x64 (each photo fitted into 32x64 keeping its aspect ratio: the scale the model "
+            "was trained at; 16x32 windows every 8x16)") in capsys.readouterr().out
+    np.testing.assert_array_equal(_read(tmp_path / "slide" / "street_ids.png"),
+                                  _read(tmp_path / "whole" / "street_ids.png"))
+    assert predict_main(["--model", str(model), "--input", str(photo), "--out", str(tmp_path / "x"),
+                         "--scales", "-1"]) == 1
+    assert capsys.readouterr().err.startswith("pspnet-predict: error: scales must be one or more numbers above 0")
+    assert not (tmp_path / "x").exists()
