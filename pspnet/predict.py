@@ -56,6 +56,8 @@ each photo (or video frame) rescaled keeping its aspect ratio to fit that
 size (a 1024x2048 Cityscapes frame, for a model trained at 512x1024, runs at
 512x1024, not at its file's size: twice the scale it learned), as
 ``pspnet-evaluate`` does; the size each photo ran at is printed and returned.
+``slide``, ``scales`` and ``tta_flip`` (``--slide``, ``--scales``, ``--tta``)
+predict as ``pspnet-evaluate`` scores (``pspnet.inference.Segmenter``).
 Outputs are always at the photo's size. Models with the seed's colour
 (``rgb``) head are decoded to train ids with the palette, as in evaluation.
 """
