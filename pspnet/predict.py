@@ -364,6 +364,9 @@ def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
         raise DataError(f"input not found: {path}")
     from pspnet.video import predict_video  # here only: image inputs never need it
 
+    if config.label_ids or config.with_truth:
+        warnings.warn("--label-ids and --with-truth apply to images only; ignored for a video",
+                      PspnetWarning, stacklevel=3)
     segmenter, classes = _load(config)
     out_dir = Path(config.out)
     try:

@@ -518,3 +518,15 @@ def test_sliding_windows_scales_and_flips_predict_as_evaluate_does(tmp_path, cap
                          "--scales", "-1"]) == 1
     assert capsys.readouterr().err.startswith("pspnet-predict: error: scales must be one or more numbers above 0")
     assert not (tmp_path / "x").exists()
+
+
+def test_label_ids_for_a_video_are_one_warning(any_size_model, tmp_path, monkeypatch):
+    def predict_video(segmenter, video_path, out_dir, **options):
+        Path(out_dir).mkdir(parents=True)
+        return {"frames": 1}
+
+    monkeypatch.setitem(sys.modules, "pspnet.video", types.SimpleNamespace(predict_video=predict_video))
+    clip = tmp_path / "street.mp4"
+    clip.write_bytes(b"not read here")
+    with pytest.warns(PspnetWarning, match="--label-ids and --with-truth apply to images only"):
+        predict(PredictConfig(any_size_model, clip, tmp_path / "out", label_ids=True, verbose=False))
