@@ -724,12 +724,14 @@ def test_dataset_no_shuffle_keeps_order():
     np.testing.assert_array_equal(dataset[0][0], photos.astype(np.float32))
 
 
-def test_dataset_resize_without_augment():
+def test_dataset_resize_without_augment_keeps_the_aspect_ratio():
     photos, ids = _arrays(count=2, size=16)
     dataset = _dataset(photos, ids, batch_size=2, augment=False, shuffle=False, image_size=(8, 12))
     x, y = dataset[0]
-    np.testing.assert_array_equal(x[1], cv2.resize(photos[1], (12, 8), interpolation=cv2.INTER_LINEAR))
-    np.testing.assert_array_equal(y[1], cv2.resize(ids[1], (12, 8), interpolation=cv2.INTER_NEAREST_EXACT))
+    # Fitted into 8x12 keeping the square shape (8x8, top left), the rest padding: never stretched.
+    np.testing.assert_array_equal(x[1, :, :8], cv2.resize(photos[1], (8, 8), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(y[1, :, :8], cv2.resize(ids[1], (8, 8), interpolation=cv2.INTER_NEAREST_EXACT))
+    assert (x[:, :, 8:] == (124, 116, 104)).all() and (y[:, :, 8:] == IGNORE_INDEX).all()
 
 
 def test_dataset_label_padding_after_downscale():
