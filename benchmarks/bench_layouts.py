@@ -348,8 +348,10 @@ def run_pipeline(work: Path, args) -> dict:
     frames = read_frames(work)
     settings = {"root": frames["root"], "batches": args.batches, "batch_size": args.batch_size,
                 "crop": list(args.crop), "base_size": list(args.base_size), "workers": args.workers,
-                "cache_dir": str(work / "cache")}
-    return {"frame_size": [frames["height"], frames["width"]], **in_child("pipeline", settings)}
+                # --lazy: no decoded cache, each frame decoded when its batch is made (as a split too large to cache)
+                "cache_dir": False if args.lazy else str(work / "cache")}
+    return {"frame_size": [frames["height"], frames["width"]], "lazy": bool(args.lazy),
+            **in_child("pipeline", settings)}
 
 
 def run_evaluate(work: Path, args) -> dict:
@@ -415,6 +417,9 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--base-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                           help="base size of the pipeline and the evaluation (1024 2048)")
     pipeline.add_argument("--workers", type=int, default=2, help="PyDataset worker threads (2)")
+    pipeline.add_argument("--lazy", action="store_true",
+                          help="decode every frame when its batch is made, not from the decoded cache (a split of "
+                               "one size under 4 GiB is cached; the 2,975 official train frames are not)")
     evaluation = parser.add_argument_group("evaluate")
     evaluation.add_argument("--model", default=None, help="a .keras model (default: an untrained --preset)")
     evaluation.add_argument("--preset", default="lite", help="preset of the untrained model (lite)")

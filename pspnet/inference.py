@@ -238,7 +238,9 @@ class Segmenter:
         self.slide = parse_slide(slide)
         self.scales = parse_scales(scales)
         self.fixed_size = fixed_input_size(model)
-        self.keep_aspect = True if keep_aspect is None else bool(keep_aspect)
+        # The pairs are 2:1 frames squashed square: a model trained on them sees any photo best stretched
+        # to its size; a model trained on a layout of true aspect ratios, fitted into it.
+        self.keep_aspect = info.layout != "pairs" if keep_aspect is None else bool(keep_aspect)
         self.channels = 3 if self.head == "rgb" else int(info.num_classes)
         # The colour head is decoded to the 19 Cityscapes train ids.
         self.num_classes = NUM_CLASSES if self.head == "rgb" else self.channels

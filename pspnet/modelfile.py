@@ -43,6 +43,7 @@ class ModelInfo:
     image_size: tuple[int, int] | None = None  # (H, W) it was trained at; None: unknown
     pspnet_version: str | None = None  # the package version that saved it
     classes: dict | None = None  # its ClassTable (pspnet.data.classes) as JSON; None: the 19 Cityscapes classes
+    layout: str | None = None  # the data layout it trained on (pspnet.data.layouts); pairs: frames squashed square
 
     def class_table(self):
         """The ``pspnet.data.classes.ClassTable`` of the classes it predicts (Cityscapes when not stored).

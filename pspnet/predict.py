@@ -56,6 +56,8 @@ each photo (or video frame) rescaled keeping its aspect ratio to fit that
 size (a 1024x2048 Cityscapes frame, for a model trained at 512x1024, runs at
 512x1024, not at its file's size: twice the scale it learned), as
 ``pspnet-evaluate`` does; the size each photo ran at is printed and returned.
+A model trained on the pairs layout saw 2:1 frames squashed square, so its
+native scale is its square size: its photos are resized to it either way.
 ``slide``, ``scales`` and ``tta_flip`` (``--slide``, ``--scales``, ``--tta``)
 predict as ``pspnet-evaluate`` scores (``pspnet.inference.Segmenter``).
 Outputs are always at the photo's size. Models with the seed's colour
@@ -331,7 +333,8 @@ def _load(config: PredictConfig):
     """The model as a Segmenter and its class table.
 
     Without ``native`` photos are resized to the model's input size; with it
-    they are fitted into it keeping their aspect ratio (the scale it was trained at).
+    they are fitted into it keeping their aspect ratio (the scale it was trained at), except for a model
+    trained on the pairs, whose frames were squashed square.
 
     Raises:
         ConfigError: native on a fixed-size model; label ids for a model of other than the
@@ -342,7 +345,7 @@ def _load(config: PredictConfig):
     model_path = Path(config.model)
     loaded = Segmenter.load(model_path, image_size=config.image_size, head=config.head, batch_size=config.batch_size,
                             tta_flip=config.tta_flip, slide=config.slide, scales=config.scales,
-                            keep_aspect=config.native)
+                            keep_aspect=None if config.native else False)  # native: as the model trained
     if config.native and loaded.fixed_size is not None and loaded.slide is None:
         height, width = loaded.fixed_size
         raise ConfigError(f"--native needs a model that takes any size; this one takes {height}x{width} images: "

@@ -30,7 +30,7 @@ def model_info(config: TrainConfig, classes: ClassTable = CITYSCAPES) -> ModelIn
     """
     return ModelInfo(
         head=config.head, num_classes=classes.num_classes if config.head == "classes" else 3,
-        preset=config.preset, image_size=tuple(config.image_size), classes=classes.to_json(),
+        preset=config.preset, image_size=tuple(config.image_size), classes=classes.to_json(), layout=config.layout,
     )
 
 

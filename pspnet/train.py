@@ -37,7 +37,7 @@ from pspnet.config import TrainConfig
 from pspnet.data.classes import ClassTable
 from pspnet.data.layouts import detect_layout, open_split
 from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
-from pspnet.data.samples import load_arrays
+from pspnet.data.samples import MEMORY_BYTES, kept_in_memory, load_arrays, prefix
 from pspnet.distribute import (
     check_same_start, distribution, join_processes, peers_watched, synchronize_batch_norm,
 )
@@ -175,8 +175,8 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
     train_photos, train_targets, train_summary = load(train_split, target)
     val_photos, val_targets, val_summary = load(val_split, target)
     budget = [MEMORY_BYTES]  # what is left of it: the train split first, then val
-    train_photos, train_targets = _kept_in_memory(train_photos, train_targets, train_summary, budget)
-    val_photos, val_targets = _kept_in_memory(val_photos, val_targets, val_summary, budget)
+    train_photos, train_targets = kept_in_memory(train_photos, train_targets, train_summary, budget)
+    val_photos, val_targets = kept_in_memory(val_photos, val_targets, val_summary, budget)
     val_ids = load(val_split, "train_ids", progress=False)[1] if config.head == "rgb" else val_targets
     classes = train_split.classes
     if config.class_weighting == "none":
@@ -190,62 +190,6 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
         raise ConfigError(f"{train_split.folder} has {len(train_photos)} {noun}, fewer than one batch of "
                           f"{config.batch_size}")
     return _Splits(train_photos, train_targets, val_photos, val_targets, val_ids, weights, classes)
-
-
-# Decoded images of a lazy split (photo and labels: 4 bytes a pixel) are kept
-# in memory once read while the splits take at most this much: a small folders
-# set decodes each file once, not every epoch; the 2,975 Cityscapes train
-# frames (25 GB decoded) are decoded on the fly every time.
-MEMORY_BYTES = 2**30
-
-
-def _kept_in_memory(photos, labels, summary, budget: list[int]):
-    """Lazy photos and labels that keep what they decode, when the split fits in ``budget[0]`` bytes
-    (taken from it); arrays (the split cache's memory maps) and splits too large come back as they are."""
-    if isinstance(photos, np.ndarray):
-        return photos, labels
-    size = sum(height * width * 4 * count for (height, width), count in summary.sizes.items())
-    if size > budget[0]:
-        return photos, labels
-    budget[0] -= size
-    return _Kept(photos), _Kept(labels)
-
-
-class _Kept:
-    """A lazy sequence that keeps each item once decoded (same items: decoding is deterministic)."""
-
-    def __init__(self, items):
-        self.items, self.kept = items, {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        index = int(index)
-        item = self.kept.get(index)
-        if item is None:  # two threads may both decode it: the same array, kept once
-            item = self.kept[index] = self.items[index]
-        return item
-
-
-class _First:
-    """The first ``count`` items of a sequence (a lazy one has no slices)."""
-
-    def __init__(self, items, count: int):
-        self.items, self.count = items, min(count, len(items))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int):
-        if not 0 <= int(index) < self.count:
-            raise IndexError(f"index {index} out of range for {self.count} items")
-        return self.items[int(index)]
-
-
-def _first(items, count: int):
-    """``items[:count]`` for an array (a view, as before), or a prefix of a lazy sequence."""
-    return items[:count] if isinstance(items, np.ndarray) else _First(items, count)
 
 
 def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[int, int]):
@@ -263,7 +207,7 @@ def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[in
     )
     count = config.val_images or len(splits.val_photos)  # per-epoch validation on a prefix; metrics.json uses all
     val_data = SegmentationDataset(  # each image fit into the base size and padded to it
-        _first(splits.val_photos, count), _first(splits.val_targets, count), config.batch_size,
+        prefix(splits.val_photos, count), prefix(splits.val_targets, count), config.batch_size,
         image_size=config.crop_size, base_size=config.image_size, augment=False, shuffle=False,
         drop_remainder=replicas > 1 and config.head == "rgb", part=part, **pipeline,
     )
@@ -287,7 +231,7 @@ def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _S
                                              clock=clock if isinstance(clock, cb.TimeLimit) else None))
     if config.head == "rgb":
         count = config.val_images or len(splits.val_photos)
-        callbacks.append(cb.ColourScores(_first(splits.val_photos, count), _first(splits.val_ids, count), info,
+        callbacks.append(cb.ColourScores(prefix(splits.val_photos, count), prefix(splits.val_ids, count), info,
                                          config.batch_size))
     if aux_head:
         callbacks.append(cb.RenameOutputLogs("main"))

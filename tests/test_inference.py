@@ -272,3 +272,22 @@ def test_fixed_size_models_take_windows_of_their_size_and_one_scale():
 def test_bad_slides_are_one_clear_error(slide, message):
     with pytest.raises(ConfigError, match=message):
         Segmenter(PixelModel(), INFO5, SIZE, slide=slide)
+
+
+def test_a_model_trained_on_the_squashed_pairs_stretches_photos_and_others_fit_them():
+    # The pairs are 2:1 frames squashed square: their models run any photo stretched to their size.
+    photo = np.zeros((1, 64, 128, 3), np.uint8)
+    for layout, expected in (("pairs", (32, 32)), ("cityscapes", (16, 32)), (None, (16, 32))):
+        segmenter = Segmenter(BatchRecorder(), ModelInfo(head="classes", num_classes=19, layout=layout), (32, 32))
+        assert segmenter.run_size(photo.shape[1:3]) == expected, layout
+        assert segmenter.predict_ids(photo).shape == (1, 64, 128)
+    stretched = Segmenter(BatchRecorder(), ModelInfo(head="classes", num_classes=19, layout="cityscapes"), (32, 32),
+                          keep_aspect=False)
+    assert stretched.run_size((64, 128)) == (32, 32)
+
+
+def test_a_trained_models_file_records_its_layout():
+    from pspnet.config import TrainConfig
+    from pspnet.recipe import model_info
+
+    assert model_info(TrainConfig(data="demo").resolved()).layout == "pairs"

@@ -12,7 +12,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import make_cityscapes, make_folders
+from conftest import make_cityscapes, make_folders, make_pairs
 
 from pspnet.cli import EXIT_ERROR, evaluate_main, export_main, predict_main, train_main
 
@@ -97,3 +97,14 @@ def test_a_model_is_refused_on_a_data_set_of_other_classes(trained, tmp_path, ca
     error = capsys.readouterr().err.strip().splitlines()
     assert status == EXIT_ERROR and len(error) == 1 and "other classes" in error[0]
     assert not (tmp_path / "eval").exists()  # nothing written
+
+
+def test_a_cityscapes_model_evaluates_on_the_pairs_which_share_its_classes(trained, tmp_path):
+    layout, _, run = trained
+    if layout != "cityscapes":
+        pytest.skip("the folders set has classes of its own")
+    pairs = make_pairs(tmp_path / "pairs" / "val", 2, size=32, split="val").parent
+    out = tmp_path / "eval"
+    assert evaluate_main(["--model", str(run / "best.keras"), "--data", str(pairs), "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["layout"] == "pairs" and metrics["num_images"] == 2

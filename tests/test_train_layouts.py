@@ -126,18 +126,18 @@ def test_a_pairs_run_feeds_the_batches_it_fed_before_layouts(tmp_path):
 def test_a_small_lazy_split_is_decoded_once_and_a_large_one_every_time(tmp_path):
     from pspnet.data.layouts import open_split
     from pspnet.data.samples import load_arrays
-    from pspnet.train import _kept_in_memory
+    from pspnet.data.samples import kept_in_memory
 
     root = make_folders(tmp_path / "set", train=2, val=1, height=48, width=80)
     photos, labels, summary = load_arrays(open_split(root, "train"), cache_dir=tmp_path / "cache", progress=False,
                                           cache_limit=0)  # not cached decoded: lazy sequences
     needed = 2 * 48 * 80 * 4
     budget = [needed]
-    kept_photos, kept_labels = _kept_in_memory(photos, labels, summary, budget)
+    kept_photos, kept_labels = kept_in_memory(photos, labels, summary, budget)
     assert budget == [0] and kept_photos[1] is kept_photos[1] and kept_labels[0] is kept_labels[0]
     np.testing.assert_array_equal(kept_photos[0], photos[0])
     # Over the budget the split stays lazy: every read decodes the file again.
-    lazy_photos, _ = _kept_in_memory(photos, labels, summary, [needed - 1])
+    lazy_photos, _ = kept_in_memory(photos, labels, summary, [needed - 1])
     assert lazy_photos is photos and photos[0] is not photos[0]
 
 
@@ -153,9 +153,38 @@ def test_a_folders_set_of_mixed_sizes_trains_from_lazy_sequences(tmp_path, monke
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             cv2.imwrite(str(path), cv2.resize(image, (40, 60), interpolation=interpolation))
     seen = []
-    real = training._kept_in_memory
-    monkeypatch.setattr(training, "_kept_in_memory", lambda *args: seen.append(args[0]) or real(*args))
+    real = training.kept_in_memory
+    monkeypatch.setattr(training, "kept_in_memory", lambda *args: seen.append(args[0]) or real(*args))
     out = tmp_path / "run"
     metrics = train(TrainConfig(data=str(root), out=str(out), **TINY))
     assert seen and not any(isinstance(photos, np.ndarray) for photos in seen)  # mixed sizes: not cached decoded
     assert list(metrics["per_class_iou"]) == _names(root) and np.isfinite(metrics["pixel_accuracy"])
+
+
+@pytest.mark.parametrize("spoil, problem", [
+    ("value", "neither a class (0-4) nor the ignore index 255"),
+    ("size", "mask"),
+    ("orphan", "without its image"),
+])
+def test_bad_input_stops_pspnet_train_in_one_line_before_anything_is_written(tmp_path, capsys, spoil, problem):
+    import cv2
+
+    root = make_folders(tmp_path / "set", train=4, val=2, height=48, width=80)
+    mask_path = root / "masks" / "train" / "scene_002.png"
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    if spoil == "value":
+        mask[0, :4] = 7
+        cv2.imwrite(str(mask_path), mask)
+    elif spoil == "size":
+        cv2.imwrite(str(mask_path), mask[:40])
+    else:
+        cv2.imwrite(str(root / "masks" / "train" / "stray.png"), mask)
+    out = tmp_path / "run"
+    flags = ["--preset", "fast", "--base-size", "32", "64", "--crop-size", "32", "--batch-size", "2", "--epochs", "1",
+             "--steps-per-epoch", "2", "--verbose", "0"]
+    capsys.readouterr()
+    status = train_main(["--data", str(root), "--out", str(out), *flags])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status != 0 and len(lines) == 1, lines
+    assert problem in lines[0] and ("scene_002.png" in lines[0] or "stray.png" in lines[0])
+    assert not out.exists()
