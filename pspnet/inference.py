@@ -111,19 +111,17 @@ def fit_size(shape: tuple[int, ...], base: tuple[int, int], scale: float = 1.0) 
     """The (height, width) of an image of ``shape`` rescaled keeping its aspect ratio
     to fit inside ``base`` times ``scale`` (mmsegmentation's ``keep_ratio``).
 
-    The same arithmetic as the training pipeline's fit (``pspnet.data.pipeline``):
-    integers decide which side is the limit, so an image of the base's aspect
-    ratio (a square in a square) fits exactly.
+    The training pipeline's fit (``pspnet.data.pipeline``): integers decide
+    which side is the limit, so an image of the base's aspect ratio (a square
+    in a square) fits exactly.
 
     Example:
         >>> fit_size((1024, 2048), (512, 512))
         (256, 512)
     """
-    height, width = int(shape[0]), int(shape[1])
-    base_height, base_width = scaled_size(base, scale)
-    if base_height * width <= base_width * height:  # the height is the limit
-        return base_height, min(max(round(width * base_height / height), 1), base_width)
-    return min(max(round(height * base_width / width), 1), base_height), base_width
+    from pspnet.data.pipeline import _fit  # one fit for training and inference
+
+    return _fit(shape[:2], scaled_size(base, scale))
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
