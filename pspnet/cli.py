@@ -444,28 +444,24 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error.command_line_message()}", file=sys.stderr)
         return EXIT_USAGE
 
-    peer_stopped = []
-
     def body() -> int:
         from pspnet.distribute import ProcessStopped
         from pspnet.train import train
 
         try:
             train(config)
-        except ProcessStopped:
-            peer_stopped.append(True)
-            raise
+        except ProcessStopped as error:
+            # Leave now, while the exception still holds the run's objects: freeing them waits
+            # on the dead peer (TensorFlow's collectives for seconds, jax.distributed's exit
+            # handler for minutes). Every file is already written atomically, so nothing is lost.
+            print(f"pspnet-train: error: {error.command_line_message()}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_ERROR)
         return 0
 
-    status = _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished "
-                  "epoch", start_runtime=not config.distribute, out=config.resolved().out)
-    if peer_stopped:
-        # jax.distributed's exit handler waits minutes (its shutdown timeout) for the dead
-        # peer; every file is already written atomically, so nothing is lost by leaving now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
+    return _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished "
+                "epoch", start_runtime=not config.distribute, out=config.resolved().out)
 
 
 def _train_parser() -> argparse.ArgumentParser:
