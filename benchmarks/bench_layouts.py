@@ -20,7 +20,7 @@ Three steps, run in the order given:
   ``--workers`` (2) threads through Keras' own ``PyDatasetAdapter`` (the
   path ``model.fit`` takes). Reports images/s, CPU seconds per image, the
   share of the batch threads' time spent decoding PNGs, and peak memory.
-- ``evaluate``: ``pspnet.evaluate.evaluate`` of one model on the val frames at
+- ``evaluate``: ``pspnet.inference.evaluate.evaluate`` of one model on the val frames at
   their full resolution, each mode in a fresh subprocess: the whole frame at
   the base size, sliding windows (``--slide``, 512x1024 every 341x683) and
   multi-scale (``--scales`` 0.75 1 1.25). The model is ``--model`` or an
@@ -275,7 +275,7 @@ def build_model(path: Path, preset: str, base_size: tuple[int, int]) -> Path:
     """Saves an untrained ``preset`` (random weights, any input size) as ``path``, trained size ``base_size``."""
     from pspnet import build_pspnet
     from pspnet.data.classes import CITYSCAPES
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
 
     model = build_pspnet(preset=preset, num_classes=CITYSCAPES.num_classes, input_shape=(None, None, 3),
                          backbone_weights=None)
@@ -292,7 +292,7 @@ def eval_modes(slide=DEFAULT_SLIDE, scales=DEFAULT_SCALES) -> dict:
 
 
 def measure_evaluation(settings: dict) -> dict:
-    """``pspnet.evaluate.evaluate`` of one mode on the val frames, ``settings["repeat"]`` times; the last reported.
+    """``pspnet.inference.evaluate.evaluate`` of one mode on the val frames, ``settings["repeat"]`` times; the last reported.
 
     Args:
         settings: model, root, out, mode, slide, scales, base_size (or None: the model's), batch_size,
@@ -304,7 +304,7 @@ def measure_evaluation(settings: dict) -> dict:
     """
     import keras
 
-    from pspnet.evaluate import EvalConfig, evaluate
+    from pspnet.inference.evaluate import EvalConfig, evaluate
 
     base = settings["base_size"]
     config = EvalConfig(

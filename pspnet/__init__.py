@@ -11,21 +11,27 @@ works after ``import pspnet``.
 __version__ = "0.1.0"
 
 from pspnet import registry as _registry
-from pspnet.config import PRESETS
+from pspnet.models.presets import PRESETS
 
 _registry.register_when_keras_loads()
 
-__all__ = ["PRESETS", "build_pspnet", "load_model"]
+__all__ = ["PRESETS", "Segmenter", "TrainConfig", "build_pspnet", "load_model", "train"]
+
+
+# The names that need Keras load it on first use (PEP 562); TrainConfig does not,
+# but its module is loaded only when asked for.
+_LAZY = {
+    "build_pspnet": "pspnet.models.builder",
+    "load_model": "pspnet.models.modelfile",
+    "Segmenter": "pspnet.inference.segmenter",
+    "TrainConfig": "pspnet.training.config",
+    "train": "pspnet.training.loop",
+}
 
 
 def __getattr__(name: str):
-    # The functions that need Keras load it on first use (PEP 562).
-    if name == "build_pspnet":
-        from pspnet.model import build_pspnet
+    if name in _LAZY:
+        import importlib
 
-        return build_pspnet
-    if name == "load_model":
-        from pspnet.modelfile import load_model
-
-        return load_model
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'pspnet' has no attribute {name!r}")

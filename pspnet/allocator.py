@@ -12,7 +12,7 @@ and 2.6 s, for about 60 MB more resident memory (docs/BENCHMARKS.md, "The heap")
 
 It only works when set before TensorFlow's runtime starts (its first op),
 which is why the command-line entry points call ``pad_heap`` before anything
-else, and ``pspnet.train.train`` before its first op. Importing pspnet does
+else, and ``pspnet.training.loop.train`` before its first op. Importing pspnet does
 not call it. In a process that ran TensorFlow before calling ``train``, set
 ``MALLOC_TOP_PAD_`` in the environment instead (``MALLOC_TOP_PAD_=67108864``).
 """

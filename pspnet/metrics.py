@@ -1,8 +1,8 @@
-"""Segmentation metrics: IoU and accuracies from a confusion matrix, and the Keras metric.
+"""Segmentation metrics: IoU and accuracies from a confusion matrix, in NumPy.
 
 The confusion-matrix scores are pure NumPy, shared by training's final scoring
-and ``pspnet.evaluate``; ``PixelAccuracy`` is the Keras metric training
-compiles with (registered, so saved models load after ``import pspnet``).
+and ``pspnet.inference.evaluate`` (training's Keras metric is
+``pspnet.training.pixel_accuracy``).
 Every score is derived from one integer confusion matrix (rows = truth, columns =
 prediction), so scores can be accumulated batch by batch in bounded memory.
 
@@ -20,12 +20,9 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import keras
 import numpy as np
-from keras import ops
 
-from pspnet.data.classes import CITYSCAPES
-from pspnet.palette import IGNORE_INDEX
+from pspnet.palette import CLASSES, IGNORE_INDEX, NUM_CLASSES
 
 
 def confusion_matrix(
@@ -131,8 +128,8 @@ class ConfusionMatrix:
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:
     """Names for C classes whose table is not given: the Cityscapes names for 19, else "0", "1", ..."""
-    if num_classes == CITYSCAPES.num_classes:
-        return CITYSCAPES.names
+    if num_classes == NUM_CLASSES:
+        return tuple(spec.name for spec in CLASSES)
     return tuple(str(index) for index in range(num_classes))
 
 
@@ -229,41 +226,3 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-@keras.saving.register_keras_serializable(package="pspnet")
-class PixelAccuracy(keras.metrics.Metric):
-    """Share of pixels whose arg-max class equals the truth, ignoring one id.
-
-    Unlike ``keras.metrics.SparseCategoricalAccuracy``, pixels whose truth is
-    ``ignore_class`` count neither as right nor as wrong.
-
-    Args:
-        ignore_class: truth id left out (255, void).
-    """
-
-    def __init__(self, ignore_class: int = IGNORE_INDEX, name: str = "pixel_accuracy", dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self.ignore_class = int(ignore_class)
-        self.correct = self.add_variable((), initializer="zeros", name="correct", aggregation="sum")
-        self.total = self.add_variable((), initializer="zeros", name="total", aggregation="sum")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "int32")
-        if len(y_true.shape) == len(y_pred.shape):  # (B, H, W, 1) truth
-            y_true = ops.squeeze(y_true, axis=-1)
-        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
-        valid = ops.not_equal(y_true, self.ignore_class)
-        right = ops.logical_and(valid, ops.equal(predicted, y_true))
-        self.correct.assign_add(ops.sum(ops.cast(right, self.dtype)))
-        self.total.assign_add(ops.sum(ops.cast(valid, self.dtype)))
-
-    def result(self):
-        return ops.divide_no_nan(self.correct, self.total)
-
-    def reset_state(self):
-        self.correct.assign(0.0)
-        self.total.assign(0.0)
-
-    def get_config(self):
-        return {**super().get_config(), "ignore_class": self.ignore_class}

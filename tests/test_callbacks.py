@@ -1,4 +1,4 @@
-"""Tests of pspnet.callbacks on tiny models (a Dense layer, 4 samples)."""
+"""Tests of pspnet.training.callbacks on tiny models (a Dense layer, 4 samples)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from pspnet.callbacks import (
+from pspnet.training.callbacks import (
     Checkpoint,
     PolyLearningRate,
     ResumableEarlyStopping,
@@ -20,7 +20,7 @@ from pspnet.callbacks import (
     TrainingTime,
     history_csv_text,
 )
-from pspnet.modelfile import INFO_NAME, ModelInfo, read_model_info
+from pspnet.models.modelfile import INFO_NAME, ModelInfo, read_model_info
 
 X = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
 Y = np.ones((4, 2), np.float32)

@@ -78,7 +78,7 @@ def model_path(tmp_path_factory) -> Path:
     import keras
 
     import pspnet
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
 
     keras.utils.set_random_seed(0)
     model = pspnet.build_pspnet("fast", input_shape=(None, None, 3))
@@ -261,7 +261,7 @@ def test_a_backend_named_in_keras_json_is_checked_too(tmp_path):
 
 
 def test_train_help_gives_the_defaults_the_config_resolves_to(capsys, tmp_path):
-    from pspnet.config import TrainConfig
+    from pspnet.training.config import TrainConfig
 
     with pytest.raises(SystemExit):
         cli.train_main(["--help"])
@@ -275,7 +275,7 @@ def test_train_help_gives_the_defaults_the_config_resolves_to(capsys, tmp_path):
 
 
 def test_evaluate_help_gives_the_output_folder_it_writes(capsys, tmp_path):
-    from pspnet.evaluate import default_out_dir
+    from pspnet.inference.evaluate import default_out_dir
 
     with pytest.raises(SystemExit):
         cli.evaluate_main(["--help"])
@@ -287,7 +287,7 @@ def test_evaluate_help_gives_the_output_folder_it_writes(capsys, tmp_path):
 
 
 def test_model_commands_help_gives_the_image_size_they_use(capsys):
-    from pspnet.inference import DEFAULT_IMAGE_SIZE
+    from pspnet.inference.segmenter import DEFAULT_IMAGE_SIZE
 
     assert DEFAULT_IMAGE_SIZE == 256  # what the help texts say a model without a trained size runs at
     with pytest.raises(SystemExit):
@@ -341,7 +341,7 @@ def test_train_skip_bad_trains_without_the_corrupt_file(data_with_a_corrupt_file
 
 
 def test_skip_bad_is_a_change_a_rerun_may_make():
-    from pspnet.config import TrainConfig
+    from pspnet.training.config import TrainConfig
 
     saved = TrainConfig(data="d").resolved()
     assert TrainConfig(data="d", skip_bad=True).resolved().changes_from(saved) == []
@@ -377,12 +377,12 @@ def test_a_head_that_does_not_fit_the_model_reads_an_rgb_head(model_path, val, t
 
 
 def test_bench_refuses_an_unwritable_json_before_measuring(read_only, capsys, monkeypatch):
-    import pspnet.bench
+    import pspnet.bench.core
 
     def measured(*args, **kwargs):
         raise AssertionError("measured before the --json file was checked")
 
-    monkeypatch.setattr(pspnet.bench, "benchmark_models", measured)
+    monkeypatch.setattr(pspnet.bench.core, "benchmark_models", measured)
     status = cli.bench_main(["models", "--presets", "fast", "--json", str(read_only / "rows.json")])
     assert status == EXIT_ERROR
     _read_only_line(capsys.readouterr().err, "pspnet-bench", read_only / "rows.json")

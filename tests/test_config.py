@@ -1,4 +1,4 @@
-"""Tests of pspnet.config: TrainConfig, its validation, its defaults and its flags."""
+"""Tests of pspnet.training.config: TrainConfig, its validation, its defaults and its flags."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from pspnet.cli import train_main
-from pspnet.config import CHOICES, PRESETS, TrainConfig, config_field_help, flag_name, parse_size
+from pspnet.training.config import CHOICES, TrainConfig, config_field_help
+from pspnet.models.presets import PRESETS
+from pspnet.checks import flag_name, parse_size
 from pspnet.errors import ConfigError
 
 
@@ -125,7 +127,7 @@ def test_parse_size_rejects(value):
 
 
 def test_layouts_are_the_data_packages():
-    from pspnet.config import LAYOUTS
+    from pspnet.training.config import LAYOUTS
     from pspnet.data.layouts import LAYOUTS as DATA_LAYOUTS
 
     assert LAYOUTS == DATA_LAYOUTS and CHOICES["layout"] == LAYOUTS
@@ -171,9 +173,9 @@ def test_a_config_json_from_before_layouts_resumes_as_the_same_pairs_run():
     (["--base-size", "40", "--crop-size", "24", "32"], (40, 40), (24, 32)),
 ])
 def test_base_and_crop_size_flags(monkeypatch, argv, base, crop):
-    import pspnet.train
+    import pspnet.training.loop
 
     seen = []
-    monkeypatch.setattr(pspnet.train, "train", lambda config: seen.append(config) or {})
+    monkeypatch.setattr(pspnet.training.loop, "train", lambda config: seen.append(config) or {})
     assert train_main(argv + ["--verbose", "0"]) == 0
     assert (seen[0].image_size, seen[0].crop_size) == (base, crop)

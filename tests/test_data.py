@@ -681,7 +681,7 @@ def test_dataset_deterministic_per_seed_and_epoch():
 
 
 def test_dataset_parts_make_up_the_whole_batch():
-    # Several processes each feed a part of every global batch (pspnet.distribute):
+    # Several processes each feed a part of every global batch (pspnet.training.distribute):
     # together the parts must be exactly the batch one process makes, augmented alike.
     photos, ids = _arrays(count=7)
     kwargs = dict(batch_size=4, image_size=12, jitter=True, seed=5, scale_range=(0.5, 2.0))

@@ -1,4 +1,4 @@
-"""Training over several devices and several processes (pspnet.distribute).
+"""Training over several devices and several processes (pspnet.training.distribute).
 
 Processes are started the way a user on several machines starts them: one
 ``pspnet-train`` per process, with ``TF_CONFIG`` (TensorFlow) or
@@ -34,8 +34,8 @@ import numpy as np
 import pytest
 from conftest import REPO, free_ports
 
-from pspnet.config import TrainConfig
-from pspnet.distribute import Placement, join_processes, synchronize_batch_norm
+from pspnet.training.config import TrainConfig
+from pspnet.training.distribute import Placement, join_processes, synchronize_batch_norm
 from pspnet.errors import ConfigError
 from pspnet.palette import LABEL_COLORS
 
@@ -309,8 +309,8 @@ _BATCH_NORM_STEP = """
 import json, sys
 {setup}
 import keras, numpy as np
-from pspnet.distribute import distribution, synchronize_batch_norm
-from pspnet.modelfile import all_layers
+from pspnet.training.distribute import distribution, synchronize_batch_norm
+from pspnet.models.modelfile import all_layers
 
 def step(replicas, sync):
     keras.utils.set_random_seed(0)
@@ -355,7 +355,7 @@ def test_synchronised_batch_norm_gives_the_single_device_statistics(backend):
 
 
 def test_saved_models_keep_plain_batch_norm(tmp_path):
-    from pspnet.modelfile import ModelInfo, all_layers, save_model
+    from pspnet.models.modelfile import ModelInfo, all_layers, save_model
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(2, 1)(inputs)))
@@ -477,7 +477,7 @@ def test_distribute_on_torch_is_one_clear_line(monkeypatch, capsys, tmp_path):
 ])
 def test_a_stopped_peer_is_one_line(error):
     # As seen when the other process was killed: TensorFlow's UnavailableError, JAX's gloo ValueError.
-    from pspnet.distribute import ProcessStopped, peers_watched
+    from pspnet.training.distribute import ProcessStopped, peers_watched
 
     with pytest.raises(ProcessStopped, match="another process of this 2-process job stopped"):
         with peers_watched(Placement(2, 0, True)):

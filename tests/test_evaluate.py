@@ -1,4 +1,4 @@
-"""Tests for pspnet.evaluate and pspnet-evaluate on tiny generated pairs and hand-made models."""
+"""Tests for pspnet.inference.evaluate and pspnet-evaluate on tiny generated pairs and hand-made models."""
 
 import json
 import math
@@ -17,8 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from pspnet.cli import evaluate_main  # noqa: E402
-from pspnet.evaluate import EvalConfig, evaluate, format_table  # noqa: E402
-from pspnet.modelfile import describe_model  # noqa: E402
+from pspnet.inference.evaluate import EvalConfig, evaluate, format_table  # noqa: E402
+from pspnet.models.modelfile import describe_model  # noqa: E402
 from pspnet.palette import CLASS_NAMES, CLASSES, NUM_CLASSES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_built_pspnet_loads_and_scores_with_its_head(split, tmp_path, head):
 
 
 def test_classes_head_with_wrong_channel_count_is_one_clear_error(split, tmp_path, capsys):
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
 
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(inputs))
@@ -362,7 +362,7 @@ def test_scores_of_another_data_set_or_model_never_replace_a_folders_scores(spli
 
 def _saved(tmp_path, name, num_classes, image_size, classes=None, kernel=1):
     """A tiny any-size model saved with its description (trained size, class table)."""
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
 
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)

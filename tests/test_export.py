@@ -1,4 +1,4 @@
-"""pspnet.export and pspnet-export on tiny untrained models (32x48), each artefact run in its own runtime."""
+"""pspnet.inference.export and pspnet-export on tiny untrained models (32x48), each artefact run in its own runtime."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pspnet  # noqa: E402
 from conftest import make_pairs  # noqa: E402
 from pspnet.cli import evaluate_main, export_main  # noqa: E402
 from pspnet.errors import ConfigError  # noqa: E402
-from pspnet.evaluate import EvalConfig, evaluate  # noqa: E402
-from pspnet.export import TOLERANCE, export  # noqa: E402
-from pspnet.modelfile import ModelInfo, save_model  # noqa: E402
-from pspnet.runtimes import description_path, load_exported  # noqa: E402
+from pspnet.inference.evaluate import EvalConfig, evaluate  # noqa: E402
+from pspnet.inference.export import TOLERANCE, export  # noqa: E402
+from pspnet.models.modelfile import ModelInfo, save_model  # noqa: E402
+from pspnet.inference.runtimes import description_path, load_exported  # noqa: E402
 
 SIZE = (32, 48)
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export runs on TensorFlow")
@@ -52,7 +52,7 @@ def photos() -> np.ndarray:
 
 
 def _keras_scores(path: Path, photos: np.ndarray) -> np.ndarray:
-    from pspnet.modelfile import load_model
+    from pspnet.models.modelfile import load_model
 
     model, _ = load_model(path)
     return np.asarray(model.predict_on_batch(photos), np.float32)
@@ -116,13 +116,13 @@ def _no_generated_scenes(*args, **kwargs):
 def test_int8_litert_is_checked_against_the_float_model_on_its_calibration_photos(models, tmp_path, monkeypatch,
                                                                                   capsys):
     photos = make_pairs(tmp_path / "calibration", 4, size=32, seed=2, split="train")
-    monkeypatch.setattr("pspnet.export.check_photos", _no_generated_scenes)
+    monkeypatch.setattr("pspnet.inference.export.check_photos", _no_generated_scenes)
     result = export(models["fast"], "litert", tmp_path / "int8.tflite", quantize=True, calibration=photos)
     assert result["quantized"] == "int8" and result["check"]["class_agreement"] >= 0.9  # 96.8% measured
     assert (result["check"]["images"], result["check"]["photos"]) == (f"calibration photos of {photos}", 4)
     assert f"; checked on 4 calibration photos of {photos}: " in capsys.readouterr().out
     # An int8 model that agrees too little is refused, and nothing is written.
-    monkeypatch.setattr("pspnet.export.INT8_AGREEMENT", 1.01)
+    monkeypatch.setattr("pspnet.inference.export.INT8_AGREEMENT", 1.01)
     with pytest.raises(ConfigError, match="agrees with the float model on"):
         export(models["fast"], "litert", tmp_path / "refused.tflite", quantize=True, calibration=photos,
                verbose=False)
@@ -131,7 +131,7 @@ def test_int8_litert_is_checked_against_the_float_model_on_its_calibration_photo
 
 def test_check_data_photos_are_what_an_export_is_checked_on(models, tmp_path, monkeypatch, capsys):
     folder = make_pairs(tmp_path / "streets", 3, size=32, seed=4, split="val")
-    monkeypatch.setattr("pspnet.export.check_photos", _no_generated_scenes)
+    monkeypatch.setattr("pspnet.inference.export.check_photos", _no_generated_scenes)
     out = tmp_path / "m.onnx"
     assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
                         "--check-data", str(folder)]) == 0
@@ -324,7 +324,7 @@ def test_a_five_class_model_without_its_table_is_refused_in_one_line(tmp_path, c
     ({"num_classes": 6}, "has 6 classes but a table of 5"),
 ])
 def test_an_export_description_with_a_bad_table_is_one_line(change, message):
-    from pspnet.runtimes import info_of
+    from pspnet.inference.runtimes import info_of
 
     description = {"head": "classes", "num_classes": 5, "classes": ["a", "b", "c", "d", "e"],
                    "colors": [[index, 0, 0] for index in range(5)], **change}
@@ -335,7 +335,7 @@ def test_an_export_description_with_a_bad_table_is_one_line(change, message):
 def test_an_old_description_without_ignore_index_is_cityscapes():
     from pspnet.data.classes import CITYSCAPES
     from pspnet.palette import palette
-    from pspnet.runtimes import info_of
+    from pspnet.inference.runtimes import info_of
 
     old = {"head": "classes", "num_classes": 19, "classes": list(CITYSCAPES.names),
            "colors": palette()[:19].tolist()}
@@ -346,7 +346,7 @@ def test_check_data_may_be_a_data_set_root_of_any_layout(tmp_path, monkeypatch, 
     from conftest import make_cityscapes, make_folders
 
     model = _five_class_file(tmp_path, FARM)
-    monkeypatch.setattr("pspnet.export.check_photos", _no_generated_scenes)
+    monkeypatch.setattr("pspnet.inference.export.check_photos", _no_generated_scenes)
     for root in (make_folders(tmp_path / "farm", val=2), make_cityscapes(tmp_path / "official", val=3)):
         out = tmp_path / f"{root.name}.onnx"
         assert export_main(["--model", str(model), "--format", "onnx", "--out", str(out),

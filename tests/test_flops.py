@@ -1,11 +1,11 @@
-"""Tests of pspnet.flops: hand-counted layers, the seed's measured total, sizes."""
+"""Tests of pspnet.models.flops: hand-counted layers, the seed's measured total, sizes."""
 
 import keras
 import pytest
 
 import pspnet
 from pspnet.errors import ConfigError, PspnetWarning
-from pspnet.flops import count_flops, layer_flops
+from pspnet.models.flops import count_flops, layer_flops
 
 
 def test_hand_counted_small_model():

@@ -30,7 +30,7 @@ def _loaded(statement: str) -> list[str]:
 
 
 def test_importing_the_package_and_its_cli_loads_no_backend():
-    assert _loaded("import pspnet, pspnet.cli, pspnet.config, pspnet.errors, pspnet.fileio") == []
+    assert _loaded("import pspnet, pspnet.cli, pspnet.training.config, pspnet.errors, pspnet.fileio") == []
 
 
 @pytest.mark.parametrize("command, argv", [
@@ -83,9 +83,9 @@ def test_two_tensorflow_workers_get_past_strategy_creation():
     # before TensorFlow's first op, which importing pspnet used to run.
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     script = (
-        "import pspnet, pspnet.train\n"
-        "from pspnet.config import TrainConfig\n"
-        "from pspnet.distribute import distribution, join_processes\n"
+        "import pspnet, pspnet.training.loop\n"
+        "from pspnet.training.config import TrainConfig\n"
+        "from pspnet.training.distribute import distribution, join_processes\n"
         "placement = join_processes(TrainConfig(distribute=True))\n"
         "with distribution(True, placement) as replicas:\n"
         "    print(replicas, placement.is_chief, placement.index)\n"

@@ -1,4 +1,4 @@
-"""pspnet.inference.Segmenter: how many forward passes a call makes, and what they are fed."""
+"""pspnet.inference.segmenter.Segmenter: how many forward passes a call makes, and what they are fed."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 
 from conftest import BatchRecorder
 from pspnet.errors import ConfigError
-from pspnet.inference import Segmenter
-from pspnet.modelfile import ModelInfo
-from pspnet.runtimes import LiteRTModel
+from pspnet.inference.segmenter import Segmenter
+from pspnet.models.modelfile import ModelInfo
+from pspnet.inference.runtimes import LiteRTModel
 
 SIZE = (32, 48)
 INFO = ModelInfo(head="classes", num_classes=19)
@@ -34,7 +34,7 @@ class CountingInterpreter:
 
 
 def litert_runtime() -> LiteRTModel:
-    """pspnet.runtimes.LiteRTModel (its own batching loop) over a counting interpreter."""
+    """pspnet.inference.runtimes.LiteRTModel (its own batching loop) over a counting interpreter."""
     runtime = LiteRTModel.__new__(LiteRTModel)
     runtime.interpreter = CountingInterpreter()
     runtime._input, runtime._output, runtime._batch = 0, 1, 1
@@ -78,7 +78,7 @@ def test_a_missing_exported_model_is_named_not_its_description(tmp_path, name):
 
 @pytest.mark.parametrize("size", ["big", [0, 32], {"h": 32}])
 def test_a_garbled_trained_size_in_an_export_description_is_one_clear_error(size):
-    from pspnet.runtimes import info_of
+    from pspnet.inference.runtimes import info_of
 
     with pytest.raises(ConfigError, match="export description lacks or garbles .*: model.onnx.json$"):
         info_of({"head": "classes", "num_classes": 19, "trained_image_size": size}, "model.onnx.json")
@@ -139,7 +139,7 @@ def photos_of(*shapes, seed=0):
 
 
 def test_window_starts_cover_the_axis_and_end_flush():
-    from pspnet.inference import window_starts
+    from pspnet.inference.segmenter import window_starts
 
     assert window_starts(100, 32, 24) == [0, 24, 48, 68]
     assert window_starts(32, 32, 16) == [0]
@@ -148,7 +148,7 @@ def test_window_starts_cover_the_axis_and_end_flush():
 
 def test_a_non_square_photo_is_fitted_keeping_its_aspect_ratio_and_letterboxed():
     from pspnet.data.pipeline import PAD_RGB
-    from pspnet.inference import resize_batch
+    from pspnet.inference.segmenter import resize_batch
 
     model = PixelModel()
     photo = photos_of((64, 128))[0][None]
@@ -170,7 +170,7 @@ def test_a_fixed_size_export_scores_a_non_square_photo_as_its_any_size_model():
 
 def test_fit_size_is_the_training_pipelines_fit():
     from pspnet.data.pipeline import _fit
-    from pspnet.inference import fit_size
+    from pspnet.inference.segmenter import fit_size
 
     for shape in [(256, 256), (1024, 2048), (375, 500), (500, 375), (33, 97), (1, 640), (720, 1280)]:
         for base in [(256, 256), (512, 1024), (48, 80), (31, 17)]:
@@ -225,7 +225,7 @@ def test_scales_run_at_multiples_of_the_fitted_size_and_average_probabilities():
     segmenter = Segmenter(model, INFO5, (32, 48), batch_size=1, scales=(0.5, 1.0))
     scores = segmenter.scores(photo)
     assert model.sizes == [(16, 24), (32, 48)]
-    from pspnet.inference import _softmax, resize_batch
+    from pspnet.inference.segmenter import _softmax, resize_batch
 
     expected = np.mean([
         resize_batch(_softmax(model.predict_on_batch(resize_batch(photo.astype(np.float32), size))), (64, 96))
@@ -287,7 +287,7 @@ def test_a_model_trained_on_the_squashed_pairs_stretches_photos_and_others_fit_t
 
 
 def test_a_trained_models_file_records_its_layout():
-    from pspnet.config import TrainConfig
-    from pspnet.recipe import model_info
+    from pspnet.training.config import TrainConfig
+    from pspnet.training.recipe import model_info
 
     assert model_info(TrainConfig(data="demo").resolved()).layout == "pairs"

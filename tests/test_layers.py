@@ -1,4 +1,4 @@
-"""Tests of pspnet.layers: values against NumPy, unknown sizes, dtypes, configs."""
+"""Tests of pspnet.models.layers: values against NumPy, unknown sizes, dtypes, configs."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import pspnet  # noqa: F401  (registers the layers)
 from pspnet.errors import ConfigError
-from pspnet.layers import (
+from pspnet.models.layers import (
     AdaptiveAveragePooling2D,
     InputNormalization,
     ResizeToMatch,

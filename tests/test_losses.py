@@ -1,4 +1,4 @@
-"""Tests of pspnet.losses: the weighted cross-entropy and the class weights."""
+"""Tests of pspnet.training.losses: the weighted cross-entropy and the class weights."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from pspnet.losses import WeightedSparseCrossentropy, class_weights, class_weights_from_counts
+from pspnet.training.losses import WeightedSparseCrossentropy, class_weights, class_weights_from_counts
 
 
 def test_class_weights_from_pixel_counts():

@@ -131,7 +131,7 @@ def test_mean_iou_agrees_with_keras_mean_iou():
 def test_pixel_accuracy_leaves_out_ignored_pixels():
     truth = np.array([[0, 1, 255, 2]], np.int32)
     logits = np.eye(3, dtype=np.float32)[[[0, 2, 1, 2]]]  # right, wrong, (ignored), right
-    from pspnet.metrics import PixelAccuracy
+    from pspnet.training.pixel_accuracy import PixelAccuracy
 
     metric = PixelAccuracy()
     metric.update_state(truth, logits)

@@ -1,4 +1,4 @@
-"""Tests of pspnet.model: shapes of every preset, seed parity, saving, training, dtypes."""
+"""Tests of pspnet.models.builder: shapes of every preset, seed parity, saving, training, dtypes."""
 
 import warnings
 
@@ -8,9 +8,9 @@ import pytest
 
 import pspnet
 from pspnet.errors import ConfigError
-from pspnet.layers import InputNormalization, ResizeToMatch
-from pspnet.model import PRESETS, build_pspnet, copy_backbone_weights
-from pspnet.seed_recipe import notebook_model
+from pspnet.models.layers import InputNormalization, ResizeToMatch
+from pspnet.models.builder import PRESETS, build_pspnet, copy_backbone_weights
+from pspnet.training.seed_recipe import notebook_model
 
 NUM_CLASSES = 3
 _MODELS = {}
@@ -197,7 +197,7 @@ def test_one_fit_step_lowers_the_loss(preset, head):
 
 
 def test_dropout_masks_follow_the_generator_state_a_resumed_run_restores():
-    # pspnet.callbacks.ResumeState saves the variables that are not weights (the
+    # pspnet.training.callbacks.ResumeState saves the variables that are not weights (the
     # random generators' states) so that a resumed run draws the uninterrupted
     # run's dropout masks; masks drawn from a backend's global generator (Keras's
     # PyTorch backend, for an unseeded Dropout) would not come back.

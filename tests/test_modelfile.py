@@ -1,4 +1,4 @@
-"""Tests of pspnet.modelfile: the model info inside .keras files, damaged files, loading."""
+"""Tests of pspnet.models.modelfile: the model info inside .keras files, damaged files, loading."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from pspnet.data.classes import CITYSCAPES, ClassTable
 from pspnet.errors import ConfigError
-from pspnet.model import build_pspnet
-from pspnet.modelfile import INFO_NAME, ModelInfo, check_model_file, load_model, read_model_info, save_model
+from pspnet.models.builder import build_pspnet
+from pspnet.models.modelfile import INFO_NAME, ModelInfo, check_model_file, load_model, read_model_info, save_model
 
 INFO = ModelInfo(head="classes", num_classes=19, preset="fast", image_size=(32, 48))
 

@@ -31,7 +31,7 @@ def _trained_model(root, path):
     import keras
 
     from pspnet.data.layouts import open_split
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
     from pspnet.palette import NUM_CLASSES
 
     split = open_split(root, "train")

@@ -1,4 +1,4 @@
-"""Tests of pspnet.optimizers: the paper's SGD (L2 in the gradient, a faster head)."""
+"""Tests of pspnet.training.optimizers: the paper's SGD (L2 in the gradient, a faster head)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from pspnet.config import TrainConfig
-from pspnet.optimizers import PaperSGD, add_l2_penalty, build_optimizer
+from pspnet.training.config import TrainConfig
+from pspnet.training.optimizers import PaperSGD, add_l2_penalty, build_optimizer
 
 X = np.array([[1.0, 2.0], [0.5, -1.0], [2.0, 0.0]], np.float32)
 T = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)

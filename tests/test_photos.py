@@ -86,7 +86,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def test_pspnet_predict_predicts_a_motion_photo(tiny_model, tmp_path):
-    from pspnet.predict import PredictConfig, predict
+    from pspnet.inference.predict import PredictConfig, predict
 
     path = tmp_path / "PXL_motion.jpg"
     path.write_bytes(_jpeg("baseline") + TRAILER)

@@ -1,4 +1,4 @@
-"""pspnet.predict and pspnet-predict on tiny untrained models and generated pairs."""
+"""pspnet.inference.predict and pspnet-predict on tiny untrained models and generated pairs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, make_pairs
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.palette import NUM_CLASSES
-from pspnet.predict import LABEL_SHARE, MANIFEST, PredictConfig, label_share, predict, read_input
+from pspnet.inference.predict import LABEL_SHARE, MANIFEST, PredictConfig, label_share, predict, read_input
 
 SUFFIXES = ("color", "overlay", "ids")
 
@@ -77,7 +77,7 @@ def test_folder_of_pairs_writes_every_picture(any_size_model, pairs, tmp_path):
 
 
 def test_color_png_is_the_palette_of_the_ids(any_size_model, pairs, tmp_path):
-    from pspnet.viz import colorize
+    from pspnet.inference.viz import colorize
 
     out = tmp_path / "out"
     predict(PredictConfig(any_size_model, pairs / "2.jpg", out, verbose=False))
@@ -296,7 +296,7 @@ def test_skip_bad_with_no_usable_image_is_an_error_and_no_folder(any_size_model,
 
 
 def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch):
-    from pspnet.inference import Segmenter
+    from pspnet.inference.segmenter import Segmenter
 
     calls = []
 
@@ -307,7 +307,7 @@ def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch)
         Path(out_dir).mkdir(parents=True)
         return {"frames": 4}
 
-    monkeypatch.setitem(sys.modules, "pspnet.video", types.SimpleNamespace(predict_video=predict_video))
+    monkeypatch.setitem(sys.modules, "pspnet.inference.video", types.SimpleNamespace(predict_video=predict_video))
     clip = tmp_path / "street.MP4"
     clip.write_bytes(b"not read here")
     out = tmp_path / "out"
@@ -324,7 +324,7 @@ def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch)
 
 
 def test_image_input_does_not_import_pspnet_video(any_size_model, pairs, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pspnet.video", None)  # any import of it now fails
+    monkeypatch.setitem(sys.modules, "pspnet.inference.video", None)  # any import of it now fails
     result = predict(PredictConfig(any_size_model, pairs / "1.jpg", tmp_path / "out", verbose=False))
     assert result["num_images"] == 1
 
@@ -415,7 +415,7 @@ def _described_model(path: Path, num_classes: int, image_size, classes=None) -> 
     """A tiny any-size model saved with its description (trained size, class table)."""
     import keras
 
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
 
     inputs = keras.Input((None, None, 3))
     layer = keras.layers.Conv2D(num_classes, 1, name="logits")
@@ -496,7 +496,7 @@ def test_a_cityscapes_split_folder_is_read_one_level_of_cities_down(tmp_path):
 
 
 def test_one_name_in_two_folders_gets_the_folders_name():
-    from pspnet.predict import output_names
+    from pspnet.inference.predict import output_names
 
     paths = [Path("a/1.jpg"), Path("b/1.jpg"), Path("b/2.png"), Path("c/x_leftImg8bit.png")]
     assert list(output_names(paths).values()) == ["a_1_jpg", "b_1_jpg", "2", "x"]
@@ -525,7 +525,7 @@ def test_label_ids_for_a_video_are_one_warning(any_size_model, tmp_path, monkeyp
         Path(out_dir).mkdir(parents=True)
         return {"frames": 1}
 
-    monkeypatch.setitem(sys.modules, "pspnet.video", types.SimpleNamespace(predict_video=predict_video))
+    monkeypatch.setitem(sys.modules, "pspnet.inference.video", types.SimpleNamespace(predict_video=predict_video))
     clip = tmp_path / "street.mp4"
     clip.write_bytes(b"not read here")
     with pytest.warns(PspnetWarning, match="--label-ids and --with-truth apply to images only"):

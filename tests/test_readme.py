@@ -44,7 +44,7 @@ def save_tiny_model(path: Path) -> Path:
     import keras
 
     import pspnet
-    from pspnet.modelfile import ModelInfo, save_model
+    from pspnet.models.modelfile import ModelInfo, save_model
 
     keras.utils.set_random_seed(0)
     model = pspnet.build_pspnet("fast", input_shape=(None, None, 3))

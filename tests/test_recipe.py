@@ -1,4 +1,4 @@
-"""Tests of pspnet.recipe: the compiled model of a config, for the class table it trains on."""
+"""Tests of pspnet.training.recipe: the compiled model of a config, for the class table it trains on."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from pspnet.config import TrainConfig
+from pspnet.training.config import TrainConfig
 from pspnet.data.classes import CITYSCAPES, ClassTable
-from pspnet.losses import WeightedSparseCrossentropy
-from pspnet.modelfile import load_model, save_model
-from pspnet.recipe import build_and_compile, model_info
+from pspnet.training.losses import WeightedSparseCrossentropy
+from pspnet.models.modelfile import load_model, save_model
+from pspnet.training.recipe import build_and_compile, model_info
 
 FARM = ClassTable(("soil", "crop", "weed", "water", "stone"),
                   ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)))

@@ -1,4 +1,4 @@
-"""Tests of pspnet.torchfile, the safe reader of old-format PyTorch state dicts."""
+"""Tests of pspnet.models.torchfile, the safe reader of old-format PyTorch state dicts."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_pairs
-from pspnet import torchfile
+from pspnet.models import torchfile
 from pspnet.errors import DataError
-from pspnet.torchfile import MAGIC_NUMBER, PROTOCOL_VERSION, read_state_dict
+from pspnet.models.torchfile import MAGIC_NUMBER, PROTOCOL_VERSION, read_state_dict
 
 # A child that reads a file under this address-space limit: a reader that
 # allocates what a file asks fails there with a MemoryError, not the machine.
@@ -142,7 +142,7 @@ def _zero_stride_file(path: Path, writer: str) -> Path:
 READ_SCRIPT = """
 import sys, tracemalloc
 from pspnet.errors import DataError
-from pspnet.torchfile import read_state_dict
+from pspnet.models.torchfile import read_state_dict
 tracemalloc.start()
 try:
     read_state_dict(sys.argv[1])

@@ -1,4 +1,4 @@
-"""Tests of pspnet.train and pspnet-train on tiny synthetic data (32 px, batch 2)."""
+"""Tests of pspnet.training.loop and pspnet-train on tiny synthetic data (32 px, batch 2)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from conftest import REPO, make_pairs
 
 from pspnet.cli import train_main
 from pspnet.errors import ConfigError
-from pspnet.callbacks import TrainingDiverged
-from pspnet.config import TrainConfig
-from pspnet.modelfile import load_model
-from pspnet.train import train
+from pspnet.training.callbacks import TrainingDiverged
+from pspnet.training.config import TrainConfig
+from pspnet.models.modelfile import load_model
+from pspnet.training.loop import train
 
 TINY = dict(preset="fast", image_size=32, batch_size=2, epochs=1, workers=1, verbose=0)
 
@@ -208,7 +208,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused_and_removes_nothing(
 # pspnet-train whose FolderLock waits for a file before it locks: the test chooses who locks first.
 _GATED_TRAIN = """
 import sys, time, pathlib
-import pspnet.runfolder as runfolder
+import pspnet.training.runfolder as runfolder
 gate = pathlib.Path(sys.argv[1])
 
 class GatedLock(runfolder.FolderLock):
@@ -362,7 +362,7 @@ def test_every_model_file_of_a_run_loads_compiled_in_a_fresh_process(one_epoch_r
 
 
 def test_training_and_evaluate_give_one_number_when_the_training_size_differs(tmp_path):
-    from pspnet.evaluate import EvalConfig, evaluate
+    from pspnet.inference.evaluate import EvalConfig, evaluate
 
     data = tmp_path / "data"
     make_pairs(data / "train", 4, size=48, split="train")
@@ -448,7 +448,7 @@ def test_time_limit_ends_the_epoch_and_the_run(data_dir, tmp_path):
 
 
 class _Clock:
-    """time for pspnet.callbacks, whose perf_counter advances 0.15 s a call: a
+    """time for pspnet.training.callbacks, whose perf_counter advances 0.15 s a call: a
     training clock that does not depend on how fast this machine compiles."""
 
     def __init__(self):
@@ -466,7 +466,7 @@ def test_poly_decay_reaches_zero_at_the_time_limit(data_dir, tmp_path, monkeypat
     # Two clock reads a step (before and after it), 0.15 s each, against a 1.14 s
     # limit: 4 steps, the last one begun after 1.05 s. Step-based poly over 5
     # epochs of 4 steps would still be at 1e-3 * (1 - 3 / 20) ** 0.9 = 8.6e-4 there.
-    monkeypatch.setattr("pspnet.callbacks.time", _Clock())
+    monkeypatch.setattr("pspnet.training.callbacks.time", _Clock())
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5}, time_limit=0.019)
     assert train(config)["epochs"] == 1
     model, _ = load_model(Path(config.out) / "last.keras", compile=True)
@@ -476,7 +476,7 @@ def test_poly_decay_reaches_zero_at_the_time_limit(data_dir, tmp_path, monkeypat
 
 def test_a_time_limited_epoch_reports_the_steps_it_ran(data_dir, tmp_path, monkeypatch, capsys):
     # The _Clock's 1.14 s limit stops the epoch after 4 of its 10 steps (as above).
-    monkeypatch.setattr("pspnet.callbacks.time", _Clock())
+    monkeypatch.setattr("pspnet.training.callbacks.time", _Clock())
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5, "verbose": 2},
                          steps_per_epoch=10, time_limit=0.019)
     assert train(config)["epochs"] == 1
@@ -488,7 +488,7 @@ def test_a_time_limited_epoch_reports_the_steps_it_ran(data_dir, tmp_path, monke
 
 def test_a_trained_model_takes_any_size_so_native_prediction_works(one_epoch_run, tmp_path):
     from pspnet.cli import predict_main
-    from pspnet.inference import fixed_input_size
+    from pspnet.inference.segmenter import fixed_input_size
 
     config, _ = one_epoch_run
     model, info = load_model(Path(config.out) / "best.keras")
@@ -503,7 +503,7 @@ def test_a_trained_model_takes_any_size_so_native_prediction_works(one_epoch_run
 
 def test_val_images_limits_per_epoch_validation_not_the_final_scores(data_dir, tmp_path):
     from pspnet.data import load_split
-    from pspnet.inference import Segmenter
+    from pspnet.inference.segmenter import Segmenter
 
     config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **TINY, val_images=1)
     validated = []
@@ -577,12 +577,12 @@ def test_a_data_folder_without_val_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_ctrl_c_says_on_a_line_of_its_own_that_the_same_command_resumes(monkeypatch, capsys):
-    import pspnet.train
+    import pspnet.training.loop
 
     def interrupted(config, callbacks=()):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pspnet.train, "train", interrupted)
+    monkeypatch.setattr(pspnet.training.loop, "train", interrupted)
     assert train_main(["--epochs", "1"]) == 130
     assert capsys.readouterr().err == (
         "\npspnet-train: interrupted; run the same command again to resume from the last finished epoch\n"

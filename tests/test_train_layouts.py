@@ -1,4 +1,4 @@
-"""pspnet.train on the cityscapes and folders layouts: crops of rectangular images, the data set's classes."""
+"""pspnet.training.loop on the cityscapes and folders layouts: crops of rectangular images, the data set's classes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from conftest import make_cityscapes, make_folders
 
 from pspnet.cli import train_main
-from pspnet.config import TrainConfig
+from pspnet.training.config import TrainConfig
 from pspnet.data.classes import CITYSCAPES
 from pspnet.errors import ConfigError
-from pspnet.modelfile import load_model
-from pspnet.train import train
+from pspnet.models.modelfile import load_model
+from pspnet.training.loop import train
 
 # One short epoch: 32 px crops of images fit into a 32x64 base, batch 2, 3 steps.
 TINY = dict(preset="fast", image_size=(32, 64), crop_size=32, batch_size=2, epochs=1, steps_per_epoch=3,
@@ -68,7 +68,7 @@ def test_a_cityscapes_run_trains_on_crops_of_frames_larger_than_the_crop(tmp_pat
 
 
 def test_the_layout_and_its_defaults_are_detected_from_the_data_folder(tmp_path):
-    from pspnet.train import _resolved
+    from pspnet.training.loop import _resolved
 
     city = _resolved(TrainConfig(data=str(make_cityscapes(tmp_path / "cs", train=1, val=1))))
     assert (city.layout, city.image_size, city.crop_size) == ("cityscapes", (512, 1024), (512, 512))
@@ -107,7 +107,7 @@ def test_a_pairs_run_feeds_the_batches_it_fed_before_layouts(tmp_path):
     from conftest import make_pairs
     from test_pipeline import _old_batch
 
-    from pspnet.train import _batches, _data_folder, _load_splits, _resolved
+    from pspnet.training.loop import _batches, _data_folder, _load_splits, _resolved
 
     make_pairs(tmp_path / "pairs" / "train", 4, size=32, split="train")
     make_pairs(tmp_path / "pairs" / "val", 2, size=32, split="val")
@@ -144,7 +144,7 @@ def test_a_small_lazy_split_is_decoded_once_and_a_large_one_every_time(tmp_path)
 def test_a_folders_set_of_mixed_sizes_trains_from_lazy_sequences(tmp_path, monkeypatch):
     import cv2
 
-    import pspnet.train as training
+    import pspnet.training.loop as training
 
     root = make_folders(tmp_path / "set", train=4, val=2, height=48, width=80, suffix=".png")
     for split, name in (("train", "scene_001"), ("val", "scene_001")):  # one image (and mask) of another size

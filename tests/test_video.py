@@ -1,4 +1,4 @@
-"""pspnet.video on tiny generated videos (32x48 frames) and an untrained fast model."""
+"""pspnet.inference.video on tiny generated videos (32x48 frames) and an untrained fast model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from conftest import BatchRecorder
 from pspnet.errors import ConfigError, DataError
-from pspnet.modelfile import ModelInfo
-from pspnet.video import predict_video
+from pspnet.models.modelfile import ModelInfo
+from pspnet.inference.video import predict_video
 
 NUM_FRAMES = 20
 FPS = 10.0
@@ -22,8 +22,8 @@ HEIGHT, WIDTH = 32, 48
 def segmenter():
     """An untrained fast PSPNet taking any size, run at 32x48, four frames a batch."""
     import pspnet
-    from pspnet.inference import Segmenter
-    from pspnet.modelfile import ModelInfo
+    from pspnet.inference.segmenter import Segmenter
+    from pspnet.models.modelfile import ModelInfo
 
     model = pspnet.build_pspnet("fast", input_shape=(None, None, 3))
     return Segmenter(model, ModelInfo(head="classes", num_classes=19, preset="fast"), (HEIGHT, WIDTH), batch_size=4)
@@ -222,7 +222,7 @@ def test_every_300_holds_a_batch_of_frames_not_300(tmp_path):
         frame[:, index % width] = 200
         writer.write(frame)
     writer.release()
-    import pspnet.viz  # noqa: F401  (its imports are not the video's memory)
+    import pspnet.inference.viz  # noqa: F401  (its imports are not the video's memory)
 
     tracemalloc.start()
     try:
@@ -235,8 +235,8 @@ def test_every_300_holds_a_batch_of_frames_not_300(tmp_path):
 
 
 def test_key_frames_are_not_padded_to_the_batch(tmp_path):
-    from pspnet.inference import Segmenter
-    from pspnet.modelfile import ModelInfo
+    from pspnet.inference.segmenter import Segmenter
+    from pspnet.models.modelfile import ModelInfo
 
     model = BatchRecorder()  # a Keras-model stand-in: Segmenter pads its short batches
     segmenter = Segmenter(model, ModelInfo(head="classes", num_classes=19), (HEIGHT, WIDTH), batch_size=4)

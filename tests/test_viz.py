@@ -1,10 +1,10 @@
-"""Tests for pspnet.viz: arrays of the right shape and colours, figures of the right layout."""
+"""Tests for pspnet.inference.viz: arrays of the right shape and colours, figures of the right layout."""
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from pspnet import viz
+from pspnet.inference import viz
 from pspnet.data.classes import CITYSCAPES, ClassTable
 from pspnet.palette import CLASSES, NUM_CLASSES
 

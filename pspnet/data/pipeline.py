@@ -23,7 +23,7 @@ import cv2
 import keras
 import numpy as np
 
-from pspnet.config import parse_size
+from pspnet.checks import parse_size
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX
 
@@ -68,7 +68,7 @@ class SegmentationDataset(keras.utils.PyDataset):
             over the images. Other values read the passes as one endless
             stream, so an epoch may end or start within a pass.
         part: rows ``(start, stop)`` of each batch to yield: one process's part
-            of a global batch that several processes feed (pspnet.distribute).
+            of a global batch that several processes feed (pspnet.training.distribute).
             Every part draws the randomness of the whole batch, so the parts of
             all processes make up exactly the batch one process would make.
             None: whole batches.

@@ -15,7 +15,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from pspnet.config import TrainConfig
+from pspnet.training.config import TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="pspnet")
@@ -95,7 +95,7 @@ def build_optimizer(config: TrainConfig, backbone_prefixes: Sequence[str] = ()):
     holds a plain learning-rate variable at the base rate, whatever the
     schedule and whatever bounds the run, so that its variables are the same
     on every rerun; the poly rate is set before each step from the
-    optimizer's step by ``pspnet.callbacks.PolyLearningRate`` (nanoGPT's
+    optimizer's step by ``pspnet.training.callbacks.PolyLearningRate`` (nanoGPT's
     ``get_lr(iter)``).
 
     Args:

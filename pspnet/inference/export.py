@@ -38,7 +38,7 @@ import numpy as np
 
 from pspnet.errors import ConfigError, first_line
 from pspnet.fileio import atomic_write_text
-from pspnet.runtimes import FORMATS, SUFFIXES, description_path, open_exported
+from pspnet.inference.runtimes import FORMATS, SUFFIXES, description_path, open_exported
 
 # Largest |export - keras| allowed, relative to max(1, the largest |keras score|).
 # ONNX and SavedModel run the same float32 graph; LiteRT's kernels (XNNPACK)
@@ -83,8 +83,8 @@ def export(
         ConfigError: a bad option, an existing output, a model that cannot be
             converted, or an artefact that disagrees with the Keras model.
     """
-    from pspnet.inference import model_input_size
-    from pspnet.modelfile import load_model
+    from pspnet.inference.segmenter import model_input_size
+    from pspnet.models.modelfile import load_model
 
     out = _check_options(format, quantize, calibration, Path(out))
     # Bad folders fail before the model loads.
@@ -223,7 +223,7 @@ def _serving_model(model, size: tuple[int, int], source):
     """The model at a fixed size with a dynamic batch, returning only its main output."""
     import keras
 
-    from pspnet.inference import main_output
+    from pspnet.inference.segmenter import main_output
 
     try:
         inputs = keras.Input((*size, 3), name="photos", dtype="float32")
@@ -258,7 +258,7 @@ def _listed(folder: str | os.PathLike, flag: str) -> list:
         A list of functions without arguments, each returning one uint8 RGB photo.
     """
     from pspnet.data.files import IMAGE_SUFFIXES
-    from pspnet.predict import list_inputs, read_input
+    from pspnet.inference.predict import list_inputs, read_input
 
     path = Path(folder)
     if not path.exists():
@@ -278,7 +278,7 @@ def _convert(serving, format: str, work: Path, size: tuple[int, int], calibratio
 
     # LiteRT gets a batch of one: its converted pyramid pooling cannot be
     # resized to another batch (XNNPACK fails to prepare), and phones run one
-    # frame at a time; pspnet.runtimes.LiteRTModel feeds a batch image by image.
+    # frame at a time; pspnet.inference.runtimes.LiteRTModel feeds a batch image by image.
     batch = 1 if format == "litert" else None
     signature = [keras.InputSpec(shape=(batch, *size, 3), dtype="float32", name="photos")]
     saved = work / "saved_model"

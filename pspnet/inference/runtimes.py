@@ -2,9 +2,9 @@
 
 ``pspnet-export`` writes ONNX (``.onnx``), LiteRT (``.tflite``) and SavedModel
 (a folder with ``saved_model.pb``) artefacts, each with a JSON description
-beside it (``pspnet.export``). ``load_exported`` opens one in ONNX Runtime,
+beside it (``pspnet.inference.export``). ``load_exported`` opens one in ONNX Runtime,
 the LiteRT interpreter or TensorFlow, and returns an object with the two
-things ``pspnet.inference.Segmenter`` uses of a Keras model, ``input_shape``
+things ``pspnet.inference.segmenter.Segmenter`` uses of a Keras model, ``input_shape``
 and ``predict_on_batch``, plus the ``ModelInfo`` of its description: an
 exported model is scored and predicted exactly as the ``.keras`` file it came from.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pspnet.config import parse_size
+from pspnet.checks import parse_size
 from pspnet.errors import ConfigError, first_line
-from pspnet.modelfile import ModelInfo
+from pspnet.models.modelfile import ModelInfo
 
 FORMATS = ("onnx", "litert", "saved_model")
 SUFFIXES = {"onnx": ".onnx", "litert": ".tflite", "saved_model": ""}

@@ -22,7 +22,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from pspnet.config import parse_size
+from pspnet.checks import parse_size
 from pspnet.errors import ConfigError
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Segmentation of a video: frames in, an overlay video (and a colour video) out.
 
 ``predict_video`` decodes a video with OpenCV, predicts every Nth frame
-through a ``pspnet.inference.Segmenter`` and writes the colours of the
+through a ``pspnet.inference.segmenter.Segmenter`` and writes the colours of the
 model's classes over every frame at the source's frame rate and size; the frames it holds
 are bounded (PENDING_BYTES, or one frame), however large N is. The videos are
 written under temporary names and renamed into place when complete, so a crash
@@ -133,7 +133,7 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
     """Segments a video and writes the overlay video (and optionally the colour video).
 
     Args:
-        segmenter: a ``pspnet.inference.Segmenter``; up to
+        segmenter: a ``pspnet.inference.segmenter.Segmenter``; up to
             ``segmenter.batch_size`` key frames are predicted together (see ``_segment``).
         video_path: any video OpenCV reads (mp4, avi, mkv, ...).
         out_dir: where ``STEM_overlay.EXT`` (and ``STEM_color.EXT``) go; EXT is
@@ -189,7 +189,7 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
 
         def write(temporaries: list[Path]) -> None:
             nonlocal num_frames
-            from pspnet.viz import colorize, overlay
+            from pspnet.inference.viz import colorize, overlay
 
             writers = []
             try:

@@ -44,7 +44,7 @@ import keras
 from keras import layers
 
 from pspnet.errors import ConfigError, PspnetWarning
-from pspnet.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
+from pspnet.models.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
 
 __all__ = ["count_flops", "layer_flops"]
 

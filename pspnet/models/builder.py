@@ -1,7 +1,7 @@
 """The PSPNet builder and its four presets: the seed's network, the paper's, a fast one, a pretrained lite one.
 
 Every preset is a functional ``keras.Model`` built from ``keras.layers`` and the
-registered layers of ``pspnet.layers`` only, so it runs on TensorFlow, JAX and
+registered layers of ``pspnet.models.layers`` only, so it runs on TensorFlow, JAX and
 PyTorch, saves as ``.keras`` and loads back after ``import pspnet``. Models take
 photos in the 0-255 range (RGB, float or uint8 values) and normalise inside.
 
@@ -30,11 +30,11 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from pspnet.backbones import PREFIX as LITE0_PREFIX
-from pspnet.backbones import lite0_features, load_lite0_weights
-from pspnet.config import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
+from pspnet.models.backbones import PREFIX as LITE0_PREFIX
+from pspnet.models.backbones import lite0_features, load_lite0_weights
+from pspnet.models.presets import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
 from pspnet.errors import ConfigError, first_line
-from pspnet.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
+from pspnet.models.layers import AdaptiveAveragePooling2D, InputNormalization, ResizeToMatch
 
 # Layer-name prefixes of each preset's backbone; the layers after it (pyramid,
 # classifiers) are the "head" that the paper's SGD trains at 10x the rate.
@@ -91,7 +91,7 @@ def build_pspnet(
             mixed precision.
         backbone_weights: ``"pspnet50"`` and ``"lite"``: ``None`` (random) or
             ``"imagenet"``; for ``"lite"`` also a Lite0 ``.pth``/``.npz`` file
-            (``pspnet.backbones``); for ``"pspnet50"`` ``"imagenet"`` is Keras'
+            (``pspnet.models.backbones``); for ``"pspnet50"`` ``"imagenet"`` is Keras'
             ResNet50 weights, downloaded once into ``~/.keras/models``, or the path of a weights file of
             ``keras.applications.ResNet50(include_top=False)`` (Keras' own
             ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, or
@@ -342,7 +342,7 @@ def _build_fast(inputs, channels: int, head: str, dropout: float, output_stride:
 
 
 def _build_lite(inputs, channels: int, head: str, dropout: float, output_stride: int):
-    """EfficientNet-Lite0 (``pspnet.backbones``) at output stride 16 with a small pyramid head.
+    """EfficientNet-Lite0 (``pspnet.models.backbones``) at output stride 16 with a small pyramid head.
 
     The backbone's last block (320 channels) at 1/16 of the input (its last
     stride-2 stage dilated instead of strided; 8 and 32 on request), PSPNet's

@@ -12,7 +12,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from pspnet.config import CLASS_WEIGHTINGS, check_choice
+from pspnet.training.config import CLASS_WEIGHTINGS
+
+from pspnet.checks import check_choice
 from pspnet.data.classes import CITYSCAPES
 from pspnet.palette import IGNORE_INDEX
 

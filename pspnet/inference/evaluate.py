@@ -11,7 +11,7 @@ scored, a folder of composite pairs (``DIR/val``), or ``demo``. A data set
 whose class table (names, colours, ignore index) is not the model's is
 refused in one line naming both.
 
-Predictions come from ``pspnet.inference.Segmenter``, the path training's
+Predictions come from ``pspnet.inference.segmenter.Segmenter``, the path training's
 own final scoring takes: each photo at the scale the model was trained at
 (fitted into its base size keeping the aspect ratio and letterboxed to it, as
 training's validation batches are; ``--base-size`` for another, ``--stretch``
@@ -39,10 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pspnet.config import HEADS, check_choice
+from pspnet.models.presets import HEADS
+
+from pspnet.checks import check_choice
 from pspnet.errors import ConfigError, DataError
 from pspnet.fileio import atomic_write, atomic_write_text
-from pspnet.inference import Segmenter, parse_scales, parse_slide
+from pspnet.inference.segmenter import Segmenter, parse_scales, parse_slide
 from pspnet.metrics import to_jsonable
 
 
@@ -203,7 +205,7 @@ def _score(segmenter: Segmenter, photos, truths, verbose: bool):
 
 def _write_results(out_dir: Path, results: dict, confusion, classes) -> None:
     """metrics.json and the two figures."""
-    from pspnet.viz import plot_confusion, plot_per_class_iou
+    from pspnet.inference.viz import plot_confusion, plot_per_class_iou
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(to_jsonable(results), indent=2, allow_nan=False) + "\n")

@@ -11,11 +11,11 @@ A run folder holds::
     best.keras      the model of the epoch with the best val_mean_iou
     logs/           TensorBoard logs (when TensorFlow is installed)
     metrics.json    written last: the best model's val scores (pspnet.metrics)
-    curves.png      the training curves (pspnet.viz.plot_history)
+    curves.png      the training curves (pspnet.inference.viz.plot_history)
 
 Resume: starting the same command again continues from the last finished
 epoch; ``backup/state.json`` is the single commit point of an epoch
-(``pspnet.callbacks.ResumeState``), and everything else is derived from it and
+(``pspnet.training.callbacks.ResumeState``), and everything else is derived from it and
 rebuilt at start-up when a kill left it behind. A rerun may change how long
 the run goes on (a larger ``--epochs`` or ``--time-limit`` extends a finished
 run) and how it runs (``config.RESUMABLE_CHANGES``), never what it is.
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pspnet.callbacks import ResumableEarlyStopping, history_csv_text, read_state
-from pspnet.config import TrainConfig
+from pspnet.training.callbacks import ResumableEarlyStopping, history_csv_text, read_state
+from pspnet.training.config import TrainConfig
 from pspnet.errors import ConfigError
 from pspnet.fileio import FolderLock, atomic_write_text, remove_temporaries
 

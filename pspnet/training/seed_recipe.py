@@ -12,7 +12,7 @@ The transcription keeps the notebook's code line for line, with Keras 3 names
 (``Conv2D`` for ``Convolution2D``, ``negative_slope`` for LeakyReLU's
 ``alpha``). Two of its layers were unnamed; Keras names them. The one change:
 the notebook's red branch upsamples by a literal 256 (its input side), here by
-``image_size`` so that tests can build it small. ``pspnet.model``'s ``"seed"``
+``image_size`` so that tests can build it small. ``pspnet.models.builder``'s ``"seed"``
 preset is the package's version of the same network (tests/test_model.py checks
 that they agree layer for layer and output for output).
 """

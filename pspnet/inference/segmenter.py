@@ -1,6 +1,6 @@
 """The one inference path: photos of any size in, train ids at the label's size out, and their scores.
 
-Training's final scoring, ``pspnet.evaluate`` and ``pspnet.predict`` all run a
+Training's final scoring, ``pspnet.inference.evaluate`` and ``pspnet.inference.predict`` all run a
 model through ``Segmenter``, so one model gets one number wherever it is
 scored. Each photo is run at a scale, the scores (logits, or the seed's
 colours) are resized bilinearly back to the label's size, and only then
@@ -34,12 +34,14 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from pspnet.config import HEADS, check_choice, parse_size
+from pspnet.models.presets import HEADS
+
+from pspnet.checks import check_choice, parse_size
 from pspnet.errors import ConfigError
 from pspnet.metrics import ConfusionMatrix
-from pspnet.modelfile import ModelInfo, load_model
+from pspnet.models.modelfile import ModelInfo, load_model
 from pspnet.palette import NUM_CLASSES
-from pspnet.runtimes import RUNTIMES, exported_format, load_exported
+from pspnet.inference.runtimes import RUNTIMES, exported_format, load_exported
 
 DEFAULT_IMAGE_SIZE = 256  # for models that take any size and do not say what they were trained at
 
@@ -205,7 +207,7 @@ class Segmenter:
         pad_batch: pad shorter batches to ``batch_size``, so that a compiled
             (or, under ``keras.distribution``, sharded) Keras function always
             sees one shape; None: pad Keras models only, never an exported
-            runtime (``pspnet.runtimes``), which takes any batch (LiteRT
+            runtime (``pspnet.inference.runtimes``), which takes any batch (LiteRT
             would run one call per padded image).
         slide: ``(crop, stride)``: score sliding windows of ``crop`` every
             ``stride`` pixels of the rescaled photo; None: the whole photo.
@@ -262,8 +264,8 @@ class Segmenter:
     @classmethod
     def load(cls, path: str | os.PathLike, image_size=None, head: str | None = None, batch_size: int = 8,
              tta_flip: bool = False, slide=None, scales=None, keep_aspect: bool | None = None) -> "Segmenter":
-        """Loads a ``.keras`` file (``pspnet.modelfile.load_model``) or an exported
-        ``.onnx``/``.tflite``/SavedModel (``pspnet.runtimes``) ready to predict.
+        """Loads a ``.keras`` file (``pspnet.models.modelfile.load_model``) or an exported
+        ``.onnx``/``.tflite``/SavedModel (``pspnet.inference.runtimes``) ready to predict.
 
         Args:
             path: the model file (or SavedModel folder).

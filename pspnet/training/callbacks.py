@@ -26,7 +26,7 @@ import numpy as np
 
 from pspnet.errors import ConfigError, PspnetError, first_line
 from pspnet.fileio import atomic_write, atomic_write_text
-from pspnet.modelfile import ModelInfo, save_model
+from pspnet.models.modelfile import ModelInfo, save_model
 
 MONITOR = "val_mean_iou"  # what best.keras and early stopping follow
 
@@ -418,7 +418,7 @@ class PolyLearningRate(keras.callbacks.Callback):
     restores with the rest of the optimizer, so a rerun, extended or not, with
     or without a time limit, continues the schedule (nanoGPT's
     ``get_lr(iter)``); the optimizer holds a plain learning-rate variable
-    (``pspnet.optimizers.build_optimizer``) whatever bounds the run. With
+    (``pspnet.training.optimizers.build_optimizer``) whatever bounds the run. With
     ``steps_per_execution`` N the rate changes every N steps.
 
     Args:
@@ -478,7 +478,7 @@ class RenameOutputLogs(keras.callbacks.Callback):
 
 class ColourScores(keras.callbacks.Callback):
     """Adds ``val_mean_iou`` and ``val_pixel_accuracy`` for the seed's colour head,
-    scored the way ``pspnet-evaluate`` scores it (``pspnet.inference``).
+    scored the way ``pspnet-evaluate`` scores it (``pspnet.inference.segmenter``).
 
     Args:
         photos: (N, H, W, 3) uint8 val photos.
@@ -494,7 +494,7 @@ class ColourScores(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        from pspnet.inference import Segmenter
+        from pspnet.inference.segmenter import Segmenter
 
         segmenter = Segmenter(self.model, self.info, self.info.image_size, batch_size=self.batch_size)
         scores = segmenter.confusion(self.photos, self.train_ids).result()

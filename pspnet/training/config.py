@@ -1,4 +1,4 @@
-"""``TrainConfig``, the names of presets and heads, and the small parsers every job shares.
+"""``TrainConfig``: every setting of a training run, checked, resolved and saved beside it.
 
 Importing this module loads neither Keras nor a backend, so the command line
 can build its parsers and reject bad flags at once.
@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from pspnet.checks import check_choice, flag_name, parse_size
 from pspnet.errors import ConfigError
+from pspnet.models.presets import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
 
-PRESETS = ("fast", "seed", "pspnet50", "lite")  # model presets (pspnet.model.build_pspnet)
-HEADS = ("classes", "rgb")  # class logits, or the seed's sigmoid colour image
-MIN_SIZE = {"fast": 8, "seed": 8, "pspnet50": 32, "lite": 32}  # smallest height/width each preset accepts
-OUTPUT_STRIDES = {"fast": (8, 4), "lite": (16, 8, 32)}  # the presets with a choice: default first
-PRETRAINED = ("pspnet50", "lite")  # the presets with an ImageNet backbone
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
@@ -94,7 +91,7 @@ class TrainConfig:
     data: str = "demo"  # data folder (a root in one of the --layout layouts), or "demo" (synthetic pairs in the cache)
     layout: str | None = None  # pairs (ROOT/train, ROOT/val composites), cityscapes (ROOT/leftImg8bit + ROOT/gtFine) or folders (ROOT/images + ROOT/masks + ROOT/dataset.json); None: detected from the data folder
     out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
-    preset: str | None = None  # model preset: fast, seed, pspnet50 or lite (pspnet.model.build_pspnet); None: lite (demo: fast)
+    preset: str | None = None  # model preset: fast, seed, pspnet50 or lite (pspnet.models.builder.build_pspnet); None: lite (demo: fast)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
     image_size: int | tuple[int, int] | None = None  # base size, N or H W: each image is rescaled, keeping its aspect ratio, to fit it at scale 1 (validation batches are this size; the model file records it); None: 256 (demo: 64), 512x1024 on a cityscapes layout
     crop_size: int | tuple[int, int] | None = None  # training crop, N or H W, taken from each randomly scaled image (padded, labels ignored, where the image is smaller); None: the base size (512x512 on a cityscapes layout)
@@ -120,7 +117,7 @@ class TrainConfig:
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
     seed: int = 0  # seeds the weights, the shuffling and the augmentation (0 or more)
-    distribute: bool = False  # data-parallel over every visible device, and over several processes (see pspnet.distribute)
+    distribute: bool = False  # data-parallel over every visible device, and over several processes (see pspnet.training.distribute)
     sync_batch_norm: bool = True  # --distribute on tensorflow: batch norm over the global batch (all-reduced); off: each replica's own part (jax: always global)
     coordinator: str | None = None  # --distribute on jax, several processes: HOST:PORT of process 0; None: $JAX_COORDINATOR_ADDRESS, or Slurm's
     num_processes: int | None = None  # --distribute on jax: processes in the job; None: $KERAS_DISTRIBUTION_NUM_PROCESSES, or Slurm's, else 1
@@ -328,49 +325,6 @@ def _is_address(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def flag_name(name: str) -> str:
-    """The command-line flag of a config field (``learning_rate`` -> ``--lr``)."""
-    return {"learning_rate": "--lr", "image_size": "--base-size"}.get(name, "--" + name.replace("_", "-"))
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    """Raises ``ConfigError`` naming the flag when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"{flag_name(name)} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def parse_size(value, what: str = "size") -> tuple[int, int] | None:
-    """An image size as a (height, width) tuple of positive ints.
-
-    Args:
-        value: None, N, "N", "HxW" (or "H,W"), or a sequence of one or two ints.
-        what: how an error names the value ("--image-size").
-
-    Returns:
-        (height, width), or None for None.
-
-    Raises:
-        ConfigError: anything else.
-    """
-    if value is None:
-        return None
-    original = value
-    if isinstance(value, str):
-        try:
-            value = [int(part) for part in value.lower().replace(",", "x").split("x")]
-        except ValueError:
-            raise ConfigError(f"{what} must be N or HxW, got {original!r}") from None
-    if hasattr(value, "__index__") and not isinstance(value, bool):  # int or NumPy integer
-        value = (int(value), int(value))
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) not in (1, 2)
-        or not all(hasattr(v, "__index__") and not isinstance(v, bool) and int(v) > 0 for v in value)
-    ):
-        raise ConfigError(f"{what} must be a positive N or HxW, got {original!r}")
-    return (int(value[0]), int(value[-1]))
 
 
 def config_field_help() -> dict[str, str]:

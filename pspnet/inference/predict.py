@@ -41,7 +41,7 @@ its pixels lie near a Cityscapes palette colour; a wide street photo does
 not. ``pairs="never"`` reads every image as a photo, ``pairs="always"``
 insists that every input is a composite.
 
-Videos (``VIDEO_SUFFIXES``) go to ``pspnet.video.predict_video``, every
+Videos (``VIDEO_SUFFIXES``) go to ``pspnet.inference.video.predict_video``, every
 ``every``-th frame, with ``colour_video`` also the colour-map video.
 
 Inputs: a photo, a composite, a video, or a folder of images; a folder that
@@ -50,7 +50,7 @@ holds no image but folders of them (a Cityscapes split,
 
 Sizes: by default each photo is resized to the size the model was trained
 at, and the scores are resized bilinearly back to the photo before the
-decision (``pspnet.inference``); ``native=True`` (``--native``, models that
+decision (``pspnet.inference.segmenter``); ``native=True`` (``--native``, models that
 take any size) runs at the pixel scale the model was trained at instead:
 each photo (or video frame) rescaled keeping its aspect ratio to fit that
 size (a 1024x2048 Cityscapes frame, for a model trained at 512x1024, runs at
@@ -59,7 +59,7 @@ size (a 1024x2048 Cityscapes frame, for a model trained at 512x1024, runs at
 A model trained on the pairs layout saw 2:1 frames squashed square, so its
 native scale is its square size: its photos are resized to it either way.
 ``slide``, ``scales`` and ``tta_flip`` (``--slide``, ``--scales``, ``--tta``)
-predict as ``pspnet-evaluate`` scores (``pspnet.inference.Segmenter``).
+predict as ``pspnet-evaluate`` scores (``pspnet.inference.segmenter.Segmenter``).
 Outputs are always at the photo's size. Models with the seed's colour
 (``rgb``) head are decoded to train ids with the palette, as in evaluation.
 """
@@ -77,10 +77,12 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from pspnet.config import HEADS, check_choice
+from pspnet.models.presets import HEADS
+
+from pspnet.checks import check_choice
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write_text
-from pspnet.inference import Segmenter, parse_scales, parse_slide
+from pspnet.inference.segmenter import Segmenter, parse_scales, parse_slide
 
 PAIRS = ("auto", "always", "never")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -241,7 +243,7 @@ def _save_outputs(
     out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig, classes
 ) -> list[Path]:
     """Writes the pictures of one image in the colours of ``classes``; returns their paths."""
-    from pspnet.viz import colorize, overlay, three_panel
+    from pspnet.inference.viz import colorize, overlay, three_panel
 
     # Made on the first write: a run that fails on its first input leaves no empty folder.
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -362,10 +364,10 @@ def _load(config: PredictConfig):
 
 
 def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
-    """Hands a video to ``pspnet.video.predict_video``; adds read_as and inputs.csv."""
+    """Hands a video to ``pspnet.inference.video.predict_video``; adds read_as and inputs.csv."""
     if not path.is_file():
         raise DataError(f"input not found: {path}")
-    from pspnet.video import predict_video  # here only: image inputs never need it
+    from pspnet.inference.video import predict_video  # here only: image inputs never need it
 
     if config.label_ids or config.with_truth:
         warnings.warn("--label-ids and --with-truth apply to images only; ignored for a video",
@@ -485,7 +487,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
         (the labelIds folder, or None)}``: files lists every picture
         written, read_as maps each predicted input to "composite" or
         "photo", skipped lists the inputs skipped. For a video, the dict of
-        ``pspnet.video.predict_video`` with read_as ``{path: "video"}``.
+        ``pspnet.inference.video.predict_video`` with read_as ``{path: "video"}``.
 
     Raises:
         ConfigError: bad model file, batch size, head, pairs or every option,
