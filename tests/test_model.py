@@ -8,8 +8,9 @@ import pytest
 
 import pspnet
 from pspnet.errors import ConfigError
+from pspnet.models.builder import PRESETS, build_pspnet
 from pspnet.models.layers import InputNormalization, ResizeToMatch
-from pspnet.models.builder import PRESETS, build_pspnet, copy_backbone_weights
+from pspnet.models.resnet_weights import copy_backbone_weights
 from pspnet.training.seed_recipe import notebook_model
 
 NUM_CLASSES = 3

