@@ -1,4 +1,4 @@
-"""Tests of pspnet.bench.core and ``pspnet-bench``: one tiny measurement, flags, output."""
+"""Tests of pspnet.bench (models, training, timing) and ``pspnet-bench``: one tiny measurement, flags, output."""
 
 import dataclasses
 import json
@@ -6,9 +6,10 @@ import json
 import keras
 import pytest
 
-import pspnet.bench.core
+import pspnet.bench.models
+import pspnet.bench.training
 import pspnet.errors
-from pspnet.bench.core import benchmark_model, format_models_table
+from pspnet.bench.models import benchmark_model, format_models_table
 from pspnet.cli import bench_main
 from pspnet.models.flops import count_flops
 from pspnet.models.builder import build_pspnet
@@ -43,7 +44,7 @@ def test_bench_models_command(row, tmp_path, capsys, monkeypatch):
         calls.append((preset, kwargs))
         return dataclasses.replace(row, preset=preset, image_size=kwargs["image_size"])
 
-    monkeypatch.setattr(pspnet.bench.core, "benchmark_model", fake_benchmark)
+    monkeypatch.setattr(pspnet.bench.models, "benchmark_model", fake_benchmark)
     out = tmp_path / "rows.json"
     argv = ["models", "--presets", "fast", "seed", "--image-size", "32x48", "--batch-size", "4"]
     assert bench_main(argv + ["--steps", "5", "--num-classes", "3", "--json", str(out)]) == 0
@@ -93,7 +94,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
 @pytest.fixture(scope="module")
 def speed():
     """A real tiny table: the seed recipe, fast trained the package's way, the pipeline."""
-    from pspnet.bench.core import speed_table
+    from pspnet.bench.training import speed_table
 
     seen = []
     machine, peak, rows = speed_table(["fast"], image_size=32, steps=1, warmup=1, pipeline_batches=2,
@@ -123,13 +124,13 @@ def test_speed_table_rows_and_ratios(speed):
 
 
 def test_rate_counts_the_images_after_warmup():
-    from pspnet.bench.core import _rate
+    from pspnet.bench.timing import marks_rate
 
     marks = [(0, 10.0), (1, 11.0), (3, 12.0)]  # the last execution ran 2 steps
-    assert pspnet.bench.core._rate(marks, 4, warmup=1) == pytest.approx(4 * 3 / 2.0)
-    assert _rate(marks, 4, warmup=2) == pytest.approx(4 * 2 / 1.0)
+    assert marks_rate(marks, 4, warmup=1) == pytest.approx(4 * 3 / 2.0)
+    assert marks_rate(marks, 4, warmup=2) == pytest.approx(4 * 2 / 1.0)
     with pytest.raises(pspnet.errors.ConfigError):
-        _rate(marks, 4, warmup=3)
+        marks_rate(marks, 4, warmup=3)
 
 
 def test_nominal_peaks_of_known_gpus():
@@ -157,7 +158,7 @@ def test_bench_train_command_prints_one_table(speed, tmp_path, capsys, monkeypat
         calls.update(presets=presets, image_size=image_size, **kwargs)
         return speed
 
-    monkeypatch.setattr(pspnet.bench.core, "speed_table", fake_speed_table)
+    monkeypatch.setattr(pspnet.bench.training, "speed_table", fake_speed_table)
     out = tmp_path / "speed.json"
     argv = ["train", "--presets", "fast", "--image-size", "32", "--batch-size", "2", "--no-jit-compile"]
     assert bench_main(argv + ["--json", str(out)]) == 0
@@ -181,7 +182,7 @@ def test_bench_train_bad_flag_is_one_line(capsys):
 
 
 def test_bench_classes_are_cityscapes_for_19_and_numbered_otherwise():
-    from pspnet.bench.core import bench_classes
+    from pspnet.bench.training import bench_classes
     from pspnet.data.classes import CITYSCAPES
 
     assert bench_classes(19) is CITYSCAPES
@@ -193,7 +194,7 @@ def test_bench_classes_are_cityscapes_for_19_and_numbered_otherwise():
 
 
 def test_package_training_of_five_classes_builds_and_feeds_five():
-    from pspnet.bench.core import benchmark_package_training
+    from pspnet.bench.training import benchmark_package_training
 
     row = benchmark_package_training("fast", image_size=32, steps=1, warmup=1, batch_size=2, workers=1,
                                      source_size=32, num_classes=5)
@@ -210,7 +211,7 @@ def test_bench_train_passes_the_class_count(speed, capsys, monkeypatch):
         calls.update(kwargs)
         return speed
 
-    monkeypatch.setattr(pspnet.bench.core, "speed_table", fake_speed_table)
+    monkeypatch.setattr(pspnet.bench.training, "speed_table", fake_speed_table)
     assert bench_main(["train", "--presets", "fast", "--image-size", "32", "--num-classes", "5"]) == 0
     assert calls["num_classes"] == 5 and "32x32 images of 5 classes" in capsys.readouterr().out
     assert bench_main(["train", "--presets", "fast", "--image-size", "32"]) == 0

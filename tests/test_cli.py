@@ -377,12 +377,12 @@ def test_a_head_that_does_not_fit_the_model_reads_an_rgb_head(model_path, val, t
 
 
 def test_bench_refuses_an_unwritable_json_before_measuring(read_only, capsys, monkeypatch):
-    import pspnet.bench.core
+    import pspnet.bench.models
 
     def measured(*args, **kwargs):
         raise AssertionError("measured before the --json file was checked")
 
-    monkeypatch.setattr(pspnet.bench.core, "benchmark_models", measured)
+    monkeypatch.setattr(pspnet.bench.models, "benchmark_models", measured)
     status = cli.bench_main(["models", "--presets", "fast", "--json", str(read_only / "rows.json")])
     assert status == EXIT_ERROR
     _read_only_line(capsys.readouterr().err, "pspnet-bench", read_only / "rows.json")

@@ -515,7 +515,7 @@ def _bench_train(args) -> int:
     import dataclasses
     import json
 
-    from pspnet.bench.core import format_speed_table, speed_table
+    from pspnet.bench.training import format_speed_table, speed_table
 
     overrides = {
         name: getattr(args, name)
@@ -550,7 +550,7 @@ def _bench_runtimes(args) -> int:
 
     import keras
 
-    from pspnet.bench.core import benchmark_runtimes, format_runtimes_table
+    from pspnet.bench.runtimes import benchmark_runtimes, format_runtimes_table
 
     val = None
     if args.data:  # any layout; a data set of other classes than the model's is refused before anything runs
@@ -761,7 +761,7 @@ def _bench_models(args) -> int:
 
     import keras
 
-    from pspnet.bench.core import benchmark_models, format_models_table
+    from pspnet.bench.models import benchmark_models, format_models_table
 
     def progress(row) -> None:
         print(f"{row.preset}: {row.train_images_per_s:.2f} training, {row.infer_images_per_s:.2f} inference "
