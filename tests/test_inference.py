@@ -147,7 +147,7 @@ def test_window_starts_cover_the_axis_and_end_flush():
 
 
 def test_a_non_square_photo_is_fitted_keeping_its_aspect_ratio_and_letterboxed():
-    from pspnet.data.pipeline import PAD_RGB
+    from pspnet.data.geometry import PAD_RGB
     from pspnet.inference.segmenter import resize_batch
 
     model = PixelModel()
@@ -169,12 +169,16 @@ def test_a_fixed_size_export_scores_a_non_square_photo_as_its_any_size_model():
 
 
 def test_fit_size_is_the_training_pipelines_fit():
-    from pspnet.data.pipeline import _fit
+    from pspnet.data import geometry, pipeline
     from pspnet.inference.segmenter import fit_size
 
+    assert fit_size is geometry.fit_size is pipeline.fit_size  # one fit for training and inference
     for shape in [(256, 256), (1024, 2048), (375, 500), (500, 375), (33, 97), (1, 640), (720, 1280)]:
         for base in [(256, 256), (512, 1024), (48, 80), (31, 17)]:
-            assert fit_size(shape, base) == _fit(shape, base), (shape, base)
+            height, width = fit_size(shape, base)
+            assert (height == base[0] and width <= base[1]) or (width == base[1] and height <= base[0]), (shape, base)
+            assert abs(height * shape[1] - width * shape[0]) <= max(shape), (shape, base)  # the aspect ratio kept
+    assert fit_size((256, 256), (512, 1024)) == (512, 512) and fit_size((1024, 2048), (512, 512)) == (256, 512)
     assert fit_size((1024, 2048), (512, 1024), 0.75) == (384, 768)
 
 

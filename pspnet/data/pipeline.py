@@ -24,15 +24,11 @@ import keras
 import numpy as np
 
 from pspnet.checks import parse_size
+from pspnet.data.geometry import PAD_RGB, fit_size, pad_rows, padded_photos
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX
 
-__all__ = ["DictTargets", "PAD_RGB", "PaddedBatches", "SegmentationDataset"]
-
-# Photo padding: the ImageNet mean colour (as hszhao/semseg pads), an average
-# photo pixel, rather than black, which no street photo is and which would pull
-# batch-norm statistics; labels there are 255 and never scored.
-PAD_RGB = (124, 116, 104)
+__all__ = ["DictTargets", "PAD_RGB", "PaddedBatches", "SegmentationDataset"]  # PAD_RGB: pspnet.data.geometry's
 
 
 class SegmentationDataset(keras.utils.PyDataset):
@@ -220,8 +216,7 @@ class SegmentationDataset(keras.utils.PyDataset):
     def _empty_batch(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """Output arrays filled with the padding: PAD_RGB photos, 0 colours or 255 (ignore) train ids."""
         height, width = self.image_size if self.augment else self.base_size
-        photos_out = np.empty((rows, height, width, 3), dtype=np.uint8)
-        photos_out[...] = PAD_RGB
+        photos_out = padded_photos(rows, (height, width), np.uint8)
         if self.colour_targets:
             return photos_out, np.zeros((rows, height, width, 3), dtype=np.float32)
         return photos_out, np.full((rows, height, width), IGNORE_INDEX, dtype=np.uint8)
@@ -243,7 +238,7 @@ class SegmentationDataset(keras.utils.PyDataset):
 
     def _letterbox(self, photo, target, photo_out, target_out) -> None:
         """The image fit into the base size keeping its aspect ratio, at the top left of the output."""
-        height, width = _fit(photo.shape[:2], self.base_size)
+        height, width = fit_size(photo.shape[:2], self.base_size)
         photo_out[:height, :width] = _resize(photo, (height, width), cv2.INTER_LINEAR)
         target_out[:height, :width] = _resize(target, (height, width), self._target_interpolation)
 
@@ -253,7 +248,7 @@ class SegmentationDataset(keras.utils.PyDataset):
         Per axis: a window of the source, resized, placed in the output.
         """
         height, width = self.image_size
-        fit_height, fit_width = _fit(photo.shape[:2], self.base_size)  # the image's size at scale 1
+        fit_height, fit_width = fit_size(photo.shape[:2], self.base_size)  # the image's size at scale 1
         (top, window_h, place_y, out_h) = _axis(photo.shape[0], fit_height, height, scale, offset[0])
         (left, window_w, place_x, out_w) = _axis(photo.shape[1], fit_width, width, scale, offset[1])
         if flip:
@@ -345,25 +340,7 @@ class PaddedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         photos, train_ids = self.dataset[index]
-        missing = self.batch_size - len(photos)
-        if missing > 0:
-            photos = np.concatenate([photos, np.full((missing,) + photos.shape[1:], PAD_RGB, photos.dtype)])
-            train_ids = np.concatenate([train_ids, np.full((missing,) + train_ids.shape[1:], IGNORE_INDEX,
-                                                           train_ids.dtype)])
-        return photos, train_ids
-
-
-def _fit(shape: tuple[int, int], base: tuple[int, int]) -> tuple[int, int]:
-    """(height, width) of an image of ``shape`` rescaled to fit ``base``, keeping its aspect ratio.
-
-    Integer arithmetic decides which side is the limit, so an image of the
-    base's aspect ratio (a square in a square) fits exactly to ``base``.
-    """
-    height, width = int(shape[0]), int(shape[1])
-    base_h, base_w = base
-    if base_h * width <= base_w * height:  # the height is the limit
-        return base_h, min(max(int(round(width * base_h / height)), 1), base_w)
-    return min(max(int(round(height * base_w / width)), 1), base_h), base_w
+        return pad_rows(photos, self.batch_size, PAD_RGB), pad_rows(train_ids, self.batch_size, IGNORE_INDEX)
 
 
 def _axis(source: int, fit: int, output: int, scale: float, offset: float) -> tuple[int, int, int, int]:

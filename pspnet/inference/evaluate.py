@@ -39,12 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pspnet.models.presets import HEADS
-
-from pspnet.checks import check_choice
 from pspnet.errors import ConfigError, DataError
 from pspnet.fileio import atomic_write, atomic_write_text
-from pspnet.inference.segmenter import Segmenter, parse_scales, parse_slide
+from pspnet.inference.segmenter import Segmenter, check_run_options, parse_scales, parse_slide
 from pspnet.metrics import to_jsonable
 
 
@@ -179,10 +176,7 @@ def _check_out_dir(out_dir: Path, model: Path, split: Path) -> None:
 
 def _check_config(config: EvalConfig) -> None:
     """Raises ConfigError for a bad option, before anything is read."""
-    if config.batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {config.batch_size}")
-    if config.head is not None:
-        check_choice("head", config.head, HEADS)
+    check_run_options(config.batch_size, config.head)
     parse_slide(config.slide)
     parse_scales(config.scales)
 

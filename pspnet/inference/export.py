@@ -258,7 +258,7 @@ def _listed(folder: str | os.PathLike, flag: str) -> list:
         A list of functions without arguments, each returning one uint8 RGB photo.
     """
     from pspnet.data.files import IMAGE_SUFFIXES
-    from pspnet.inference.predict import list_inputs, read_input
+    from pspnet.data.inputs import list_inputs, read_input
 
     path = Path(folder)
     if not path.exists():

@@ -28,7 +28,7 @@ model's predictions (or predictions without a manifest) is refused before
 anything is written: two models' pictures never mix in one folder. The same
 model may add to or redo its own.
 
-Photos are read leniently (``pspnet.data.read_any_photo``): turned upright by
+Photos are read leniently (``pspnet.data.inputs.read_input``, ``pspnet.data.read_any_photo``): turned upright by
 their EXIF orientation, greyscale and 16-bit files converted, alpha dropped.
 Empty, truncated, corrupt and non-JPEG/PNG files stop the run after the
 images before them are written, or, with ``skip_bad`` (``--skip-bad``), are
@@ -41,7 +41,7 @@ its pixels lie near a Cityscapes palette colour; a wide street photo does
 not. ``pairs="never"`` reads every image as a photo, ``pairs="always"``
 insists that every input is a composite.
 
-Videos (``VIDEO_SUFFIXES``) go to ``pspnet.inference.video.predict_video``, every
+Videos (``pspnet.data.inputs.VIDEO_SUFFIXES``) go to ``pspnet.inference.video.predict_video``, every
 ``every``-th frame, with ``colour_video`` also the colour-map video.
 
 Inputs: a photo, a composite, a video, or a folder of images; a folder that
@@ -72,26 +72,16 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import cv2
 import numpy as np
 
-from pspnet.models.presets import HEADS
-
-from pspnet.checks import check_choice
+from pspnet.data.inputs import PAIRS, InputImage, is_video, list_inputs, read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write_text
-from pspnet.inference.segmenter import Segmenter, parse_scales, parse_slide
+from pspnet.inference.segmenter import Segmenter, check_run_options, parse_scales, parse_slide
 
-PAIRS = ("auto", "always", "never")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-# A 2:1 image is a composite when at least LABEL_SHARE of its right half lies
-# within LABEL_DISTANCE (RGB) of a palette colour. Measured on 60 real val
-# composites: label halves 0.74-0.90 (min 0.74), photo halves at most 0.385
-# (mean 0.14); the synthetic pairs of pspnet.data.synth score 0.91-0.99.
-LABEL_DISTANCE = 16
-LABEL_SHARE = 0.6
 MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
 PREDICTION_FILES = ("inputs.csv", "*_ids.png", "*_overlay.*", "labelIds")  # what a folder of predictions holds
 LABEL_IDS_FOLDER = "labelIds"  # OUT/labelIds/NAME_labelIds.png: official label ids, alone for the official script
@@ -120,92 +110,6 @@ class PredictConfig:
     slide: tuple | None = None  # ((crop_h, crop_w), (stride_h, stride_w)): sliding windows, as pspnet-evaluate's
     scales: tuple[float, ...] | None = None  # multiples of the model's size, probabilities averaged; None: (1.0,)
     tta_flip: bool = False  # average with the mirror image's probabilities
-
-
-def list_inputs(path: str | Path) -> list[Path]:
-    """The images to predict: the file itself, or a folder's images in natural order.
-
-    A folder without images whose sub-folders hold some (a Cityscapes split,
-    ``leftImg8bit/val/CITY/``) gives the images of each sub-folder in turn.
-
-    Args:
-        path: an image file or a folder (non-images in it are skipped with one warning).
-
-    Returns:
-        A list of paths.
-
-    Raises:
-        DataError: the path does not exist or the folder holds no image (nor folders of them).
-    """
-    from pspnet.data import IMAGE_SUFFIXES, list_images, natural_key
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"input not found: {path}")
-    if not path.is_dir():
-        return [path]
-    entries = sorted(path.iterdir(), key=lambda entry: natural_key(entry.name))
-    if not any(entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES for entry in entries):
-        folders = [entry for entry in entries if entry.is_dir()
-                   and any(child.suffix.lower() in IMAGE_SUFFIXES for child in entry.iterdir() if child.is_file())]
-        if folders:
-            return [image for folder in folders for image in list_images(folder)]
-    return list_images(path)
-
-
-class InputImage(NamedTuple):
-    """One input as read by ``read_input``."""
-
-    photo: np.ndarray  # uint8 (H, W, 3) RGB: what is predicted
-    label_rgb: np.ndarray | None  # uint8 (H, W, 3) RGB label half of a composite, else None
-    notes: list[str]  # what reading changed, e.g. "greyscale converted" (for inputs.csv)
-
-    @property
-    def read_as(self) -> str:
-        """"composite" or "photo"."""
-        return "photo" if self.label_rgb is None else "composite"
-
-
-def label_share(image: np.ndarray) -> float:
-    """The share of pixels within ``LABEL_DISTANCE`` of a Cityscapes palette colour.
-
-    Args:
-        image: uint8 (H, W, 3) RGB.
-
-    Returns:
-        A number in [0, 1]: high for colour label images, low for photos.
-    """
-    from pspnet.data import decode_labels
-
-    _, distance = decode_labels(image, return_distance=True)
-    return float(np.count_nonzero(distance <= LABEL_DISTANCE)) / max(distance.size, 1)
-
-
-def read_input(path: Path, pairs: str = "auto") -> InputImage:
-    """Reads one input image as a photo or a photo|label composite.
-
-    Args:
-        path: a .jpg/.jpeg/.png file.
-        pairs: "auto", "always" or "never" (see the module docstring).
-
-    Returns:
-        An ``InputImage``: ``photo`` uint8 (H, W, 3) RGB, for composites the
-        label half ``label_rgb`` (else None), and ``notes``.
-
-    Raises:
-        DataError: missing, empty, truncated, corrupt or non-JPEG/PNG file,
-            or (pairs="always") not a 2:1 composite; the message names the file.
-    """
-    from pspnet.data import read_any_photo, split_composite
-
-    image, notes = read_any_photo(path)
-    height, width = image.shape[:2]
-    if pairs == "never":
-        return InputImage(image, None, notes)
-    if pairs == "auto" and (width != 2 * height or label_share(image[:, height:]) < LABEL_SHARE):
-        return InputImage(image, None, notes)
-    photo, label_rgb = split_composite(image, path)
-    return InputImage(photo, label_rgb, notes)
 
 
 def output_names(paths: list[Path]) -> dict[Path, str]:
@@ -278,12 +182,6 @@ def _write_inputs_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
         writer.writerows(rows)
 
 
-def is_video(path: str | Path) -> bool:
-    """True for a path (not a folder) whose suffix is one of ``VIDEO_SUFFIXES``."""
-    path = Path(path)
-    return path.suffix.lower() in VIDEO_SUFFIXES and not path.is_dir()
-
-
 def _check_owner(out_dir: Path, model: Path) -> None:
     """Refuses an output folder holding the predictions of another model, or of an unknown one.
 
@@ -315,14 +213,11 @@ def _claim(out_dir: Path, model: Path) -> None:
 
 def _check_config(config: PredictConfig) -> None:
     """Raises ConfigError for a bad option, before anything is loaded."""
-    if config.batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {config.batch_size}")
+    check_run_options(config.batch_size, config.head)
     if config.pairs not in PAIRS:
         raise ConfigError(f"pairs must be one of {PAIRS}, got {config.pairs!r}")
     if config.every < 1:
         raise ConfigError(f"every must be at least 1 (every frame), got {config.every}")
-    if config.head is not None:
-        check_choice("head", config.head, HEADS)
     parse_slide(config.slide)
     parse_scales(config.scales)
     out_dir = Path(config.out)

@@ -37,6 +37,7 @@ import numpy as np
 from pspnet.models.presets import HEADS
 
 from pspnet.checks import check_choice, parse_size
+from pspnet.data.geometry import fit_size, pad_rows, padded_photos, scaled_size
 from pspnet.errors import ConfigError
 from pspnet.metrics import ConfusionMatrix
 from pspnet.models.modelfile import ModelInfo, load_model
@@ -102,30 +103,6 @@ def resize_batch(batch: np.ndarray, size: tuple[int, int], interpolation: int = 
     return out
 
 
-def scaled_size(base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
-    """``base`` (H, W) times ``scale``, rounded; ``base`` itself at scale 1."""
-    if scale == 1.0:
-        return int(base[0]), int(base[1])
-    return max(1, round(int(base[0]) * scale)), max(1, round(int(base[1]) * scale))
-
-
-def fit_size(shape: tuple[int, ...], base: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
-    """The (height, width) of an image of ``shape`` rescaled keeping its aspect ratio
-    to fit inside ``base`` times ``scale`` (mmsegmentation's ``keep_ratio``).
-
-    The training pipeline's fit (``pspnet.data.pipeline``): integers decide
-    which side is the limit, so an image of the base's aspect ratio (a square
-    in a square) fits exactly.
-
-    Example:
-        >>> fit_size((1024, 2048), (512, 512))
-        (256, 512)
-    """
-    from pspnet.data.pipeline import _fit  # one fit for training and inference
-
-    return _fit(shape[:2], scaled_size(base, scale))
-
-
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
     """Where the sliding windows along one axis start: every ``stride``, the last
     flush with the end (mmsegmentation's ``slide_inference``); [0] when ``length <= crop``."""
@@ -146,6 +123,17 @@ def main_output(output):
     if isinstance(output, (list, tuple)):
         return output[0]
     return output
+
+
+def check_run_options(batch_size: int, head: str | None) -> None:
+    """Raises ConfigError for a batch size below 1 or an unknown head (None: the model's own, not checked).
+
+    The one check of ``Segmenter``, ``pspnet.inference.evaluate`` and ``pspnet.inference.predict``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    if head is not None:
+        check_choice("head", head, HEADS)
 
 
 def parse_slide(slide) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -224,9 +212,7 @@ class Segmenter:
     def __init__(self, model, info: ModelInfo, input_size=None, batch_size: int = 8, tta_flip: bool = False,
                  source: str | os.PathLike = "", pad_batch: bool | None = None, slide=None, scales=None,
                  keep_aspect: bool | None = None):
-        check_choice("head", info.head, HEADS)
-        if batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        check_run_options(batch_size, info.head)
         self.model = model
         self.info = info
         self.head = info.head
@@ -274,9 +260,9 @@ class Segmenter:
             head: override the stored (or described) head.
             batch_size, tta_flip, slide, scales, keep_aspect: as the constructor's.
         """
+        check_run_options(batch_size, head)  # before the (slow) load
         model, info = load_exported(path) if exported_format(path) else load_model(path)
         if head is not None:
-            check_choice("head", head, HEADS)
             info.head = head
         if slide is not None and image_size is not None:
             size = parse_size(image_size, "image size")
@@ -299,9 +285,8 @@ class Segmenter:
     def _forward(self, photos: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) float32 0-255 at the input size -> (B, h, w, K) float32 scores."""
         count = len(photos)
-        if self.pad_batch and count < self.batch_size:
-            padding = np.zeros((self.batch_size - count, *photos.shape[1:]), photos.dtype)
-            photos = np.concatenate([photos, padding])
+        if self.pad_batch:
+            photos = pad_rows(photos, self.batch_size)  # zeros: the rows past ``count`` are dropped
         output = np.asarray(main_output(self.model.predict_on_batch(photos)), dtype=np.float32)[:count]
         if output.ndim == 2:  # the seed notebook's flattened colour output (B, h*w*3)
             output = output.reshape(count, *photos.shape[1:3], -1)
@@ -326,8 +311,6 @@ class Segmenter:
 
     def _slide(self, image: np.ndarray) -> np.ndarray:
         """(h, w, 3) float32 -> (h, w, K) scores averaged over the windows that cover each pixel."""
-        from pspnet.data.pipeline import PAD_RGB  # what training pads photos with
-
         (crop_height, crop_width), (stride_height, stride_width) = self.slide
         height, width = image.shape[:2]
         boxes = [(top, left) for top in window_starts(height, crop_height, stride_height)
@@ -337,8 +320,7 @@ class Segmenter:
         for first in range(0, len(boxes), self.batch_size):
             group = boxes[first : first + self.batch_size]
             # Windows of an image smaller than the crop are padded to the crop: one input shape.
-            windows = np.empty((len(group), crop_height, crop_width, 3), np.float32)
-            windows[...] = PAD_RGB
+            windows = padded_photos(len(group), (crop_height, crop_width))  # what training pads photos with
             for index, (top, left) in enumerate(group):
                 part = image[top : top + crop_height, left : left + crop_width]
                 windows[index, : part.shape[0], : part.shape[1]] = part
@@ -370,10 +352,7 @@ class Segmenter:
         height, width = resized.shape[1:3]
         if (height, width) == tuple(frame):
             return self._forward_flip(resized)
-        from pspnet.data.pipeline import PAD_RGB
-
-        padded = np.empty((len(resized), *frame, 3), np.float32)
-        padded[...] = PAD_RGB
+        padded = padded_photos(len(resized), frame)
         padded[:, :height, :width] = resized
         return np.ascontiguousarray(self._forward_flip(padded)[:, :height, :width])
 

@@ -20,7 +20,7 @@ import itertools
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -128,6 +128,99 @@ def _write_all(
     atomic_write(path, lambda temporary: _write_all(paths, write, (*temporaries, temporary)), suffix=path.suffix)
 
 
+class _Source(NamedTuple):
+    """An open video: its first frame (BGR), frame rate and the frame count its header reports."""
+
+    first: np.ndarray  # (H, W, 3) BGR
+    fps: float  # DEFAULT_FPS where the source reports none
+    expected: int | None  # from the container's header; None when unknown
+
+
+def _open_source(capture: cv2.VideoCapture, video: Path) -> _Source:
+    """Reads the first frame and what the header says of the rest; DataError when no frame decodes."""
+    ok, first = capture.read() if capture.isOpened() else (False, None)
+    if not ok:
+        raise DataError(f"cannot read video (no frames decoded): {video}")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS
+    reported = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # -1, 0 or NaN when unknown
+    expected = int(reported) if math.isfinite(reported) and reported > 0 else None
+    return _Source(first, fps, expected)
+
+
+def _output_paths(out_dir: Path, video: Path, suffix: str, colour_video: bool) -> list[Path]:
+    """The overlay video's path (and the colour video's), in ``out_dir`` (created)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{video.stem}_overlay{suffix}"]
+    if colour_video:
+        paths.append(out_dir / f"{video.stem}_color{suffix}")
+    return paths
+
+
+class _Encoder:
+    """``write`` for ``_write_all``: segments the frames into its temporaries and counts them."""
+
+    def __init__(self, paths: list[Path], frames: Iterator[tuple[np.ndarray, np.ndarray]], fourcc: str,
+                 source: _Source, alpha: float, classes, progress):
+        self.paths, self.frames, self.fourcc, self.source = paths, frames, fourcc, source
+        self.alpha, self.classes, self.progress = alpha, classes, progress
+        self.num_frames = 0
+
+    def __call__(self, temporaries: list[Path]) -> None:
+        from pspnet.inference.viz import colorize, overlay
+
+        writers = []
+        try:
+            for path, temporary in zip(self.paths, temporaries):
+                writers.append(_open_writer(path, temporary, self.fourcc, self.source.fps,
+                                            self.source.first.shape[:2]))
+            for rgb, train_ids in self.frames:
+                blended = overlay(rgb, train_ids, alpha=self.alpha, classes=self.classes)
+                writers[0].write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+                if len(writers) > 1:
+                    writers[1].write(cv2.cvtColor(colorize(train_ids, classes=self.classes), cv2.COLOR_RGB2BGR))
+                self.num_frames += 1
+                if self.progress is not None:
+                    self.progress.update(1)
+        finally:
+            for writer in writers:
+                writer.release()
+
+
+def _check_options(every: int, alpha: float, video: Path) -> None:
+    """Raises ConfigError for a bad ``every`` or ``alpha``, DataError for a missing video."""
+    if every < 1:
+        raise ConfigError(f"every must be at least 1, got {every}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
+    if not video.is_file():
+        raise DataError(f"video not found: {video}")
+
+
+def _report(video: Path, num_frames: int, expected: int | None, every: int, start: float, files: list[str],
+            out_dir: Path, verbose: bool) -> dict:
+    """``predict_video``'s result (and closing line); DataError when fewer frames came than the header said."""
+    if expected is not None and num_frames < expected:
+        raise DataError(
+            f"video ended after {num_frames} of {expected} frames (truncated or corrupt); "
+            f"wrote the {num_frames} frames done to {', '.join(files)}: {video}"
+        )
+    seconds = time.perf_counter() - start
+    predicted = len(range(0, num_frames, every))
+    frames_per_second = num_frames / seconds if seconds > 0 else float("inf")
+    if verbose:
+        print(f"video {video.name}: {num_frames} frames ({predicted} predicted) in {seconds:.1f} s, "
+              f"{frames_per_second:.1f} frames/s; wrote {', '.join(files)}")
+    return {
+        "num_frames": num_frames,
+        "predicted_frames": predicted,
+        "seconds": seconds,
+        "frames_per_second": frames_per_second,
+        "files": files,
+        "out": str(out_dir),
+    }
+
+
 def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: bool = False,
                   alpha: float = 0.5, verbose: bool = True, classes=None) -> dict:
     """Segments a video and writes the overlay video (and optionally the colour video).
@@ -155,83 +248,28 @@ def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: 
         DataError: the video is missing, unreadable, truncated (after the frames
             decoded are written and renamed into place) or cannot be written.
     """
-    if every < 1:
-        raise ConfigError(f"every must be at least 1, got {every}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
-    video = Path(video_path)
-    if not video.is_file():
-        raise DataError(f"video not found: {video}")
+    video, out_dir = Path(video_path), Path(out_dir)
+    _check_options(every, alpha, video)
     classes = segmenter.info.class_table() if classes is None else classes
     start = time.perf_counter()
     capture = cv2.VideoCapture(str(video))
     progress = None
     try:
-        ok, first = capture.read() if capture.isOpened() else (False, None)
-        if not ok:
-            raise DataError(f"cannot read video (no frames decoded): {video}")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        fps = fps if math.isfinite(fps) and fps > 0 else DEFAULT_FPS
-        reported = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # from the container's header: -1, 0 or NaN when unknown
-        expected = int(reported) if math.isfinite(reported) and reported > 0 else None
-
+        source = _open_source(capture, video)
         suffix, fourcc = _container(video)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = [out_dir / f"{video.stem}_overlay{suffix}"]
-        if colour_video:
-            paths.append(out_dir / f"{video.stem}_color{suffix}")
+        paths = _output_paths(out_dir, video, suffix, colour_video)
         if verbose:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=expected, desc=video.name, unit="frame", disable=None)
-        num_frames = 0
-
-        def write(temporaries: list[Path]) -> None:
-            nonlocal num_frames
-            from pspnet.inference.viz import colorize, overlay
-
-            writers = []
-            try:
-                for path, temporary in zip(paths, temporaries):
-                    writers.append(_open_writer(path, temporary, fourcc, fps, first.shape[:2]))
-                frames = _frames(capture, first, video)
-                for rgb, train_ids in _segment(frames, segmenter, every, first.nbytes):
-                    blended = overlay(rgb, train_ids, alpha=alpha, classes=classes)
-                    writers[0].write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
-                    if colour_video:
-                        writers[1].write(cv2.cvtColor(colorize(train_ids, classes=classes), cv2.COLOR_RGB2BGR))
-                    num_frames += 1
-                    if progress is not None:
-                        progress.update(1)
-            finally:
-                for writer in writers:
-                    writer.release()
-
+            progress = tqdm(total=source.expected, desc=video.name, unit="frame", disable=None)
+        frames = _segment(_frames(capture, source.first, video), segmenter, every, source.first.nbytes)
+        encoder = _Encoder(paths, frames, fourcc, source, alpha, classes, progress)
         # A read that fails early ends the frames like the end of the file does:
         # the frames done are written and renamed into place, then reported.
-        _write_all(paths, write)
+        _write_all(paths, encoder)
     finally:
         capture.release()
         if progress is not None:
             progress.close()
     files = [str(path) for path in paths]
-    if expected is not None and num_frames < expected:
-        raise DataError(
-            f"video ended after {num_frames} of {expected} frames (truncated or corrupt); "
-            f"wrote the {num_frames} frames done to {', '.join(files)}: {video}"
-        )
-    seconds = time.perf_counter() - start
-    predicted = len(range(0, num_frames, every))
-    frames_per_second = num_frames / seconds if seconds > 0 else float("inf")
-    if verbose:
-        print(f"video {video.name}: {num_frames} frames ({predicted} predicted) in {seconds:.1f} s, "
-              f"{frames_per_second:.1f} frames/s; wrote {', '.join(files)}")
-    return {
-        "num_frames": num_frames,
-        "predicted_frames": predicted,
-        "seconds": seconds,
-        "frames_per_second": frames_per_second,
-        "files": files,
-        "out": str(out_dir),
-    }
+    return _report(video, encoder.num_frames, source.expected, every, start, files, out_dir, verbose)
