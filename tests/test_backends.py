@@ -65,7 +65,7 @@ def _failure(result, what):
 def test_model_and_layer_tests_pass_under_the_other_backend(backend):
     result = run_python(
         ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py", "tests/test_optimizers.py", "tests/test_backbones.py",
-         "tests/test_callbacks.py", "tests/test_losses.py"]
+         "tests/test_callbacks.py", "tests/test_resume.py", "tests/test_losses.py"]
         + ["-q", "-p", "no:cacheprovider"],
         backend,
         timeout=1200,

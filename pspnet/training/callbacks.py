@@ -1,202 +1,32 @@
-"""The training callbacks: resume state, atomic checkpoints, time limit, NaN guard, early stopping.
+"""The training callbacks: atomic checkpoints, time limit, NaN guard, early stopping, logs.
 
 Every callback here is written on Keras's public ``Callback`` interface only
 (no private attributes of Keras's own callbacks), so it works the same on
 every Keras version the package allows.
 
 Order matters in ``fit``'s callback list: the callbacks that stop a run or
-refuse an epoch (time, NaN) come first, then ``ResumeState`` (the commit
-point of an epoch), then every file derived from it (history.csv, last.keras,
-best.keras), so that nothing derived is ever ahead of the commit.
+refuse an epoch (time, NaN) come first, then ``ResumeState``
+(``pspnet.training.resume``, the commit point of an epoch), then every file
+derived from it (history.csv, last.keras, best.keras), so that nothing derived
+is ever ahead of the commit.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import keras
-import numpy as np
 
-from pspnet.errors import ConfigError, PspnetError, first_line
-from pspnet.fileio import atomic_write, atomic_write_text
+from pspnet.errors import PspnetError
 from pspnet.models.modelfile import ModelInfo, save_model
-
-MONITOR = "val_mean_iou"  # what best.keras and early stopping follow
+from pspnet.training.resume import MONITOR, patience_count
 
 
 class TrainingDiverged(PspnetError, RuntimeError):
     """The loss became NaN or infinite; the run folder keeps the last good epoch."""
-
-
-# --- the resume state -------------------------------------------------------------
-
-
-class ResumeState(keras.callbacks.Callback):
-    """Commits each finished epoch atomically, so a killed run resumes from the last one.
-
-    Each epoch writes ``epoch-NNNNNN.weights.h5`` (model and optimizer
-    variables: ``save_weights`` includes the optimizer) under a temporary name
-    and then replaces ``state.json``, the commit point, which names that file
-    and holds every finished epoch's logs and the states of the model's random
-    generators (dropout's ``SeedGenerator``, which ``save_weights`` leaves
-    out), so a resumed run draws the dropout masks the uninterrupted run
-    draws. Nothing is deleted when training ends.
-
-    Args:
-        backup_dir: folder of the state (``RUN/backup``).
-        restore_dir: folder to restore from (default ``backup_dir``; a
-            multi-worker non-chief reads the chief's).
-    """
-
-    STATE = "state.json"
-
-    def __init__(self, backup_dir: str | Path, restore_dir: str | Path | None = None):
-        super().__init__()
-        self.backup_dir = Path(backup_dir)
-        self.restore_dir = Path(restore_dir or backup_dir)
-        self.state = read_state(self.restore_dir)
-        self.history: list[dict[str, Any]] = list(self.state.get("history", []))
-
-    @property
-    def _start_again(self) -> str:
-        """What to do about a resume state that cannot be used."""
-        return f"delete {self.restore_dir} to start the run again, or restore it from a copy"
-
-    @property
-    def epochs_done(self) -> int:
-        """Epochs committed so far."""
-        return int(self.state.get("epoch", 0))
-
-    def restore(self, model) -> int:
-        """Loads the committed weights and optimizer state into ``model`` (built and compiled).
-
-        Returns:
-            The number of finished epochs: ``fit(initial_epoch=...)``.
-        """
-        name = self.state.get("weights")
-        if name:
-            if model.optimizer is not None and not model.optimizer.built:
-                model.optimizer.build(model.trainable_variables)  # create the slots before loading
-            path = self.restore_dir / name
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    model.load_weights(path)
-            except Exception as error:  # h5py and Keras raise several types for a damaged file
-                raise ConfigError(
-                    f"the last committed epoch cannot be restored, its weights file is damaged "
-                    f"({first_line(error)}): {path}; {self._start_again}"
-                ) from None
-            _check_optimizer_loaded(caught, path, self._start_again)
-        generators = _generator_variables(model)
-        saved = self.state.get("generators", [])
-        if len(saved) == len(generators):
-            for variable, value in zip(generators, saved):
-                variable.assign(np.asarray(value, dtype=variable.dtype))
-        return self.epochs_done
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, **{key: _plain(value) for key, value in (logs or {}).items()}}
-        self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1:06d}.weights.h5"
-        atomic_write(self.backup_dir / name, lambda tmp: self.model.save_weights(str(tmp)), suffix=".weights.h5")
-        best_epoch, best_value = best_of(self.history)
-        state = {
-            "epoch": epoch + 1,  # epochs finished
-            "weights": name,
-            "stopped": bool(self.model.stop_training),  # a time limit or early stopping ended the run
-            "best_epoch": best_epoch,
-            "best_value": best_value,
-            "generators": [keras.ops.convert_to_numpy(v).tolist() for v in _generator_variables(self.model)],
-            "history": self.history,
-        }
-        atomic_write_text(self.backup_dir / self.STATE, json.dumps(state, indent=1, allow_nan=True))  # the commit
-        self.state = state
-        for stale in self.backup_dir.glob("epoch-*.weights.h5"):
-            if stale.name != name:
-                stale.unlink()
-
-
-def _check_optimizer_loaded(caught: list, path: Path, advice: str) -> None:
-    """Raises when ``load_weights`` skipped the optimizer (Keras only warns); re-issues other warnings.
-
-    A fresh optimizer would lose its moments and its step, the learning
-    rate's schedule, without a word.
-    """
-    for warning in caught:
-        message = str(warning.message)
-        if "Skipping variable loading for optimizer" in message:
-            raise ConfigError(
-                f"the optimizer state in {path} does not fit this run's optimizer ({first_line(warning.message)}); "
-                f"rerun with the flags that made it (config.json), or {advice}"
-            )
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-
-
-def _generator_variables(model) -> list:
-    """The model's variables that are not weights: the states of its random generators, in build order."""
-    weights = {id(variable) for variable in model.weights}
-    return [variable for variable in model.variables if id(variable) not in weights]
-
-
-def read_state(folder: str | Path) -> dict[str, Any]:
-    """The committed resume state of a run (``backup/state.json``), or {} when none.
-
-    Raises:
-        ConfigError: the state file is unreadable or names a missing weights file.
-    """
-    path = Path(folder) / ResumeState.STATE
-    if not path.is_file():
-        return {}
-    advice = f"delete {folder} to start the run again, or restore it from a copy"
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read the resume state {path} ({first_line(error)}); {advice}") from None
-    if not isinstance(state, dict):
-        raise ConfigError(f"the resume state {path} is not a JSON object; {advice}")
-    if state.get("weights") and not (Path(folder) / state["weights"]).is_file():
-        raise ConfigError(f"the resume state {path} names a missing file {state['weights']}; {advice}")
-    return state
-
-
-def best_of(history: Sequence[dict[str, Any]], monitor: str = MONITOR) -> tuple[int | None, float | None]:
-    """(epoch, value) of the first strictly best ``monitor`` value in the rows."""
-    best_epoch, best_value = None, None
-    for row in history:
-        value = row.get(monitor)
-        if isinstance(value, (int, float)) and math.isfinite(value) and (best_value is None or value > best_value):
-            best_epoch, best_value = int(row["epoch"]), float(value)
-    return best_epoch, best_value
-
-
-def history_csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    """history.csv text for committed rows, in CSVLogger's layout (epoch, sorted keys)."""
-    if not rows:
-        return ""
-    keys = sorted(k for k in rows[0] if k != "epoch")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["epoch"] + keys, dialect=csv.excel)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: row.get(key, "NA") for key in ["epoch"] + keys})
-    return buffer.getvalue()
-
-
-def _plain(value):
-    """A log value as a JSON-ready Python number (a count stays an int, as CSVLogger writes it)."""
-    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "numpy"):
-        value = np.asarray(value)
-        value = value.item() if value.size == 1 else value.tolist()
-    return value
 
 
 # --- checkpoints --------------------------------------------------------------------
@@ -265,25 +95,18 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         self.verbose = verbose
         self.best, self.best_epoch, self.wait = -math.inf, None, 0
 
-    def _update(self, epoch: int, value) -> None:
-        if not isinstance(value, (int, float, np.generic)) or not math.isfinite(float(value)):
-            return
-        self.wait += 1
-        if float(value) > self.best:
-            self.best, self.best_epoch, self.wait = float(value), int(epoch), 0
-
     @property
     def exhausted(self) -> bool:
         """Whether the patience has run out."""
         return self.wait >= self.patience
 
     def on_train_begin(self, logs=None):
-        self.best, self.best_epoch, self.wait = -math.inf, None, 0
-        for row in self.history:
-            self._update(row["epoch"], row.get(self.monitor))
+        self.best, self.best_epoch, self.wait = patience_count(self.history, self.monitor)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._update(epoch, (logs or {}).get(self.monitor))
+        row = {"epoch": epoch, self.monitor: (logs or {}).get(self.monitor)}
+        self.best, self.best_epoch, self.wait = patience_count([row], self.monitor,
+                                                               start=(self.best, self.best_epoch, self.wait))
         if self.exhausted:
             self.model.stop_training = True
             if self.verbose:

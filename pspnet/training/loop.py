@@ -13,7 +13,8 @@ scoring. The data layouts (pairs, cityscapes, folders): ``pspnet.data.layouts``;
 the pairs train from the decoded cache, the others decode each image when its
 batch is made (``pspnet.data.samples``). The run folder's
 layout and how a rerun resumes or extends it: ``pspnet.training.runfolder``; the
-callbacks that make every epoch a commit: ``pspnet.training.callbacks``; the model,
+resume state that makes every epoch a commit: ``pspnet.training.resume``, and the
+callbacks: ``pspnet.training.callbacks``; the model,
 loss and optimizer: ``pspnet.training.recipe``; distribution: ``pspnet.training.distribute``.
 """
 
@@ -31,23 +32,28 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from pspnet.training import callbacks as cb
 from pspnet.allocator import pad_heap
-from pspnet.training.config import TrainConfig
 from pspnet.data.classes import ClassTable
 from pspnet.data.layouts import detect_layout, open_split
 from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
 from pspnet.data.samples import MEMORY_BYTES, kept_in_memory, load_arrays, prefix
-from pspnet.training.distribute import (
-    check_same_start, distribution, join_processes, peers_watched, synchronize_batch_norm,
-)
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write, atomic_write_text
 from pspnet.inference.segmenter import Segmenter
-from pspnet.training.losses import class_weights, class_weights_from_counts
 from pspnet.metrics import to_jsonable
 from pspnet.models.modelfile import load_model
+from pspnet.training import callbacks as cb
+from pspnet.training.config import TrainConfig
+from pspnet.training.distribute import (
+    check_same_start,
+    distribution,
+    join_processes,
+    peers_watched,
+    synchronize_batch_norm,
+)
+from pspnet.training.losses import class_weights, class_weights_from_counts
 from pspnet.training.recipe import build_and_compile, model_info
+from pspnet.training.resume import MONITOR, ResumeState, best_of
 from pspnet.training.runfolder import Run, is_complete, open_run
 
 __all__ = ["TrainConfig", "train"]
@@ -85,7 +91,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             return finished_metrics
         start = time.time()
         splits = _load_splits(config, data_folder)
-        resume = cb.ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
+        resume = ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
         with peers_watched(placement), distribution(config.distribute, placement) as replicas:
             keras.utils.set_random_seed(config.seed)
             if config.batch_size % replicas:
@@ -216,11 +222,11 @@ def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[in
     return train_data, val_data
 
 
-def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _Splits, steps_per_epoch: int,
+def _callbacks(config: TrainConfig, run: Run, resume: ResumeState, splits: _Splits, steps_per_epoch: int,
                aux_head: bool, extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
     """fit's callbacks, in the order that keeps every file behind the epoch's commit."""
     history = resume.history
-    best_epoch, best_value = cb.best_of(history)
+    best_epoch, best_value = best_of(history)
     minutes = float(history[-1].get("train_minutes", 0.0)) if history else 0.0
     info = model_info(config, splits.classes)
     clock = cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(
@@ -243,7 +249,7 @@ def _callbacks(config: TrainConfig, run: Run, resume: cb.ResumeState, splits: _S
         resume,  # the commit point: before every file derived from it
         keras.callbacks.CSVLogger(str(run.folder / "history.csv"), append=True),
         cb.Checkpoint(run.folder / "last.keras", info, save_on_train_begin=resume.epochs_done > 0),
-        cb.Checkpoint(run.folder / "best.keras", info, monitor=cb.MONITOR, best=best_value,
+        cb.Checkpoint(run.folder / "best.keras", info, monitor=MONITOR, best=best_value,
                       save_on_train_begin=best_epoch is not None and best_epoch == resume.epochs_done - 1),
     ]
     if _has_tensorboard():

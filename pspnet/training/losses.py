@@ -12,11 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from pspnet.training.config import CLASS_WEIGHTINGS
-
 from pspnet.checks import check_choice
 from pspnet.data.classes import CITYSCAPES
 from pspnet.palette import IGNORE_INDEX
+from pspnet.training.config import CLASS_WEIGHTINGS
 
 
 @keras.saving.register_keras_serializable(package="pspnet")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from pspnet.training.config import TrainConfig
 from pspnet.data.classes import CITYSCAPES, ClassTable
-from pspnet.training.losses import WeightedSparseCrossentropy
-from pspnet.training.pixel_accuracy import PixelAccuracy
 from pspnet.models.builder import BACKBONE_PREFIXES, build_pspnet
 from pspnet.models.modelfile import ModelInfo
-from pspnet.training.optimizers import add_l2_penalty, build_optimizer
 from pspnet.palette import IGNORE_INDEX
+from pspnet.training.config import TrainConfig
+from pspnet.training.losses import WeightedSparseCrossentropy
+from pspnet.training.optimizers import add_l2_penalty, build_optimizer
+from pspnet.training.pixel_accuracy import PixelAccuracy
 
 
 def model_info(config: TrainConfig, classes: ClassTable = CITYSCAPES) -> ModelInfo:

@@ -15,7 +15,7 @@ A run folder holds::
 
 Resume: starting the same command again continues from the last finished
 epoch; ``backup/state.json`` is the single commit point of an epoch
-(``pspnet.training.callbacks.ResumeState``), and everything else is derived from it and
+(``pspnet.training.resume.ResumeState``), and everything else is derived from it and
 rebuilt at start-up when a kill left it behind. A rerun may change how long
 the run goes on (a larger ``--epochs`` or ``--time-limit`` extends a finished
 run) and how it runs (``config.RESUMABLE_CHANGES``), never what it is.
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pspnet.training.callbacks import ResumableEarlyStopping, history_csv_text, read_state
-from pspnet.training.config import TrainConfig
 from pspnet.errors import ConfigError
 from pspnet.fileio import FolderLock, atomic_write_text, remove_temporaries
+from pspnet.training.config import TrainConfig
+from pspnet.training.resume import history_csv_text, patience_count, read_state
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -89,9 +89,8 @@ def is_complete(state: dict[str, Any], config: TrainConfig) -> bool:
     if config.time_limit is not None and isinstance(minutes, (int, float)) and minutes >= config.time_limit:
         return True
     if config.early_stopping:
-        stopper = ResumableEarlyStopping(history, patience=config.early_stopping)
-        stopper.on_train_begin()
-        return stopper.exhausted
+        _, _, waited = patience_count(history)  # the count ResumableEarlyStopping replays
+        return waited >= config.early_stopping
     return False
 
 
