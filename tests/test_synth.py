@@ -145,14 +145,14 @@ def test_overwrite_that_fails_keeps_the_old_set_whole(tmp_path, monkeypatch):
     # then left a new train/, the old val/ and a synth.json describing neither.
     write_synthetic_set(tmp_path / "d", train=2, val=1, size=16, seed=1)
     before = {path.relative_to(tmp_path): path.read_bytes() for path in (tmp_path / "d").rglob("*") if path.is_file()}
-    original = synth._composite_jpeg
+    original = synth.composite_jpeg
 
     def fails_on_val(seed, *args):
         if seed[1] == 1:  # the val split's code
             raise OSError(28, "No space left on device")
         return original(seed, *args)
 
-    monkeypatch.setattr(synth, "_composite_jpeg", fails_on_val)
+    monkeypatch.setattr(synth, "composite_jpeg", fails_on_val)
     with pytest.raises(OSError):
         write_synthetic_set(tmp_path / "d", train=3, val=1, size=16, seed=2, overwrite=True)
     after = {path.relative_to(tmp_path): path.read_bytes() for path in (tmp_path / "d").rglob("*") if path.is_file()}
@@ -188,7 +188,7 @@ def test_ensure_demo_set_default_root(monkeypatch, tmp_path):
 
 
 def test_ensure_demo_set_interrupted_leaves_nothing(tmp_path, monkeypatch):
-    original = synth._composite_jpeg
+    original = synth.composite_jpeg
     calls = []
 
     def flaky(*args):
@@ -197,11 +197,11 @@ def test_ensure_demo_set_interrupted_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(synth, "_composite_jpeg", flaky)
+    monkeypatch.setattr(synth, "composite_jpeg", flaky)
     with pytest.raises(KeyboardInterrupt):
         ensure_demo_set(tmp_path, train=4, val=2, size=16)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(synth, "_composite_jpeg", original)
+    monkeypatch.setattr(synth, "composite_jpeg", original)
     folder = ensure_demo_set(tmp_path, train=4, val=2, size=16)
     assert len(list_images(folder / "train")) == 4
 

@@ -1,6 +1,6 @@
 """Synthetic sets in the official Cityscapes layout and in the image/mask folders layout.
 
-The scenes are those of ``pspnet.data.synth`` (drawn square, then resized to
+The scenes are those of ``pspnet.data.synth_scene`` (drawn square, then resized to
 the frame's height and width: photos by area, labels by nearest neighbour),
 written as the layouts' own files:
 
@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 
 from pspnet.data.classes import DATASET_JSON, ClassTable
-from pspnet.data.synth import JPEG_QUALITY, render_scene
+from pspnet.data.synth_jpeg import JPEG_QUALITY
+from pspnet.data.synth_scene import render_scene
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX, train_id_to_label_id
 
