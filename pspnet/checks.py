@@ -5,7 +5,8 @@ Plain Python (no Keras), raising ``ConfigError`` that names the flag.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pspnet.errors import ConfigError
 
@@ -51,3 +52,27 @@ def parse_size(value, what: str = "size") -> tuple[int, int] | None:
     ):
         raise ConfigError(f"{what} must be a positive N or HxW, got {original!r}")
     return (int(value[0]), int(value[-1]))
+
+
+def parse_int(value, minimum: int = 0, what: str = "value") -> int:
+    """A whole number of at least ``minimum``; raises ``ConfigError`` naming ``what`` otherwise."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < minimum:
+        raise ConfigError(f"{what} must be a whole number >= {minimum}, got {value!r}")
+    return number
+
+
+def argparse_type(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
+    """An argparse type calling ``parse``: its ``ConfigError`` becomes ``expected EXPECTED, got 'TEXT'``."""
+    import argparse
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return convert

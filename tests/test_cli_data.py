@@ -1,4 +1,4 @@
-"""Tests for ``pspnet-data synth`` and ``pspnet-data inspect`` (pspnet.cli.data_main).
+"""Tests for ``pspnet-data synth`` and ``pspnet-data inspect`` (pspnet.cli.data).
 
 Every bad input of the data layer must end in one line ``pspnet-data: error: ...``
 naming the problem and the file, a non-zero exit status, and no traceback.
