@@ -71,7 +71,10 @@ def _child(folder: Path, cache: Path, isolated: bool) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PSPNET_CACHE": str(cache.parent / f"{cache.name}-home")}
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(REPO), str(folder), str(cache), "1" if isolated else "0"],
-        capture_output=True, text=True, env=env, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     if result.returncode:
         raise SystemExit(f"bench_data: the loading subprocess failed:\n{result.stderr[-2000:]}")
@@ -105,7 +108,9 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="pspnet-bench-"))
     results: dict = {
-        "folder": str(folder), "python": platform.python_version(), "cpus": os.cpu_count(),
+        "folder": str(folder),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
         "load_average_before": os.getloadavg()[0],  # other processes competing for the CPUs
     }
     try:
@@ -123,17 +128,29 @@ def main() -> None:
 
     cold, warm = results["cold_package"], results["warm_package"]
     alone_cold, alone_warm = results["cold_data_layer_only"], results["warm_data_layer_only"]
-    print(f"{cold['count']} pairs from {folder}; arrays {cold['bytes'] / 2**20:.0f} MiB, "
-          f"cache {results['cache_mib']:.0f} MiB")
+    print(
+        f"{cold['count']} pairs from {folder}; arrays {cold['bytes'] / 2**20:.0f} MiB, "
+        f"cache {results['cache_mib']:.0f} MiB"
+    )
     print(f"{'':28}{'load s':>8}{'CPU s':>7}{'peak RSS MiB':>14}{'RSS after imports':>19}")
-    for name, row in (("cold, import pspnet.data", cold), ("warm, import pspnet.data", warm),
-                      ("cold, data layer alone", alone_cold), ("warm, data layer alone", alone_warm)):
-        print(f"{name:28}{row['load_s']:>8.2f}{row['load_cpu_s']:>7.2f}{row['peak_rss_mib']:>14.0f}"
-              f"{row['rss_after_imports_mib']:>19.0f}")
-    print(f"pipeline: {results['pipeline_images_per_s']:.0f} augmented 256x256 images/s "
-          f"({results['pipeline_jitter_images_per_s']:.0f} with jitter)")
-    print(f"1-minute load average: {results['load_average_before']:.1f} before, "
-          f"{results['load_average_after']:.1f} after ({results['cpus']} CPUs)")
+    for name, row in (
+        ("cold, import pspnet.data", cold),
+        ("warm, import pspnet.data", warm),
+        ("cold, data layer alone", alone_cold),
+        ("warm, data layer alone", alone_warm),
+    ):
+        print(
+            f"{name:28}{row['load_s']:>8.2f}{row['load_cpu_s']:>7.2f}{row['peak_rss_mib']:>14.0f}"
+            f"{row['rss_after_imports_mib']:>19.0f}"
+        )
+    print(
+        f"pipeline: {results['pipeline_images_per_s']:.0f} augmented 256x256 images/s "
+        f"({results['pipeline_jitter_images_per_s']:.0f} with jitter)"
+    )
+    print(
+        f"1-minute load average: {results['load_average_before']:.1f} before, "
+        f"{results['load_average_after']:.1f} after ({results['cpus']} CPUs)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -76,8 +76,10 @@ def check_work(work: Path) -> Path:
 
 def machine() -> dict:
     """This machine and the versions that ran the measurements."""
-    model = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     versions = {}
     for package in ("numpy", "opencv-python", "opencv-python-headless", "keras", "tensorflow", "jax", "torch"):
         try:
@@ -86,9 +88,12 @@ def machine() -> dict:
             continue
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(), "cpu": model, "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "cpu": model,
+        "cpus": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(), "versions": versions,
+        "python": platform.python_version(),
+        "versions": versions,
         "keras_backend_env": os.environ.get("KERAS_BACKEND"),  # the backend each measurement used is in its row
     }
 
@@ -112,8 +117,16 @@ def _cpu_s() -> float:
 # --- frames -------------------------------------------------------------------
 
 
-def write_frames(work: Path, train: int = 64, val: int = 8, height: int = 1024, width: int = 2048, seed: int = 0,
-                 from_pairs: Path | None = None, workers: int | None = None) -> dict:
+def write_frames(
+    work: Path,
+    train: int = 64,
+    val: int = 8,
+    height: int = 1024,
+    width: int = 2048,
+    seed: int = 0,
+    from_pairs: Path | None = None,
+    workers: int | None = None,
+) -> dict:
     """Writes the official-layout frames into ``work/frames`` (replaced) and describes them in ``work/frames.json``.
 
     Returns:
@@ -129,21 +142,29 @@ def write_frames(work: Path, train: int = 64, val: int = 8, height: int = 1024, 
         write_cityscapes(root, train=train, val=val, seed=seed, height=height, width=width, workers=workers)
         source = "synthetic scenes (pspnet.data.synth_layouts.write_cityscapes)"
     else:
-        train, val = (_upscale_pairs(Path(from_pairs) / split, root, split, count, height, width, workers)
-                      for split, count in (("train", train), ("val", val)))
+        train, val = (
+            _upscale_pairs(Path(from_pairs) / split, root, split, count, height, width, workers)
+            for split, count in (("train", train), ("val", val))
+        )
         source = f"Kaggle pairs of {from_pairs} upscaled (photos bicubic, labels nearest)"
     files = [path for path in root.rglob("*.png")]
     described = {
-        "root": str(root), "source": source, "train": int(train), "val": int(val), "height": int(height),
-        "width": int(width), "seconds": round(time.perf_counter() - started, 2),
+        "root": str(root),
+        "source": source,
+        "train": int(train),
+        "val": int(val),
+        "height": int(height),
+        "width": int(width),
+        "seconds": round(time.perf_counter() - started, 2),
         "megabytes": round(sum(path.stat().st_size for path in files) / 2**20, 1),
     }
     (work / FRAMES_JSON).write_text(json.dumps(described, indent=2) + "\n")
     return described
 
 
-def _upscale_pairs(folder: Path, root: Path, split: str, count: int, height: int, width: int,
-                   workers: int | None) -> int:
+def _upscale_pairs(
+    folder: Path, root: Path, split: str, count: int, height: int, width: int, workers: int | None
+) -> int:
     """The first ``count`` pairs of ``folder`` as official frames (city "kaggle"); how many were written."""
     import cv2
 
@@ -168,8 +189,10 @@ def _upscale_pairs(folder: Path, root: Path, split: str, count: int, height: int
         photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC)
         label_ids = cv2.resize(label_ids, (width, height), interpolation=cv2.INTER_NEAREST)
         stem = f"kaggle_000000_{number:06d}"
-        if not (cv2.imwrite(str(photos / f"{stem}_leftImg8bit.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
-                and cv2.imwrite(str(labels / f"{stem}_gtFine_labelIds.png"), label_ids)):
+        if not (
+            cv2.imwrite(str(photos / f"{stem}_leftImg8bit.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+            and cv2.imwrite(str(labels / f"{stem}_gtFine_labelIds.png"), label_ids)
+        ):
             raise SystemExit(f"bench_layouts: cannot write frame {stem} under {root}")
 
     with ThreadPoolExecutor(max_workers=max(1, int(workers or os.cpu_count() or 1))) as pool:
@@ -220,9 +243,16 @@ def _timed_dataset(photos, labels, settings: dict):
             return batch
 
     dataset = TimedDataset(
-        _Timed(photos, decode_clock, lock), _Timed(labels, decode_clock, lock), batch_size=settings["batch_size"],
-        image_size=tuple(settings["crop"]), base_size=tuple(settings["base_size"]), augment=True, seed=0,
-        steps_per_epoch=settings["batches"], drop_remainder=True, workers=settings["workers"],
+        _Timed(photos, decode_clock, lock),
+        _Timed(labels, decode_clock, lock),
+        batch_size=settings["batch_size"],
+        image_size=tuple(settings["crop"]),
+        base_size=tuple(settings["base_size"]),
+        augment=True,
+        seed=0,
+        steps_per_epoch=settings["batches"],
+        drop_remainder=True,
+        workers=settings["workers"],
         use_multiprocessing=False,  # threads, as training runs it (drop_remainder too)
     )
     return dataset, decode_clock, batch_clock
@@ -246,8 +276,7 @@ def measure_pipeline(settings: dict) -> dict:
     rss_imports = _peak_rss_mib()
     started = time.perf_counter()
     split = open_split(settings["root"], "train", "cityscapes")
-    photos, labels, _ = load_arrays(split, cache_dir=settings["cache_dir"], workers=settings["workers"],
-                                    progress=False)
+    photos, labels, _ = load_arrays(split, cache_dir=settings["cache_dir"], workers=settings["workers"], progress=False)
     scan_s = time.perf_counter() - started
     dataset, decode_clock, batch_clock = _timed_dataset(photos, labels, settings)
     count, shapes, cpu_before = 0, set(), _cpu_s()
@@ -257,14 +286,24 @@ def measure_pipeline(settings: dict) -> dict:
         shapes.add((tuple(batch_photos.shape[1:3]), tuple(batch_ids.shape[1:3])))
     seconds = time.perf_counter() - started
     return {
-        "backend": keras.backend.backend(), "frames": len(photos), "batches": settings["batches"],
-        "batch_size": settings["batch_size"], "crop": list(settings["crop"]), "base_size": list(settings["base_size"]),
-        "workers": settings["workers"], "images": count, "seconds": round(seconds, 3),
-        "images_per_s": count / seconds, "cpu_s_per_image": (_cpu_s() - cpu_before) / count,
-        "decode_share": decode_clock[0] / batch_clock[0], "batch_thread_s": round(batch_clock[0], 3),
-        "decode_thread_s": round(decode_clock[0], 3), "scan_s": round(scan_s, 3),
+        "backend": keras.backend.backend(),
+        "frames": len(photos),
+        "batches": settings["batches"],
+        "batch_size": settings["batch_size"],
+        "crop": list(settings["crop"]),
+        "base_size": list(settings["base_size"]),
+        "workers": settings["workers"],
+        "images": count,
+        "seconds": round(seconds, 3),
+        "images_per_s": count / seconds,
+        "cpu_s_per_image": (_cpu_s() - cpu_before) / count,
+        "decode_share": decode_clock[0] / batch_clock[0],
+        "batch_thread_s": round(batch_clock[0], 3),
+        "decode_thread_s": round(decode_clock[0], 3),
+        "scan_s": round(scan_s, 3),
         "batch_shapes": sorted(list(map(list, shape)) for shape in shapes),
-        "rss_after_imports_mib": rss_imports, "peak_rss_mib": _peak_rss_mib(),
+        "rss_after_imports_mib": rss_imports,
+        "peak_rss_mib": _peak_rss_mib(),
     }
 
 
@@ -277,10 +316,16 @@ def build_model(path: Path, preset: str, base_size: tuple[int, int]) -> Path:
     from pspnet.data.classes import CITYSCAPES
     from pspnet.models.modelfile import ModelInfo, save_model
 
-    model = build_pspnet(preset=preset, num_classes=CITYSCAPES.num_classes, input_shape=(None, None, 3),
-                         backbone_weights=None)
-    info = ModelInfo(head="classes", num_classes=CITYSCAPES.num_classes, preset=preset,
-                     image_size=tuple(base_size), classes=CITYSCAPES.to_json())
+    model = build_pspnet(
+        preset=preset, num_classes=CITYSCAPES.num_classes, input_shape=(None, None, 3), backbone_weights=None
+    )
+    info = ModelInfo(
+        head="classes",
+        num_classes=CITYSCAPES.num_classes,
+        preset=preset,
+        image_size=tuple(base_size),
+        classes=CITYSCAPES.to_json(),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, path, info)
     return path
@@ -292,7 +337,8 @@ def eval_modes(slide=DEFAULT_SLIDE, scales=DEFAULT_SCALES) -> dict:
 
 
 def measure_evaluation(settings: dict) -> dict:
-    """``pspnet.inference.evaluate.evaluate`` of one mode on the val frames, ``settings["repeat"]`` times; the last reported.
+    """``pspnet.inference.evaluate.evaluate`` of one mode on the val frames, ``settings["repeat"]`` times;
+    the last reported.
 
     Args:
         settings: model, root, out, mode, slide, scales, base_size (or None: the model's), batch_size,
@@ -308,9 +354,16 @@ def measure_evaluation(settings: dict) -> dict:
 
     base = settings["base_size"]
     config = EvalConfig(
-        model=settings["model"], data=settings["root"], out=settings["out"], batch_size=settings["batch_size"],
-        image_size=None if base is None else tuple(base), cache_dir=settings["cache_dir"], verbose=False,
-        layout="cityscapes", slide=settings["slide"], scales=settings["scales"],
+        model=settings["model"],
+        data=settings["root"],
+        out=settings["out"],
+        batch_size=settings["batch_size"],
+        image_size=None if base is None else tuple(base),
+        cache_dir=settings["cache_dir"],
+        verbose=False,
+        layout="cityscapes",
+        slide=settings["slide"],
+        scales=settings["scales"],
     )
     runs = []
     for _ in range(max(1, int(settings["repeat"]))):
@@ -319,10 +372,17 @@ def measure_evaluation(settings: dict) -> dict:
         runs.append((results, time.perf_counter() - started))
     results, wall = runs[-1]
     return {
-        "mode": settings["mode"], "backend": keras.backend.backend(), "images": results["num_images"],
-        "seconds": results["seconds"], "seconds_per_image": results["seconds"] / results["num_images"],
-        "first_seconds": runs[0][0]["seconds"], "wall_s": round(wall, 3), "mean_iou": results["mean_iou"],
-        "inference": results["inference"], "batch_size": settings["batch_size"], "repeat": len(runs),
+        "mode": settings["mode"],
+        "backend": keras.backend.backend(),
+        "images": results["num_images"],
+        "seconds": results["seconds"],
+        "seconds_per_image": results["seconds"] / results["num_images"],
+        "first_seconds": runs[0][0]["seconds"],
+        "wall_s": round(wall, 3),
+        "mean_iou": results["mean_iou"],
+        "inference": results["inference"],
+        "batch_size": settings["batch_size"],
+        "repeat": len(runs),
         "peak_rss_mib": _peak_rss_mib(),
     }
 
@@ -333,8 +393,14 @@ _MEASURES = {"pipeline": measure_pipeline, "evaluate": measure_evaluation}
 def in_child(step: str, settings: dict) -> dict:
     """Runs ``measure_<step>(settings)`` in a fresh Python process (its own peak memory) and returns its result."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_child", step, json.dumps(settings)],
-                            capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "_child", step, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
     if result.returncode:
         raise SystemExit(f"bench_layouts: the {step} subprocess failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -346,12 +412,21 @@ def in_child(step: str, settings: dict) -> dict:
 def run_pipeline(work: Path, args) -> dict:
     """The pipeline step: one subprocess over the train frames."""
     frames = read_frames(work)
-    settings = {"root": frames["root"], "batches": args.batches, "batch_size": args.batch_size,
-                "crop": list(args.crop), "base_size": list(args.base_size), "workers": args.workers,
-                # --lazy: no decoded cache, each frame decoded when its batch is made (as a split too large to cache)
-                "cache_dir": False if args.lazy else str(work / "cache")}
-    return {"frame_size": [frames["height"], frames["width"]], "lazy": bool(args.lazy),
-            **in_child("pipeline", settings)}
+    settings = {
+        "root": frames["root"],
+        "batches": args.batches,
+        "batch_size": args.batch_size,
+        "crop": list(args.crop),
+        "base_size": list(args.base_size),
+        "workers": args.workers,
+        # --lazy: no decoded cache, each frame decoded when its batch is made (as a split too large to cache)
+        "cache_dir": False if args.lazy else str(work / "cache"),
+    }
+    return {
+        "frame_size": [frames["height"], frames["width"]],
+        "lazy": bool(args.lazy),
+        **in_child("pipeline", settings),
+    }
 
 
 def run_evaluate(work: Path, args) -> dict:
@@ -365,45 +440,63 @@ def run_evaluate(work: Path, args) -> dict:
     results = {"model": str(model), "untrained": args.model is None, "frame_size": [frames["height"], frames["width"]]}
     slide = (tuple(args.slide[:2]), tuple(args.slide[2:]))
     for mode, (mode_slide, scales) in eval_modes(slide, args.scales).items():
-        settings = {"model": str(model), "root": frames["root"], "out": str(work / f"eval-{mode}"), "mode": mode,
-                    "slide": mode_slide, "scales": scales, "base_size": base, "batch_size": args.eval_batch,
-                    "repeat": args.repeat, "cache_dir": str(work / "cache")}
+        settings = {
+            "model": str(model),
+            "root": frames["root"],
+            "out": str(work / f"eval-{mode}"),
+            "mode": mode,
+            "slide": mode_slide,
+            "scales": scales,
+            "base_size": base,
+            "batch_size": args.eval_batch,
+            "repeat": args.repeat,
+            "cache_dir": str(work / "cache"),
+        }
         results[mode] = in_child("evaluate", settings)
     return results
 
 
 def report(results: dict) -> str:
     """The results as a few lines of text."""
-    lines = [f"{results['machine']['date']}: {results['machine']['cpus']} CPUs ({results['machine']['cpu']}), "
-             f"Python {results['machine']['python']}, " + ", ".join(
-                 f"{name} {version}" for name, version in results["machine"]["versions"].items())]
+    lines = [
+        f"{results['machine']['date']}: {results['machine']['cpus']} CPUs ({results['machine']['cpu']}), "
+        f"Python {results['machine']['python']}, "
+        + ", ".join(f"{name} {version}" for name, version in results["machine"]["versions"].items())
+    ]
     if "frames" in results:
         frames = results["frames"]
-        lines.append(f"frames: {frames['train']} train + {frames['val']} val of {frames['width']}x{frames['height']} "
-                     f"PNG, {frames['source']}; {frames['megabytes']} MiB in {frames['seconds']} s")
+        lines.append(
+            f"frames: {frames['train']} train + {frames['val']} val of {frames['width']}x{frames['height']} "
+            f"PNG, {frames['source']}; {frames['megabytes']} MiB in {frames['seconds']} s"
+        )
     if "pipeline" in results:
         row = results["pipeline"]
-        lines.append(f"pipeline: {row['images_per_s']:.2f} images/s ({row['batches']} batches of {row['batch_size']} "
-                     f"{row['crop'][0]}x{row['crop'][1]} crops, base {row['base_size'][0]}x{row['base_size'][1]}, "
-                     f"{row['workers']} worker threads, {row['backend']}); {row['cpu_s_per_image']:.3f} CPU s/image, "
-                     f"decoding {100 * row['decode_share']:.0f}% of the batch time; peak RSS "
-                     f"{row['peak_rss_mib']:.0f} MiB ({row['rss_after_imports_mib']:.0f} after imports); "
-                     f"scan {row['scan_s']:.1f} s")
+        lines.append(
+            f"pipeline: {row['images_per_s']:.2f} images/s ({row['batches']} batches of {row['batch_size']} "
+            f"{row['crop'][0]}x{row['crop'][1]} crops, base {row['base_size'][0]}x{row['base_size'][1]}, "
+            f"{row['workers']} worker threads, {row['backend']}); {row['cpu_s_per_image']:.3f} CPU s/image, "
+            f"decoding {100 * row['decode_share']:.0f}% of the batch time; peak RSS "
+            f"{row['peak_rss_mib']:.0f} MiB ({row['rss_after_imports_mib']:.0f} after imports); "
+            f"scan {row['scan_s']:.1f} s"
+        )
     if "evaluate" in results:
         evaluation = results["evaluate"]
         lines.append(f"evaluate {evaluation['model']}" + (" (untrained)" if evaluation["untrained"] else ""))
         for mode in eval_modes():
             row = evaluation[mode]
-            lines.append(f"  {mode:<10} {row['seconds_per_image']:8.2f} s/image  mIoU {row['mean_iou']:.4f}  "
-                         f"peak RSS {row['peak_rss_mib']:.0f} MiB  {json.dumps(row['inference'])}")
+            lines.append(
+                f"  {mode:<10} {row['seconds_per_image']:8.2f} s/image  mIoU {row['mean_iou']:.4f}  "
+                f"peak RSS {row['peak_rss_mib']:.0f} MiB  {json.dumps(row['inference'])}"
+            )
     return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("steps", nargs="+", choices=STEPS, help="steps to run, in this order")
-    parser.add_argument("--work", default=None,
-                        help="work folder, outside the repository (default: $PSPNET_CACHE/bench-layouts)")
+    parser.add_argument(
+        "--work", default=None, help="work folder, outside the repository (default: $PSPNET_CACHE/bench-layouts)"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     frames = parser.add_argument_group("frames")
     frames.add_argument("--train", type=int, default=64, help="train frames (64)")
@@ -414,17 +507,31 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--batches", type=int, default=16, help="batches to time (16)")
     pipeline.add_argument("--batch-size", type=int, default=8)
     pipeline.add_argument("--crop", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
-    pipeline.add_argument("--base-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                          help="base size of the pipeline and the evaluation (1024 2048)")
+    pipeline.add_argument(
+        "--base-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="base size of the pipeline and the evaluation (1024 2048)",
+    )
     pipeline.add_argument("--workers", type=int, default=2, help="PyDataset worker threads (2)")
-    pipeline.add_argument("--lazy", action="store_true",
-                          help="decode every frame when its batch is made, not from the decoded cache (a split of "
-                               "one size under 4 GiB is cached; the 2,975 official train frames are not)")
+    pipeline.add_argument(
+        "--lazy",
+        action="store_true",
+        help="decode every frame when its batch is made, not from the decoded cache (a split of "
+        "one size under 4 GiB is cached; the 2,975 official train frames are not)",
+    )
     evaluation = parser.add_argument_group("evaluate")
     evaluation.add_argument("--model", default=None, help="a .keras model (default: an untrained --preset)")
     evaluation.add_argument("--preset", default="lite", help="preset of the untrained model (lite)")
-    evaluation.add_argument("--slide", type=int, nargs=4, default=(512, 1024, 341, 683),
-                            metavar=("CROP_H", "CROP_W", "STRIDE_H", "STRIDE_W"))
+    evaluation.add_argument(
+        "--slide",
+        type=int,
+        nargs=4,
+        default=(512, 1024, 341, 683),
+        metavar=("CROP_H", "CROP_W", "STRIDE_H", "STRIDE_W"),
+    )
     evaluation.add_argument("--scales", type=float, nargs="+", default=DEFAULT_SCALES)
     evaluation.add_argument("--eval-batch", type=int, default=2, help="images or windows per forward pass (2)")
     evaluation.add_argument("--repeat", type=int, default=2, help="evaluations per mode; the last is reported (2)")
@@ -445,8 +552,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"machine": machine(), "work": str(work), "load_average": {"before": os.getloadavg()[0]}}
     for step in [step for step in STEPS if step in args.steps]:
         if step == "frames":
-            results["frames"] = write_frames(work, args.train, args.val, *args.frame_size,
-                                             from_pairs=args.from_pairs)
+            results["frames"] = write_frames(work, args.train, args.val, *args.frame_size, from_pairs=args.from_pairs)
         elif step == "pipeline":
             results["pipeline"] = run_pipeline(work, args)
         else:

@@ -12,13 +12,19 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pspnet.errors import ConfigError
 
 __all__ = [
-    "FolderLock", "atomic_write", "atomic_write_text", "default_cache_dir", "final_name", "remove_temporaries", "temporary_name",
+    "FolderLock",
+    "atomic_write",
+    "atomic_write_text",
+    "default_cache_dir",
+    "final_name",
+    "remove_temporaries",
+    "temporary_name",
 ]
 
 TEMPORARY_MARK = ".tmp-"  # every temporary name holds it (see remove_temporaries)
@@ -169,7 +175,7 @@ class FolderLock:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         self.acquire()
         return self
 

@@ -18,7 +18,8 @@ Conventions (as in the Cityscapes and pix2pix tables):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,9 +66,7 @@ def confusion_matrix(
     in_range = (pred >= 0) & (pred < num_classes)
     all_in_range = bool(in_range.all())
     if not all_in_range and not return_missed:
-        raise ValueError(
-            f"predictions must lie in [0, {num_classes}); pass return_missed=True to count others"
-        )
+        raise ValueError(f"predictions must lie in [0, {num_classes}); pass return_missed=True to count others")
     if not all_in_range:
         missed = np.bincount(truth[~in_range], minlength=num_classes).astype(np.int64)
         truth, pred = truth[in_range], pred[in_range]
@@ -98,8 +97,9 @@ class ConfusionMatrix:
         0.667
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
-                 class_names: Sequence[str] | None = None):
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = IGNORE_INDEX, class_names: Sequence[str] | None = None
+    ):
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         if class_names is not None and len(class_names) != self.num_classes:
@@ -110,9 +110,7 @@ class ConfusionMatrix:
 
     def update(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         """Adds the pixels of one batch (any shape, truth and prediction alike)."""
-        confusion, missed = confusion_matrix(
-            y_true, y_pred, self.num_classes, self.ignore_index, return_missed=True
-        )
+        confusion, missed = confusion_matrix(y_true, y_pred, self.num_classes, self.ignore_index, return_missed=True)
         self.matrix += confusion
         self.missed += missed
 
@@ -147,9 +145,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def scores(
-    confusion: np.ndarray,
-    class_names: Sequence[str] | None = None,
-    missed: np.ndarray | None = None,
+    confusion: np.ndarray, class_names: Sequence[str] | None = None, missed: np.ndarray | None = None
 ) -> dict[str, Any]:
     """Computes the standard segmentation scores from a confusion matrix.
 
@@ -193,9 +189,7 @@ def scores(
     iou = _divide(true_positive, union)  # NaN: class neither present nor predicted
     accuracy = _divide(true_positive, truth_total)  # NaN: class absent from the truth
     # Classes absent from the truth have weight 0, so NaN IoUs never enter.
-    fw_iou = (
-        float(np.sum((truth_total / total) * np.nan_to_num(iou))) if total > 0 else math.nan
-    )
+    fw_iou = float(np.sum((truth_total / total) * np.nan_to_num(iou))) if total > 0 else math.nan
     return {
         "mean_iou": _nanmean(iou),
         "pixel_accuracy": float(true_positive.sum() / total) if total > 0 else math.nan,

@@ -65,12 +65,8 @@ VOID_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 # (29, 3) uint8 colours and (29,) uint8 train ids, void last.
-LABEL_COLORS = np.array(
-    [c.color for c in CLASSES] + list(VOID_COLORS.values()), dtype=np.uint8
-)
-LABEL_TRAIN_IDS = np.array(
-    [c.train_id for c in CLASSES] + [IGNORE_INDEX] * len(VOID_COLORS), dtype=np.uint8
-)
+LABEL_COLORS = np.array([c.color for c in CLASSES] + list(VOID_COLORS.values()), dtype=np.uint8)
+LABEL_TRAIN_IDS = np.array([c.train_id for c in CLASSES] + [IGNORE_INDEX] * len(VOID_COLORS), dtype=np.uint8)
 
 
 # The official label id (``*_gtFine_labelIds.png``) of each train id, in train-id order.

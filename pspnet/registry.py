@@ -18,7 +18,12 @@ import importlib.util
 import sys
 
 # Every module that defines a registered Keras class.
-SERIALIZABLE_MODULES = ("pspnet.models.layers", "pspnet.training.losses", "pspnet.training.pixel_accuracy", "pspnet.training.optimizers")
+SERIALIZABLE_MODULES = (
+    "pspnet.models.layers",
+    "pspnet.training.losses",
+    "pspnet.training.pixel_accuracy",
+    "pspnet.training.optimizers",
+)
 
 
 def register_all() -> None:

@@ -65,8 +65,17 @@ def make_pairs(folder, n: int, size: int = 32, seed: int = 0, split: str = "trai
     return write_pairs(folder, n, seed=seed, size=size, split=split)
 
 
-def make_cityscapes(root, train: int = 2, val: int = 2, test: int = 0, height: int = 64, width: int = 128,
-                    seed: int = 0, train_ids_files: bool = False, cities=("aachen", "bochum")) -> Path:
+def make_cityscapes(
+    root,
+    train: int = 2,
+    val: int = 2,
+    test: int = 0,
+    height: int = 64,
+    width: int = 128,
+    seed: int = 0,
+    train_ids_files: bool = False,
+    cities=("aachen", "bochum"),
+) -> Path:
     """Writes a tiny synthetic set in the official layout (leftImg8bit/ + gtFine/ labelIds) under root.
 
     Frames are height x width PNGs dealt to ``cities`` in turn
@@ -78,12 +87,31 @@ def make_cityscapes(root, train: int = 2, val: int = 2, test: int = 0, height: i
     """
     from pspnet.data.synth_layouts import write_cityscapes
 
-    return write_cityscapes(root, train, val, test, seed=seed, height=height, width=width, cities=tuple(cities),
-                            train_ids_files=train_ids_files, workers=1)
+    return write_cityscapes(
+        root,
+        train,
+        val,
+        test,
+        seed=seed,
+        height=height,
+        width=width,
+        cities=tuple(cities),
+        train_ids_files=train_ids_files,
+        workers=1,
+    )
 
 
-def make_folders(root, train: int = 3, val: int = 2, height: int = 48, width: int = 80, seed: int = 0,
-                 rgb_masks: bool = False, ignore_index: int = 255, suffix: str = ".jpg") -> Path:
+def make_folders(
+    root,
+    train: int = 3,
+    val: int = 2,
+    height: int = 48,
+    width: int = 80,
+    seed: int = 0,
+    rgb_masks: bool = False,
+    ignore_index: int = 255,
+    suffix: str = ".jpg",
+) -> Path:
     """Writes a tiny synthetic set in the folders layout under root: 5 classes of its own (dataset.json).
 
     ``images/{train,val}/scene_NNN.jpg`` (or .png), ``masks/{train,val}/scene_NNN.png``
@@ -95,8 +123,18 @@ def make_folders(root, train: int = 3, val: int = 2, height: int = 48, width: in
     """
     from pspnet.data.synth_layouts import write_folders
 
-    return write_folders(root, train, val, seed=seed, height=height, width=width, rgb_masks=rgb_masks,
-                         ignore_index=ignore_index, suffix=suffix, workers=1)
+    return write_folders(
+        root,
+        train,
+        val,
+        seed=seed,
+        height=height,
+        width=width,
+        rgb_masks=rgb_masks,
+        ignore_index=ignore_index,
+        suffix=suffix,
+        workers=1,
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)

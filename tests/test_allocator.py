@@ -42,8 +42,12 @@ def _faults(pad: bool) -> int:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pspnet", "allocator.py")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     result = subprocess.run(
-        [sys.executable, "-c", _CHURN.format(path=path, pad=pad)], env=env, capture_output=True, text=True,
-        check=True, timeout=120,
+        [sys.executable, "-c", _CHURN.format(path=path, pad=pad)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     return int(result.stdout.strip())
 

@@ -77,7 +77,11 @@ def _reference_probabilities(photos: np.ndarray, folder) -> np.ndarray:
     np.save(folder / "photos.npy", photos)
     done = subprocess.run(
         [sys.executable, "-c", REFERENCE_SCRIPT, WEIGHTS_FILE, str(folder / "photos.npy"), str(folder / "out.npy")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(folder / "out.npy")
 

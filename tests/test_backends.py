@@ -42,19 +42,20 @@ def _missing(backend):
     return f"the {backend} backend is not installed{extra}"
 
 
-other_backends = pytest.mark.parametrize("backend", [
-    pytest.param(backend, marks=pytest.mark.skipif(_missing(backend) is not None, reason=str(_missing(backend))))
-    for backend in OTHERS
-])
+other_backends = pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param(backend, marks=pytest.mark.skipif(_missing(backend) is not None, reason=str(_missing(backend))))
+        for backend in OTHERS
+    ],
+)
 needs_torch = pytest.mark.skipif(_missing("torch") is not None, reason=str(_missing("torch")))
 
 
 def run_python(args, backend, timeout):
     """Runs ``python ARGS`` in the repository under a Keras backend."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _failure(result, what):
@@ -64,8 +65,17 @@ def _failure(result, what):
 @other_backends
 def test_model_and_layer_tests_pass_under_the_other_backend(backend):
     result = run_python(
-        ["-m", "pytest", "tests/test_model.py", "tests/test_layers.py", "tests/test_optimizers.py", "tests/test_backbones.py",
-         "tests/test_callbacks.py", "tests/test_resume.py", "tests/test_losses.py"]
+        [
+            "-m",
+            "pytest",
+            "tests/test_model.py",
+            "tests/test_layers.py",
+            "tests/test_optimizers.py",
+            "tests/test_backbones.py",
+            "tests/test_callbacks.py",
+            "tests/test_resume.py",
+            "tests/test_losses.py",
+        ]
         + ["-q", "-p", "no:cacheprovider"],
         backend,
         timeout=1200,
@@ -224,15 +234,32 @@ def torch_commands(tmp_path_factory):
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="2")
     model = str(folder / "run" / "best.keras")
     commands = {
-        "pspnet-train": ["--data", "data", "--out", "run", "--preset", "fast", "--image-size", "32",
-                         "--batch-size", "2", "--epochs", "1", "--workers", "1", "--verbose", "0"],
+        "pspnet-train": [
+            "--data",
+            "data",
+            "--out",
+            "run",
+            "--preset",
+            "fast",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--workers",
+            "1",
+            "--verbose",
+            "0",
+        ],
         "pspnet-evaluate": ["--model", model, "--data", "data", "--out", "eval", "--quiet"],
         "pspnet-predict": ["--model", model, "--input", "data/val", "--out", "predictions", "--quiet"],
     }
     results = {}
     for name, args in commands.items():
-        results[name] = subprocess.run(_command(name, *args), cwd=folder, env=env, capture_output=True, text=True,
-                                       timeout=600)
+        results[name] = subprocess.run(
+            _command(name, *args), cwd=folder, env=env, capture_output=True, text=True, timeout=600
+        )
         if results[name].returncode != 0:
             break  # the later commands need this one's files
     return folder, results

@@ -11,8 +11,8 @@ import pspnet.bench.training
 import pspnet.errors
 from pspnet.bench.models import benchmark_model, format_models_table
 from pspnet.cli import bench_main
-from pspnet.models.flops import count_flops
 from pspnet.models.builder import build_pspnet
+from pspnet.models.flops import count_flops
 
 TINY = dict(image_size=(32, 32), batch_size=1, steps=1, warmup=1, num_classes=3)
 
@@ -49,9 +49,7 @@ def test_bench_models_command(row, tmp_path, capsys, monkeypatch):
     argv = ["models", "--presets", "fast", "seed", "--image-size", "32x48", "--batch-size", "4"]
     assert bench_main(argv + ["--steps", "5", "--num-classes", "3", "--json", str(out)]) == 0
     assert [preset for preset, _ in calls] == ["fast", "seed"]
-    assert calls[0][1] == dict(
-        image_size=(32, 48), batch_size=4, steps=5, warmup=1, num_classes=3, dtype_policy=None
-    )
+    assert calls[0][1] == dict(image_size=(32, 48), batch_size=4, steps=5, warmup=1, num_classes=3, dtype_policy=None)
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].startswith("| preset | parameters |")
@@ -97,8 +95,16 @@ def speed():
     from pspnet.bench.training import speed_table
 
     seen = []
-    machine, peak, rows = speed_table(["fast"], image_size=32, steps=1, warmup=1, pipeline_batches=2,
-                                      workers=1, overrides={"batch_size": 2}, progress=seen.append)
+    machine, peak, rows = speed_table(
+        ["fast"],
+        image_size=32,
+        steps=1,
+        warmup=1,
+        pipeline_batches=2,
+        workers=1,
+        overrides={"batch_size": 2},
+        progress=seen.append,
+    )
     assert seen == rows
     return machine, peak, rows
 
@@ -108,7 +114,11 @@ def test_speed_table_rows_and_ratios(speed):
     assert [row.name for row in rows] == ["seed recipe", "fast", "input pipeline"]
     recipe, fast, pipeline = rows
     assert (recipe.batch_size, recipe.precision, recipe.speedup) == (10, "float32", 1.0)
-    assert (fast.batch_size, fast.precision, fast.jit_compile) == (2, "float32", "on" if keras.backend.backend() == "jax" else "off")
+    assert (fast.batch_size, fast.precision, fast.jit_compile) == (
+        2,
+        "float32",
+        "on" if keras.backend.backend() == "jax" else "off",
+    )
     from pspnet.training.seed_recipe import notebook_model
 
     assert recipe.gflops == pytest.approx(count_flops(notebook_model(32)) / 1e9)
@@ -196,8 +206,9 @@ def test_bench_classes_are_cityscapes_for_19_and_numbered_otherwise():
 def test_package_training_of_five_classes_builds_and_feeds_five():
     from pspnet.bench.training import benchmark_package_training
 
-    row = benchmark_package_training("fast", image_size=32, steps=1, warmup=1, batch_size=2, workers=1,
-                                     source_size=32, num_classes=5)
+    row = benchmark_package_training(
+        "fast", image_size=32, steps=1, warmup=1, batch_size=2, workers=1, source_size=32, num_classes=5
+    )
     assert row.train_images_per_s > 0 and row.infer_images_per_s > 0
     five = count_flops(build_pspnet("fast", num_classes=5, input_shape=(32, 32, 3))) / 1e9
     assert row.gflops == pytest.approx(five)

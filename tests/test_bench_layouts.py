@@ -49,8 +49,9 @@ def test_frames_from_pairs_are_upscaled_label_ids(tmp_path):
     write_pairs(pairs / "val", 1, size=32, split="val")
     described = bench.write_frames(tmp_path / "work", train=5, val=1, height=40, width=80, from_pairs=pairs)
     assert (described["train"], described["val"]) == (2, 1)  # as many as there are pairs
-    label = cv2.imread(str(next((tmp_path / "work" / "frames" / "gtFine").rglob("*_labelIds.png"))),
-                       cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(
+        str(next((tmp_path / "work" / "frames" / "gtFine").rglob("*_labelIds.png"))), cv2.IMREAD_UNCHANGED
+    )
     assert label.shape == (40, 80)
     assert set(np.unique(label)) <= set(LABEL_IDS) | {0}  # official ids; void -> 0
     assert len(np.unique(label)) > 2
@@ -62,8 +63,15 @@ def test_work_folder_inside_the_repository_is_refused():
 
 
 def test_pipeline_measure(work):
-    settings = {"root": str(work / "frames"), "batches": 2, "batch_size": 2, "crop": [32, 64], "base_size": [64, 128],
-                "workers": 2, "cache_dir": str(work / "cache")}
+    settings = {
+        "root": str(work / "frames"),
+        "batches": 2,
+        "batch_size": 2,
+        "crop": [32, 64],
+        "base_size": [64, 128],
+        "workers": 2,
+        "cache_dir": str(work / "cache"),
+    }
     row = bench.measure_pipeline(settings)
     assert row["images"] == 4 and row["frames"] == 3
     assert row["batch_shapes"] == [[[32, 64], [32, 64]]]
@@ -77,9 +85,18 @@ def test_evaluation_measure_of_each_mode(work):
     modes = bench.eval_modes(slide=((32, 64), (24, 48)), scales=(0.75, 1.0))
     rows = {}
     for mode, (slide, scales) in modes.items():
-        settings = {"model": str(model), "root": str(work / "frames"), "out": str(work / f"eval-{mode}"),
-                    "mode": mode, "slide": slide, "scales": scales, "base_size": None, "batch_size": 2, "repeat": 1,
-                    "cache_dir": str(work / "cache")}
+        settings = {
+            "model": str(model),
+            "root": str(work / "frames"),
+            "out": str(work / f"eval-{mode}"),
+            "mode": mode,
+            "slide": slide,
+            "scales": scales,
+            "base_size": None,
+            "batch_size": 2,
+            "repeat": 1,
+            "cache_dir": str(work / "cache"),
+        }
         rows[mode] = bench.measure_evaluation(settings)
     assert rows["whole"]["inference"]["mode"] == "whole" and rows["whole"]["inference"]["base_size"] == [64, 128]
     assert rows["slide"]["inference"]["crop"] == [32, 64]
@@ -93,8 +110,25 @@ def test_evaluation_measure_of_each_mode(work):
 @pytest.mark.slow  # a fresh process imports Keras and its backend (several seconds)
 def test_pipeline_step_in_a_subprocess(work, tmp_path, capsys):
     output = tmp_path / "layouts.json"
-    results = bench.main(["pipeline", "--work", str(work), "--batches", "1", "--batch-size", "2", "--crop", "32", "64",
-                          "--base-size", "64", "128", "--json", str(output)])
+    results = bench.main(
+        [
+            "pipeline",
+            "--work",
+            str(work),
+            "--batches",
+            "1",
+            "--batch-size",
+            "2",
+            "--crop",
+            "32",
+            "64",
+            "--base-size",
+            "64",
+            "128",
+            "--json",
+            str(output),
+        ]
+    )
     assert json.loads(output.read_text())["pipeline"] == results["pipeline"]
     assert results["pipeline"]["images"] == 2 and results["pipeline"]["images_per_s"] > 0
     assert results["pipeline"]["frame_size"] == [64, 128]

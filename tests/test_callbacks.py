@@ -30,8 +30,12 @@ def _tiny_model():
 
 
 def test_early_stopping_counts_the_epochs_before_a_restart():
-    history = [{"epoch": 0, "val_mean_iou": 0.3}, {"epoch": 1, "val_mean_iou": 0.5},
-               {"epoch": 2, "val_mean_iou": 0.4}, {"epoch": 3, "val_mean_iou": 0.45}]
+    history = [
+        {"epoch": 0, "val_mean_iou": 0.3},
+        {"epoch": 1, "val_mean_iou": 0.5},
+        {"epoch": 2, "val_mean_iou": 0.4},
+        {"epoch": 3, "val_mean_iou": 0.45},
+    ]
     callback = ResumableEarlyStopping(history, patience=3)
     callback.on_train_begin()
     assert (callback.best, callback.best_epoch, callback.wait) == (0.5, 1, 2)
@@ -80,8 +84,9 @@ def test_poly_sets_each_steps_rate_from_the_optimizer_step_and_the_backend_uses_
     total = 10  # the poly length: 2 epochs of 3 steps from step 2 end at 8 / 10 of it
     limit = TimeLimit(1e6)  # minutes: the steps bound the decay here
     poly = PolyLearningRate(0.5, total, clock=limit)
-    model.fit(x, np.zeros((6, 1), np.float32), batch_size=2, epochs=2, shuffle=False, verbose=0,
-              callbacks=[limit, poly])
+    model.fit(
+        x, np.zeros((6, 1), np.float32), batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[limit, poly]
+    )
     used = sum(0.5 * (1 - step / total) ** 0.9 for step in range(2, 8))
     expected = -used * np.array([[1.0], [2.0], [3.0]])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[-1].kernel), expected, rtol=1e-5)

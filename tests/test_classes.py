@@ -11,8 +11,11 @@ from pspnet.data.classes import CITYSCAPES, ClassTable, read_dataset_json
 from pspnet.errors import DataError
 from pspnet.palette import CLASSES, palette
 
-FIVE = ClassTable(("ground", "wall", "plant", "sky", "mover"),
-                  ((90, 90, 90), (200, 120, 40), (40, 170, 60), (110, 170, 240), (230, 40, 120)), 9)
+FIVE = ClassTable(
+    ("ground", "wall", "plant", "sky", "mover"),
+    ((90, 90, 90), (200, 120, 40), (40, 170, 60), (110, 170, 240), (230, 40, 120)),
+    9,
+)
 
 
 def test_cityscapes_table_is_the_palette():
@@ -48,16 +51,19 @@ def test_difference_in_words():
     assert FIVE.difference(ClassTable(FIVE.names, FIVE.colors, 255)) == "ignore index 9 against 255"
 
 
-@pytest.mark.parametrize("names, colors, ignore, problem", [
-    (("a",), ((0, 0, 0),), 255, "it has 1 classes; 2 to 255 are supported"),
-    (("a", "b"), ((0, 0, 0),), 255, "2 names but 1 colours"),
-    (("a", "b"), ((0, 0, 0), (0, 0, 256)), 255, "every colour must be three integers 0-255"),
-    (("a", "a"), ((0, 0, 0), (1, 1, 1)), 255, "the name 'a' is given to two classes"),
-    (("a", " "), ((0, 0, 0), (1, 1, 1)), 255, "class 1 has an empty name"),
-    (("a", "b"), ((5, 5, 5), (5, 5, 5)), 255, r"the colour \[5, 5, 5\] is given to two classes"),
-    (("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 1, "ignore_index 1 must be from 3"),
-    (("a", "b"), ((0, 0, 0), (1, 1, 1)), 256, "ignore_index 256 must be from 2"),
-])
+@pytest.mark.parametrize(
+    "names, colors, ignore, problem",
+    [
+        (("a",), ((0, 0, 0),), 255, "it has 1 classes; 2 to 255 are supported"),
+        (("a", "b"), ((0, 0, 0),), 255, "2 names but 1 colours"),
+        (("a", "b"), ((0, 0, 0), (0, 0, 256)), 255, "every colour must be three integers 0-255"),
+        (("a", "a"), ((0, 0, 0), (1, 1, 1)), 255, "the name 'a' is given to two classes"),
+        (("a", " "), ((0, 0, 0), (1, 1, 1)), 255, "class 1 has an empty name"),
+        (("a", "b"), ((5, 5, 5), (5, 5, 5)), 255, r"the colour \[5, 5, 5\] is given to two classes"),
+        (("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), 1, "ignore_index 1 must be from 3"),
+        (("a", "b"), ((0, 0, 0), (1, 1, 1)), 256, "ignore_index 256 must be from 2"),
+    ],
+)
 def test_unusable_tables(names, colors, ignore, problem):
     with pytest.raises(ValueError, match=problem):
         ClassTable(names, colors, ignore)
@@ -71,15 +77,20 @@ def test_255_classes_leave_no_ignore_index():
         ClassTable((*names, "x"), (*colors, (0, 1, 0)), 255)
 
 
-@pytest.mark.parametrize("data, problem", [
-    ([], "it must be a JSON object"),
-    ({"names": []}, "it has no \"classes\" list"),
-    ({"classes": ["road"]}, "class 0 is not an object with a \"name\" string"),
-    ({"classes": [{"name": "road", "color": [1, 2]}]}, r"class 0 \('road'\) has no \"color\" of three integers"),
-    ({"classes": [{"name": "road", "color": [1, 2, True]}]}, "has no \"color\" of three integers"),
-    ({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [3, 2, 1]}], "ignore_index": "255"},
-     "\"ignore_index\" must be an integer"),
-])
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ([], "it must be a JSON object"),
+        ({"names": []}, 'it has no "classes" list'),
+        ({"classes": ["road"]}, 'class 0 is not an object with a "name" string'),
+        ({"classes": [{"name": "road", "color": [1, 2]}]}, r"class 0 \('road'\) has no \"color\" of three integers"),
+        ({"classes": [{"name": "road", "color": [1, 2, True]}]}, 'has no "color" of three integers'),
+        (
+            {"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [3, 2, 1]}], "ignore_index": "255"},
+            '"ignore_index" must be an integer',
+        ),
+    ],
+)
 def test_from_json_names_the_problem(data, problem):
     with pytest.raises(ValueError, match=problem):
         ClassTable.from_json(data)
@@ -91,13 +102,18 @@ def test_read_dataset_json(tmp_path):
     assert read_dataset_json(path) == FIVE
 
 
-@pytest.mark.parametrize("text, problem", [
-    (None, r"no dataset.json \(the class names and colours of an image/mask folder root\)"),
-    ("{", "dataset.json is not valid JSON"),
-    (b"\xff\xfe", "cannot read dataset.json"),
-    (json.dumps({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "a", "color": [3, 2, 1]}]}),
-     "dataset.json describes no usable class table: the name 'a' is given to two classes"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (None, r"no dataset.json \(the class names and colours of an image/mask folder root\)"),
+        ("{", "dataset.json is not valid JSON"),
+        (b"\xff\xfe", "cannot read dataset.json"),
+        (
+            json.dumps({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "a", "color": [3, 2, 1]}]}),
+            "dataset.json describes no usable class table: the name 'a' is given to two classes",
+        ),
+    ],
+)
 def test_read_dataset_json_errors_name_the_file(tmp_path, text, problem):
     path = tmp_path / "dataset.json"
     if isinstance(text, bytes):

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, make_pairs
+
 from pspnet import cli
 from pspnet.cli import EXIT_ERROR
 
@@ -101,22 +101,50 @@ def test_train_into_a_read_only_folder_is_one_line(read_only, tmp_path, capsys):
     data = tmp_path / "data"
     make_pairs(data / "train", 2, size=32)
     make_pairs(data / "val", 2, size=32, split="val")
-    status = cli.train_main(["--data", str(data), "--out", str(read_only / "run"), "--preset", "fast",
-                             "--image-size", "32", "--batch-size", "2", "--epochs", "1", "--verbose", "0"])
+    status = cli.train_main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(read_only / "run"),
+            "--preset",
+            "fast",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--verbose",
+            "0",
+        ]
+    )
     assert status == EXIT_ERROR
     _read_only_line(capsys.readouterr().err, "pspnet-train", read_only / "run")
 
 
 def test_predict_into_a_read_only_folder_is_one_line(read_only, model_path, val, capsys):
-    status = cli.predict_main(["--model", str(model_path), "--input", str(val), "--out", str(read_only / "new"),
-                               "--quiet"])
+    status = cli.predict_main(
+        ["--model", str(model_path), "--input", str(val), "--out", str(read_only / "new"), "--quiet"]
+    )
     assert status == EXIT_ERROR
     _read_only_line(capsys.readouterr().err, "pspnet-predict", read_only / "new")
 
 
 def test_evaluate_into_a_read_only_folder_names_the_file_not_its_temporary(read_only, model_path, val, capsys):
-    status = cli.evaluate_main(["--model", str(model_path), "--data", str(val), "--out",
-                                str(read_only / "existing"), "--batch-size", "2", "--quiet"])
+    status = cli.evaluate_main(
+        [
+            "--model",
+            str(model_path),
+            "--data",
+            str(val),
+            "--out",
+            str(read_only / "existing"),
+            "--batch-size",
+            "2",
+            "--quiet",
+        ]
+    )
     assert status == EXIT_ERROR
     err = capsys.readouterr().err
     _read_only_line(err, "pspnet-evaluate", read_only / "existing" / "metrics.json")
@@ -138,11 +166,13 @@ def test_synth_into_a_read_only_folder_is_one_line(read_only, capsys):
 
 
 def test_evaluate_on_a_full_disk_is_one_line_and_leaves_no_partial_file(full, model_path, val, capsys):
-    status = cli.evaluate_main(["--model", str(model_path), "--data", str(val), "--out", str(full / "ev"),
-                                "--batch-size", "2", "--quiet"])
+    status = cli.evaluate_main(
+        ["--model", str(model_path), "--data", str(val), "--out", str(full / "ev"), "--batch-size", "2", "--quiet"]
+    )
     assert status == EXIT_ERROR
-    line = assert_one_error_line(capsys.readouterr().err, "pspnet-evaluate", "No space left on device",
-                                 f"cannot write {full / 'ev'}")
+    line = assert_one_error_line(
+        capsys.readouterr().err, "pspnet-evaluate", "No space left on device", f"cannot write {full / 'ev'}"
+    )
     assert ".tmp-" not in line
     assert not [path.name for path in (full / "ev").iterdir() if ".tmp-" in path.name]
 
@@ -158,25 +188,44 @@ def test_train_on_a_disk_that_fills_is_one_line_and_exits_cleanly(tmp_path):
         make_pairs(data / "val", 2, size=32, split="val")
         code = "import sys; from pspnet.cli import train_main; sys.exit(train_main())"
         result = subprocess.run(
-            [sys.executable, "-c", code, "--data", str(data), "--out", str(disk / "run"), "--cache-dir",
-             str(tmp_path / "cache"), *TINY_RUN], capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--data",
+                str(data),
+                "--out",
+                str(disk / "run"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                *TINY_RUN,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
     assert result.returncode == EXIT_ERROR, result.stderr
-    assert result.stderr == (f"pspnet-train: error: cannot write {disk / 'run' / 'backup' / 'epoch-000001.weights.h5'}"
-                             ": No space left on device\n")
+    assert result.stderr == (
+        f"pspnet-train: error: cannot write {disk / 'run' / 'backup' / 'epoch-000001.weights.h5'}"
+        ": No space left on device\n"
+    )
 
 
 @pytest.mark.parametrize(
     "error, line",
     [
         (OSError(errno.ENOSPC, "No space left on device"), "cannot write under OUT: No space left on device"),
-        (OSError(errno.EROFS, "Read-only file system", "/x/.a.json.tmp-12-0123abcd"),
-         "cannot write /x/a.json: Read-only file system"),
+        (
+            OSError(errno.EROFS, "Read-only file system", "/x/.a.json.tmp-12-0123abcd"),
+            "cannot write /x/a.json: Read-only file system",
+        ),
         (OSError(errno.EIO, "Input/output error", "/x/y.png"), "Input/output error: /x/y.png"),
-        (OSError(errno.ENOSPC, "Can't write data (file write failed: ...\n, errno = 28)"),
-         "cannot write under OUT: No space left on device"),
+        (
+            OSError(errno.ENOSPC, "Can't write data (file write failed: ...\n, errno = 28)"),
+            "cannot write under OUT: No space left on device",
+        ),
     ],
 )
 def test_any_os_error_is_one_line_naming_the_file_or_the_output(error, line, capsys):
@@ -199,7 +248,7 @@ COMMANDS = {
 }
 
 # Makes ``import torch`` fail as if PyTorch were not installed (it is, in the test environment).
-NO_TORCH = '''
+NO_TORCH = """
 import sys
 
 class _NoTorch:
@@ -208,16 +257,21 @@ class _NoTorch:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 sys.meta_path.insert(0, _NoTorch())
-'''
+"""
 
 
 def _command(prog: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     function, arguments = COMMANDS[prog]
     code = f"import sys; from pspnet import cli; sys.exit(cli.{function}())"
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *env.pop("PYTHONPATH", "").split()]),
-                   **env}
-    return subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True,
-                          cwd=tmp_path, env=environment, timeout=120)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *env.pop("PYTHONPATH", "").split()]), **env}
+    return subprocess.run(
+        [sys.executable, "-c", code, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("prog", sorted(COMMANDS))
@@ -239,8 +293,10 @@ def test_the_torch_backend_without_torch_is_one_line(prog, tmp_path):
 def test_a_backend_keras_knows_but_pspnet_does_not_run_on_is_one_line(tmp_path):
     result = _command("pspnet-predict", tmp_path, KERAS_BACKEND="numpy")
     assert result.returncode == EXIT_ERROR, result.stderr
-    assert result.stderr == (f"pspnet-predict: error: KERAS_BACKEND=numpy is a Keras backend pspnet does not run "
-                             f"on; use one of {BACKENDS_LINE}\n")
+    assert result.stderr == (
+        f"pspnet-predict: error: KERAS_BACKEND=numpy is a Keras backend pspnet does not run "
+        f"on; use one of {BACKENDS_LINE}\n"
+    )
 
 
 def test_a_backend_named_in_keras_json_is_checked_too(tmp_path):
@@ -249,12 +305,18 @@ def test_a_backend_named_in_keras_json_is_checked_too(tmp_path):
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     code = "import sys; from pspnet import cli; sys.exit(cli.predict_main())"
     result = subprocess.run(
-        [sys.executable, "-c", code, *COMMANDS["pspnet-predict"][1]], capture_output=True, text=True, cwd=tmp_path,
-        env={**environment, "KERAS_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}, timeout=120,
+        [sys.executable, "-c", code, *COMMANDS["pspnet-predict"][1]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**environment, "KERAS_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)},
+        timeout=120,
     )
     assert result.returncode == EXIT_ERROR, result.stderr
-    assert result.stderr == (f"pspnet-predict: error: backend 'tensorflw' in {tmp_path / 'home' / 'keras.json'} "
-                             f"is not a Keras backend {BACKENDS_LINE}\n")
+    assert result.stderr == (
+        f"pspnet-predict: error: backend 'tensorflw' in {tmp_path / 'home' / 'keras.json'} "
+        f"is not a Keras backend {BACKENDS_LINE}\n"
+    )
 
 
 # --- --help says what the code does --------------------------------------------------
@@ -283,7 +345,8 @@ def test_evaluate_help_gives_the_output_folder_it_writes(capsys, tmp_path):
     out = re.search(r"--out OUT (.*?) --tta", text).group(1)
     assert "default: RUN/eval-<model>-<split>" in out and "model's folder" not in out, out
     assert default_out_dir(tmp_path / "RUN" / "best.keras", tmp_path / "d" / "val", False) == (
-        tmp_path / "RUN" / "eval-best-val")
+        tmp_path / "RUN" / "eval-best-val"
+    )
 
 
 def test_model_commands_help_gives_the_image_size_they_use(capsys):
@@ -298,7 +361,8 @@ def test_model_commands_help_gives_the_image_size_they_use(capsys):
     with pytest.raises(SystemExit):
         cli.export_main(["--help"])
     assert "default: the size the model was trained at, 256 if its file does not say" in re.sub(
-        r"\s+", " ", capsys.readouterr().out)
+        r"\s+", " ", capsys.readouterr().out
+    )
 
 
 # --- pspnet-train --skip-bad ---------------------------------------------------------
@@ -314,14 +378,29 @@ def data_with_a_corrupt_file(tmp_path) -> tuple[Path, Path]:
     return data, bad
 
 
-TINY_RUN = ["--preset", "fast", "--image-size", "32", "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "1",
-            "--verbose", "0", "--val-images", "2"]
+TINY_RUN = [
+    "--preset",
+    "fast",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "1",
+    "--verbose",
+    "0",
+    "--val-images",
+    "2",
+]
 
 
 def test_train_refuses_a_corrupt_file_in_one_line_without_skip_bad(data_with_a_corrupt_file, tmp_path, capsys):
     data, bad = data_with_a_corrupt_file
-    status = cli.train_main(["--data", str(data), "--out", str(tmp_path / "run"), "--cache-dir",
-                             str(tmp_path / "cache"), *TINY_RUN])
+    status = cli.train_main(
+        ["--data", str(data), "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), *TINY_RUN]
+    )
     assert status == EXIT_ERROR
     assert_one_error_line(capsys.readouterr().err, "pspnet-train", "truncated JPEG", str(bad))
     assert not (tmp_path / "run" / "best.keras").exists()
@@ -330,8 +409,18 @@ def test_train_refuses_a_corrupt_file_in_one_line_without_skip_bad(data_with_a_c
 @pytest.mark.slow
 def test_train_skip_bad_trains_without_the_corrupt_file(data_with_a_corrupt_file, tmp_path, capsys):
     data, bad = data_with_a_corrupt_file
-    status = cli.train_main(["--data", str(data), "--out", str(tmp_path / "run"), "--cache-dir",
-                             str(tmp_path / "cache"), "--skip-bad", *TINY_RUN])
+    status = cli.train_main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--skip-bad",
+            *TINY_RUN,
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 0, err
     warned = [line for line in err.splitlines() if line.startswith("pspnet-train: warning: skipped 1 unusable file")]
@@ -359,8 +448,8 @@ def test_synth_into_a_full_folder_names_the_flag_on_the_command_line(tmp_path, c
 
 
 def test_synth_into_a_full_folder_names_the_argument_in_python(tmp_path):
-    from pspnet.errors import DataError
     from pspnet.data.synth import write_synthetic_set
+    from pspnet.errors import DataError
 
     make_pairs(tmp_path / "d" / "train", 1, size=16)
     with pytest.raises(DataError, match="pass overwrite=True or choose another") as raised:
@@ -369,11 +458,11 @@ def test_synth_into_a_full_folder_names_the_argument_in_python(tmp_path):
 
 
 def test_a_head_that_does_not_fit_the_model_reads_an_rgb_head(model_path, val, tmp_path, capsys):
-    status = cli.predict_main(["--model", str(model_path), "--input", str(val), "--out", str(tmp_path / "p"),
-                               "--head", "rgb", "--quiet"])
+    status = cli.predict_main(
+        ["--model", str(model_path), "--input", str(val), "--out", str(tmp_path / "p"), "--head", "rgb", "--quiet"]
+    )
     assert status == EXIT_ERROR
-    assert_one_error_line(capsys.readouterr().err, "pspnet-predict", "an rgb head must output 3 channels",
-                          "outputs 19")
+    assert_one_error_line(capsys.readouterr().err, "pspnet-predict", "an rgb head must output 3 channels", "outputs 19")
 
 
 def test_bench_refuses_an_unwritable_json_before_measuring(read_only, capsys, monkeypatch):
@@ -395,8 +484,9 @@ TENSORFLOW_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I
 def test_a_damaged_video_is_one_line_without_ffmpegs_own(model_path, tmp_path, capfd):
     video = tmp_path / "clip.mp4"
     video.write_bytes(os.urandom(5000))
-    status = cli.predict_main(["--model", str(model_path), "--input", str(video), "--out", str(tmp_path / "p"),
-                               "--quiet"])
+    status = cli.predict_main(
+        ["--model", str(model_path), "--input", str(video), "--out", str(tmp_path / "p"), "--quiet"]
+    )
     assert status == EXIT_ERROR
     err = "\n".join(line for line in capfd.readouterr().err.splitlines() if not line.startswith(TENSORFLOW_NOISE))
     assert_one_error_line(err, "pspnet-predict", "cannot read video", str(video))
@@ -404,7 +494,8 @@ def test_a_damaged_video_is_one_line_without_ffmpegs_own(model_path, tmp_path, c
 
 def test_an_output_folder_that_is_a_file_is_named_so(model_path, val, tmp_path, capsys):
     (tmp_path / "taken").write_text("x")
-    status = cli.evaluate_main(["--model", str(model_path), "--data", str(val), "--out", str(tmp_path / "taken"),
-                                "--quiet"])
+    status = cli.evaluate_main(
+        ["--model", str(model_path), "--data", str(val), "--out", str(tmp_path / "taken"), "--quiet"]
+    )
     assert status == EXIT_ERROR
     assert_one_error_line(capsys.readouterr().err, "pspnet-evaluate", f"not a folder: {tmp_path / 'taken'}")

@@ -12,10 +12,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, make_pairs
-from pspnet.data import cache
+
 from pspnet.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, data_main
+from pspnet.data import cache
 
 COMMAND = [sys.executable, "-c", "from pspnet.cli import data_main; raise SystemExit(data_main())"]
 
@@ -230,7 +230,10 @@ def test_command_truncated_file_subprocess(tiny_pairs, tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     result = subprocess.run(
         [*COMMAND, "inspect", str(tiny_pairs / "val"), "--cache-dir", str(tmp_path / "c")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode == EXIT_ERROR
     assert "Traceback" not in result.stderr

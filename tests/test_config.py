@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pspnet.cli import train_main
-from pspnet.training.config import CHOICES, TrainConfig, config_field_help
-from pspnet.models.presets import PRESETS
 from pspnet.checks import flag_name, parse_size
+from pspnet.cli import train_main
 from pspnet.errors import ConfigError
+from pspnet.models.presets import PRESETS
+from pspnet.training.config import CHOICES, TrainConfig, config_field_help
 
 
 def test_every_config_field_has_a_flag_with_help(capsys):
@@ -22,8 +22,18 @@ def test_every_config_field_has_a_flag_with_help(capsys):
     for field in dataclasses.fields(TrainConfig):
         assert flag_name(field.name) in text, field.name
         assert help_texts.get(field.name), field.name  # every field has its comment
-    for flag in ("--lr", "--no-flip", "--no-scale", "--jitter", "--jit-compile", "--no-jit-compile",
-                 "--distribute", "--early-stopping", "--steps-per-execution", "--cache-dir"):
+    for flag in (
+        "--lr",
+        "--no-flip",
+        "--no-scale",
+        "--jitter",
+        "--jit-compile",
+        "--no-jit-compile",
+        "--distribute",
+        "--early-stopping",
+        "--steps-per-execution",
+        "--cache-dir",
+    ):
         assert flag in text, flag
     assert CHOICES["preset"] == PRESETS
 
@@ -108,8 +118,9 @@ def test_a_rerun_may_change_how_long_and_how_fast_not_what():
     longer = dataclasses.replace(saved, epochs=9, time_limit=30.0, workers=1, verbose=0, val_images=10)
     assert longer.changes_from(saved) == []
     # Each process of a job has its own index; the chief's config.json holds 0.
-    elsewhere = dataclasses.replace(saved, distribute=True, process_id=1, num_processes=2, coordinator="h:1",
-                                    sync_batch_norm=False)
+    elsewhere = dataclasses.replace(
+        saved, distribute=True, process_id=1, num_processes=2, coordinator="h:1", sync_batch_norm=False
+    )
     assert elsewhere.changes_from(saved) == []
     other = dataclasses.replace(saved, image_size=(128, 128), optimizer="sgd")
     assert other.changes_from(saved) == ["--base-size [256, 256] -> [128, 128]", "--optimizer 'adam' -> 'sgd'"]
@@ -127,8 +138,8 @@ def test_parse_size_rejects(value):
 
 
 def test_layouts_are_the_data_packages():
-    from pspnet.training.config import LAYOUTS
     from pspnet.data.layouts import LAYOUTS as DATA_LAYOUTS
+    from pspnet.training.config import LAYOUTS
 
     assert LAYOUTS == DATA_LAYOUTS and CHOICES["layout"] == LAYOUTS
 
@@ -167,11 +178,14 @@ def test_a_config_json_from_before_layouts_resumes_as_the_same_pairs_run():
     assert dataclasses.replace(now, layout="folders").changes_from(saved) == ["--layout 'pairs' -> 'folders'"]
 
 
-@pytest.mark.parametrize("argv, base, crop", [
-    (["--base-size", "512", "1024"], (512, 1024), None),
-    (["--image-size", "48x64"], (48, 64), None),  # the old name and form
-    (["--base-size", "40", "--crop-size", "24", "32"], (40, 40), (24, 32)),
-])
+@pytest.mark.parametrize(
+    "argv, base, crop",
+    [
+        (["--base-size", "512", "1024"], (512, 1024), None),
+        (["--image-size", "48x64"], (48, 64), None),  # the old name and form
+        (["--base-size", "40", "--crop-size", "24", "32"], (40, 40), (24, 32)),
+    ],
+)
 def test_base_and_crop_size_flags(monkeypatch, argv, base, crop):
     import pspnet.training.loop
 

@@ -10,14 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import make_pairs
-from pspnet.data import cache, labels
+
 from pspnet.data import (
     FAR_DISTANCE,
+    cache,
     class_pixel_counts,
     class_pixel_shares,
     decode_labels,
+    labels,
     list_images,
     load_split,
     read_pair,
@@ -431,6 +432,7 @@ def _touch(path: Path) -> None:
 
 def test_clean_up_keeps_the_newer_entry_another_process_just_finished(tiny_pairs, cache_dir, monkeypatch):
     folder = tiny_pairs / "train"
+
     # This process keys the split, a file changes, another process keys and
     # caches the new files and finishes first; this one then finishes its own
     # (now outdated) entry and cleans up.
@@ -488,7 +490,7 @@ def test_load_split_truncated_file(tiny_pairs, cache_dir):
 def test_load_split_skip_bad(tiny_pairs, cache_dir):
     path = tiny_pairs / "train" / "3.jpg"
     path.write_bytes(path.read_bytes()[:300])
-    for attempt in range(2):  # decoded, then from the cache: the same warning
+    for _attempt in range(2):  # decoded, then from the cache: the same warning
         with pytest.warns(PspnetWarning, match=r"skipped 1 unusable file .*3\.jpg") as record:
             photos, train_ids = load_split(tiny_pairs / "train", cache_dir=cache_dir, skip_bad=True, progress=False)
         assert len([w for w in record if "unusable" in str(w.message)]) == 1

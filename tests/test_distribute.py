@@ -34,16 +34,38 @@ import numpy as np
 import pytest
 from conftest import REPO, free_ports
 
-from pspnet.training.config import TrainConfig
-from pspnet.training.distribute import Placement, join_processes, synchronize_batch_norm
 from pspnet.errors import ConfigError
 from pspnet.palette import LABEL_COLORS
+from pspnet.training.config import TrainConfig
+from pspnet.training.distribute import Placement, join_processes, synchronize_batch_norm
 
 TRAIN = REPO / "scripts" / "train.py"
 TOLERANCE = 1e-4  # relative; see the module docstring
-EXACT = ["--preset", "fast", "--image-size", "32", "--batch-size", "2", "--optimizer", "sgd", "--momentum", "0",
-         "--lr", "0.05", "--schedule", "constant", "--weight-decay", "0", "--dropout", "0", "--no-scale",
-         "--workers", "1", "--verbose", "0"]
+EXACT = [
+    "--preset",
+    "fast",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--optimizer",
+    "sgd",
+    "--momentum",
+    "0",
+    "--lr",
+    "0.05",
+    "--schedule",
+    "constant",
+    "--weight-decay",
+    "0",
+    "--dropout",
+    "0",
+    "--no-scale",
+    "--workers",
+    "1",
+    "--verbose",
+    "0",
+]
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 
 
@@ -91,8 +113,15 @@ class Job:
         self.processes = []
         for index, (args, env) in enumerate(commands):
             log = open(folder / f"process{index}.log", "w")
-            self.processes.append(subprocess.Popen([sys.executable, *(program or [str(TRAIN)]), *args], env=env,
-                                                   stdout=log, stderr=subprocess.STDOUT, text=True))
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, *(program or [str(TRAIN)]), *args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
             log.close()
 
     def wait(self, timeout: float = 600) -> None:
@@ -116,16 +145,29 @@ class Job:
 
 def _tf_workers(args: list[str], count: int, **env: str) -> list[tuple[list[str], dict[str, str]]]:
     workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
-    return [(args + ["--distribute"],
-             _env(KERAS_BACKEND="tensorflow", **env,
-                  TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})))
-            for i in range(count)]
+    return [
+        (
+            args + ["--distribute"],
+            _env(
+                KERAS_BACKEND="tensorflow",
+                **env,
+                TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
+            ),
+        )
+        for i in range(count)
+    ]
 
 
 def _jax_processes(args: list[str], count: int, **env: str) -> list[tuple[list[str], dict[str, str]]]:
     coordinator = f"127.0.0.1:{free_ports(1)[0]}"
-    return [(args + ["--distribute", "--coordinator", coordinator, "--num-processes", str(count),
-                     "--process-id", str(i)], _env(KERAS_BACKEND="jax", **env)) for i in range(count)]
+    return [
+        (
+            args
+            + ["--distribute", "--coordinator", coordinator, "--num-processes", str(count), "--process-id", str(i)],
+            _env(KERAS_BACKEND="jax", **env),
+        )
+        for i in range(count)
+    ]
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -160,26 +202,45 @@ def two_process_runs(clean_data, tmp_path_factory):
     for folder in scratch.values():
         folder.mkdir()
     jobs = {
-        "tf-one": Job(root / "tf-one-logs", [(args + ["--out", str(root / "tf-one")],
-                                              _env(KERAS_BACKEND="tensorflow"))]),
-        "tf-two": Job(root / "tf-two-logs", _tf_workers(args + ["--out", str(root / "tf-two")], 2,
-                                                        TMPDIR=str(scratch["tf"]))),
+        "tf-one": Job(
+            root / "tf-one-logs", [(args + ["--out", str(root / "tf-one")], _env(KERAS_BACKEND="tensorflow"))]
+        ),
+        "tf-two": Job(
+            root / "tf-two-logs", _tf_workers(args + ["--out", str(root / "tf-two")], 2, TMPDIR=str(scratch["tf"]))
+        ),
         # What a sum-instead-of-mean all-reduce would do: every step twice as long.
-        "tf-doubled": Job(root / "tf-doubled-logs", [([v if v != "0.05" else "0.1" for v in args]
-                                                      + ["--out", str(root / "tf-doubled")],
-                                                      _env(KERAS_BACKEND="tensorflow"))]),
-        "tf-devices": Job(root / "tf-devices-logs", [(args + ["--distribute", "--out", str(root / "tf-devices")],
-                                                      _env(KERAS_BACKEND="tensorflow"))],
-                          program=["-c", _TWO_TF_DEVICES]),
+        "tf-doubled": Job(
+            root / "tf-doubled-logs",
+            [
+                (
+                    [v if v != "0.05" else "0.1" for v in args] + ["--out", str(root / "tf-doubled")],
+                    _env(KERAS_BACKEND="tensorflow"),
+                )
+            ],
+        ),
+        "tf-devices": Job(
+            root / "tf-devices-logs",
+            [(args + ["--distribute", "--out", str(root / "tf-devices")], _env(KERAS_BACKEND="tensorflow"))],
+            program=["-c", _TWO_TF_DEVICES],
+        ),
     }
     if importlib.util.find_spec("jax") is not None:
-        jobs["jax-one"] = Job(root / "jax-one-logs", [(args + ["--out", str(root / "jax-one")],
-                                                       _env(KERAS_BACKEND="jax"))])
-        jobs["jax-two"] = Job(root / "jax-two-logs", _jax_processes(args + ["--out", str(root / "jax-two")], 2,
-                                                                    TMPDIR=str(scratch["jax"])))
-        jobs["jax-devices"] = Job(root / "jax-devices-logs", [(
-            args + ["--distribute", "--out", str(root / "jax-devices")],
-            _env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"))])
+        jobs["jax-one"] = Job(
+            root / "jax-one-logs", [(args + ["--out", str(root / "jax-one")], _env(KERAS_BACKEND="jax"))]
+        )
+        jobs["jax-two"] = Job(
+            root / "jax-two-logs",
+            _jax_processes(args + ["--out", str(root / "jax-two")], 2, TMPDIR=str(scratch["jax"])),
+        )
+        jobs["jax-devices"] = Job(
+            root / "jax-devices-logs",
+            [
+                (
+                    args + ["--distribute", "--out", str(root / "jax-devices")],
+                    _env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+                )
+            ],
+        )
     try:
         for job in jobs.values():
             job.wait()
@@ -218,8 +279,9 @@ def test_two_devices_in_one_process_match_one_device(two_process_runs, backend):
 def test_only_the_chief_writes_the_run_folder(two_process_runs, backend):
     root, scratch = two_process_runs
     single, multi = root / f"{backend}-one", root / f"{backend}-two"
-    names = lambda run: sorted(path.relative_to(run).as_posix() for path in run.rglob("*")
-                               if "logs" not in path.relative_to(run).parts)  # TensorBoard names files by host and time
+    names = lambda run: sorted(
+        path.relative_to(run).as_posix() for path in run.rglob("*") if "logs" not in path.relative_to(run).parts
+    )  # TensorBoard names files by host and time
     assert names(multi) == names(single)
     assert json.loads((multi / "metrics.json").read_text())["epochs"] == 2
     assert list(scratch[backend].iterdir()) == []  # the other process's scratch folder is gone
@@ -240,12 +302,14 @@ def _assert_stops_in_one_line(chief: subprocess.Popen, log, seconds: float = 30)
     except subprocess.TimeoutExpired:
         chief.kill()
         chief.wait()
-        pytest.fail(f"the chief still ran {seconds:g} s after its peer was killed (it hangs in a collective):\n"
-                    f"{log()[-3000:]}")
+        pytest.fail(
+            f"the chief still ran {seconds:g} s after its peer was killed (it hangs in a collective):\n{log()[-3000:]}"
+        )
     text = log()
     assert code != 0, f"the chief exited {code} without its peer:\n{text[-3000:]}"
-    assert text.strip().splitlines()[-1].startswith(
-        "pspnet-train: error: another process of this 2-process job stopped"), text[-3000:]
+    assert (
+        text.strip().splitlines()[-1].startswith("pspnet-train: error: another process of this 2-process job stopped")
+    ), text[-3000:]
     assert "Traceback" not in text
 
 
@@ -263,8 +327,19 @@ def test_a_chief_that_hangs_fails_the_check():
 @pytest.mark.parametrize("backend", ["tf", pytest.param("jax", marks=needs_jax)])
 def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_path, backend):
     run = tmp_path / "run"
-    args = ["--data", str(clean_data), *EXACT, "--epochs", "4", "--steps-per-epoch", "4", "--out", str(run),
-            "--verbose", "2"]
+    args = [
+        "--data",
+        str(clean_data),
+        *EXACT,
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "4",
+        "--out",
+        str(run),
+        "--verbose",
+        "2",
+    ]
     launch = {"tf": _tf_workers, "jax": _jax_processes}[backend]  # fresh ports for each start
     job = Job(tmp_path / "first", launch(args, 2))
     try:
@@ -280,14 +355,20 @@ def test_a_killed_worker_resumes_when_the_job_is_started_again(clean_data, tmp_p
     finally:
         job.kill()  # as a user (or Slurm) would end the rest of the job
     # Process 1 started with another --out sees no finished epoch: both refuse, in one line.
-    elsewhere = [([str(tmp_path / "elsewhere") if arg == str(run) else arg for arg in args] if index else args, env)
-                 for index, (args, env) in enumerate(launch(args, 2))]
+    elsewhere = [
+        ([str(tmp_path / "elsewhere") if arg == str(run) else arg for arg in args] if index else args, env)
+        for index, (args, env) in enumerate(launch(args, 2))
+    ]
     refused = Job(tmp_path / "elsewhere-logs", elsewhere)
     codes = [process.wait(timeout=300) for process in refused.processes]
     assert codes == [1, 1], refused.log(0)[-3000:]
     for index in range(2):
-        assert refused.log(index).strip().splitlines()[-1].startswith(
-            "pspnet-train: error: the processes found different numbers of finished epochs"), refused.log(index)
+        assert (
+            refused.log(index)
+            .strip()
+            .splitlines()[-1]
+            .startswith("pspnet-train: error: the processes found different numbers of finished epochs")
+        ), refused.log(index)
     assert _rows(run) == before and not (tmp_path / "elsewhere").exists()
     Job(tmp_path / "second", launch(args, 2)).wait()  # the same commands again
     rows = _rows(run)
@@ -341,10 +422,18 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 @pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=needs_jax)])
 def test_synchronised_batch_norm_gives_the_single_device_statistics(backend):
-    setup, env = (_TWO_TF_CPUS, {}) if backend == "tensorflow" else (
-        "", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    result = subprocess.run([sys.executable, "-c", _BATCH_NORM_STEP.format(setup=setup)], capture_output=True,
-                            text=True, timeout=300, env=_env(KERAS_BACKEND=backend, **env))
+    setup, env = (
+        (_TWO_TF_CPUS, {})
+        if backend == "tensorflow"
+        else ("", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _BATCH_NORM_STEP.format(setup=setup)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(KERAS_BACKEND=backend, **env),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
     one, synced = results["one"], results["synced"]
@@ -398,21 +487,38 @@ def test_tf_config_places_the_chief_first(monkeypatch):
         join_processes(_config(), {"TF_CONFIG": "{not json"})
 
 
-@pytest.mark.parametrize("fields, environ, message", [
-    ({"distribute": False, "num_processes": 2}, {}, "--num-processes needs --distribute"),
-    ({"num_processes": 2}, {}, "--num-processes 2 needs --process-id I"),
-    ({"num_processes": 2, "process_id": 0}, {}, "--num-processes 2 needs --coordinator HOST:PORT"),
-    ({"num_processes": 2, "process_id": 2, "coordinator": "h:1"}, {}, r"--process-id must lie in \[0, 1\]"),
-    ({"process_id": 1}, {}, "needs --num-processes N"),
-    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer"),
-    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "0"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be 1 or more, got 0"),
-    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "-2", "KERAS_DISTRIBUTION_PROCESS_ID": "0",
-          "JAX_COORDINATOR_ADDRESS": "h:1"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be 1 or more, got -2"),
-    ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "-1",
-          "JAX_COORDINATOR_ADDRESS": "h:1"}, r"KERAS_DISTRIBUTION_PROCESS_ID must lie in \[0, 1\] for 2 processes, got -1"),
-    ({"sync_batch_norm": False}, {}, "--no-sync-batch-norm is for the tensorflow backend"),
-    ({"num_processes": 2, "process_id": 0, "coordinator": "h:1", "head": "rgb"}, {}, "--head rgb trains in one"),
-])
+@pytest.mark.parametrize(
+    "fields, environ, message",
+    [
+        ({"distribute": False, "num_processes": 2}, {}, "--num-processes needs --distribute"),
+        ({"num_processes": 2}, {}, "--num-processes 2 needs --process-id I"),
+        ({"num_processes": 2, "process_id": 0}, {}, "--num-processes 2 needs --coordinator HOST:PORT"),
+        ({"num_processes": 2, "process_id": 2, "coordinator": "h:1"}, {}, r"--process-id must lie in \[0, 1\]"),
+        ({"process_id": 1}, {}, "needs --num-processes N"),
+        ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer"),
+        ({}, {"KERAS_DISTRIBUTION_NUM_PROCESSES": "0"}, "KERAS_DISTRIBUTION_NUM_PROCESSES must be 1 or more, got 0"),
+        (
+            {},
+            {
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": "-2",
+                "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+                "JAX_COORDINATOR_ADDRESS": "h:1",
+            },
+            "KERAS_DISTRIBUTION_NUM_PROCESSES must be 1 or more, got -2",
+        ),
+        (
+            {},
+            {
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                "KERAS_DISTRIBUTION_PROCESS_ID": "-1",
+                "JAX_COORDINATOR_ADDRESS": "h:1",
+            },
+            r"KERAS_DISTRIBUTION_PROCESS_ID must lie in \[0, 1\] for 2 processes, got -1",
+        ),
+        ({"sync_batch_norm": False}, {}, "--no-sync-batch-norm is for the tensorflow backend"),
+        ({"num_processes": 2, "process_id": 0, "coordinator": "h:1", "head": "rgb"}, {}, "--head rgb trains in one"),
+    ],
+)
 def test_bad_jax_job_descriptions_are_one_line(monkeypatch, fields, environ, message):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     monkeypatch.setattr(keras.distribution, "initialize", lambda *a: pytest.fail("must not join"))
@@ -432,8 +538,11 @@ def test_jax_reads_the_job_from_the_environment(monkeypatch):
     monkeypatch.setattr(keras.distribution, "initialize", lambda *args: calls.append(args))
     monkeypatch.setattr(jax, "process_count", lambda: 4)
     monkeypatch.setattr(jax, "process_index", lambda: 3)
-    environ = {"JAX_COORDINATOR_ADDRESS": "node0:1234", "KERAS_DISTRIBUTION_NUM_PROCESSES": "4",
-               "KERAS_DISTRIBUTION_PROCESS_ID": "3"}
+    environ = {
+        "JAX_COORDINATOR_ADDRESS": "node0:1234",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "4",
+        "KERAS_DISTRIBUTION_PROCESS_ID": "3",
+    }
     assert join_processes(_config(), environ) == Placement(4, 3, False)
     assert calls == [("node0:1234", 4, 3)]
     calls.clear()  # Slurm: jax finds everything itself
@@ -466,15 +575,22 @@ def test_distribute_on_torch_is_one_clear_line(monkeypatch, capsys, tmp_path):
     assert train_main(["--distribute", "--out", str(tmp_path / "run")]) != 0
     assert not (tmp_path / "run").exists()
     error = capsys.readouterr().err.strip().splitlines()
-    assert error == ["pspnet-train: error: --distribute needs the tensorflow or jax backend, not torch "
-                     "(set KERAS_BACKEND=tensorflow or jax)"]
+    assert error == [
+        "pspnet-train: error: --distribute needs the tensorflow or jax backend, not torch "
+        "(set KERAS_BACKEND=tensorflow or jax)"
+    ]
 
 
-@pytest.mark.parametrize("error", [
-    ValueError("UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error [127.0.0.1]:52359: Connection reset by peer"),
-    type("XlaRuntimeError", (RuntimeError,), {})("UNAVAILABLE: task 1 heartbeat timeout"),
-    type("UnavailableError", (Exception,), {})("Collective ops is aborted by: ... The tasks have crashed."),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError(
+            "UNKNOWN: Gloo AllGather failed: [pair.cc:538] Read error [127.0.0.1]:52359: Connection reset by peer"
+        ),
+        type("XlaRuntimeError", (RuntimeError,), {})("UNAVAILABLE: task 1 heartbeat timeout"),
+        type("UnavailableError", (Exception,), {})("Collective ops is aborted by: ... The tasks have crashed."),
+    ],
+)
 def test_a_stopped_peer_is_one_line(error):
     # As seen when the other process was killed: TensorFlow's UnavailableError, JAX's gloo ValueError.
     from pspnet.training.distribute import ProcessStopped, peers_watched

@@ -27,8 +27,7 @@ ROAD, VEGETATION, CAR = 0, 8, 13
 PHOTO_CODES = {ROAD: (200, 0, 0), VEGETATION: (0, 200, 0), CAR: (0, 0, 200)}
 # (left half, right half) class of each 32x32 sample; the last has a void top.
 LAYOUTS = [(ROAD, CAR), (VEGETATION, ROAD), (CAR, VEGETATION)]
-METRIC_KEYS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy",
-               "frequency_weighted_iou", "per_class_iou")
+METRIC_KEYS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou", "per_class_iou")
 
 
 def _write_split(folder: Path) -> Path:
@@ -48,9 +47,9 @@ def _write_split(folder: Path) -> Path:
             label[:16] = (0, 0, 0)  # void (unlabeled): must be ignored
         composite = np.concatenate([photo, label], axis=1)[..., ::-1]  # RGB -> BGR
         cv2.imwrite(
-            str(folder / f"{index}.jpg"), composite,
-            [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+            str(folder / f"{index}.jpg"),
+            composite,
+            [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
         )
     return folder
 
@@ -105,9 +104,20 @@ def tiny_path(tmp_path_factory):
 
 
 def test_cli_writes_metrics_json_with_every_key_and_the_figure(split, tiny_path, tmp_path, capsys):
-    code = evaluate_main(["--model", str(tiny_path), "--data", str(split.parent),
-                          "--out", str(tmp_path / "out"), "--batch-size", "2",
-                          "--image-size", "32"])
+    code = evaluate_main(
+        [
+            "--model",
+            str(tiny_path),
+            "--data",
+            str(split.parent),
+            "--out",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     for key in METRIC_KEYS:
@@ -126,8 +136,7 @@ def test_cli_writes_metrics_json_with_every_key_and_the_figure(split, tiny_path,
 
 
 def test_oracle_scores_perfectly_and_absent_classes_are_null(split, oracle_path, tmp_path):
-    results = evaluate(EvalConfig(model=oracle_path, data=split, out=tmp_path,
-                                  batch_size=2, verbose=False))
+    results = evaluate(EvalConfig(model=oracle_path, data=split, out=tmp_path, batch_size=2, verbose=False))
     assert results["image_size"] == [16, 16]  # the model's own input size
     assert results["mean_iou"] == pytest.approx(1.0)
     assert results["pixel_accuracy"] == pytest.approx(1.0)
@@ -142,8 +151,9 @@ def test_oracle_scores_perfectly_and_absent_classes_are_null(split, oracle_path,
 
 def test_flip_tta_maps_predictions_back(split, oracle_path, tmp_path):
     # Left and right halves differ, so a mirrored prediction left unmirrored would score 0.
-    results = evaluate(EvalConfig(model=oracle_path, data=split, out=tmp_path,
-                                  batch_size=3, tta_flip=True, verbose=False))
+    results = evaluate(
+        EvalConfig(model=oracle_path, data=split, out=tmp_path, batch_size=3, tta_flip=True, verbose=False)
+    )
     assert results["tta"] is True
     assert results["pixel_accuracy"] == pytest.approx(1.0)
 
@@ -154,8 +164,7 @@ def test_dict_output_model_is_scored_on_main(split, tmp_path):
     main = keras.layers.Identity(name="main")(_oracle_logits(inputs))
     model = keras.Model(inputs, {"aux": junk, "main": main})
     path = _save(model, tmp_path / "dict.keras")
-    results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, image_size=32,
-                                  verbose=False))
+    results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, image_size=32, verbose=False))
     assert results["mean_iou"] == pytest.approx(1.0)
 
 
@@ -165,8 +174,7 @@ def test_rgb_head_is_scored_by_decoding_its_colours(split, tmp_path):
     inputs = keras.Input((32, 32, 3))
     head = keras.layers.Conv2D(3, 1, activation="sigmoid", name="last_conv")
     model = keras.Model(inputs, head(inputs))
-    head.set_weights([np.zeros((1, 1, 3, 3), np.float32),
-                      np.log(road / (1 - road)).astype(np.float32)])
+    head.set_weights([np.zeros((1, 1, 3, 3), np.float32), np.log(road / (1 - road)).astype(np.float32)])
     assert describe_model(model).head == "rgb"
     path = _save(model, tmp_path / "rgb.keras")
     results = evaluate(EvalConfig(model=path, data=split, out=tmp_path, verbose=False))
@@ -217,12 +225,12 @@ def test_classes_head_with_wrong_channel_count_is_one_clear_error(split, tmp_pat
     _save(model, path)
     assert evaluate_main(["--model", str(path), "--data", str(split), "--quiet"]) == 1
     assert capsys.readouterr().err == (
-        f"pspnet-evaluate: error: the model predicts 5 classes but does not say which: {path}\n")
+        f"pspnet-evaluate: error: the model predicts 5 classes but does not say which: {path}\n"
+    )
 
 
 def test_fixed_size_model_rejects_another_image_size(split, oracle_path, capsys):
-    assert evaluate_main(["--model", str(oracle_path), "--data", str(split),
-                          "--image-size", "32", "--quiet"]) == 1
+    assert evaluate_main(["--model", str(oracle_path), "--data", str(split), "--image-size", "32", "--quiet"]) == 1
     assert "takes 16x16 images" in capsys.readouterr().err
 
 
@@ -257,8 +265,19 @@ def test_skip_bad_scores_the_readable_files_and_warns_once(split, oracle_path, t
     folder = tmp_path / "val"
     shutil.copytree(split, folder)
     (folder / "4.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")
-    args = ["--model", str(oracle_path), "--data", str(folder), "--out", str(tmp_path / "out"),
-            "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2", "--quiet"]
+    args = [
+        "--model",
+        str(oracle_path),
+        "--data",
+        str(folder),
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]
     assert evaluate_main(args) == 1  # without --skip-bad the file stops the run
     assert capsys.readouterr().err == (
         f"pspnet-evaluate: error: truncated JPEG (no end-of-image marker): {folder / '4.jpg'}\n"
@@ -272,12 +291,16 @@ def test_skip_bad_scores_the_readable_files_and_warns_once(split, oracle_path, t
 
 
 def test_format_table_lists_classes_and_na():
-    table = format_table({
-        "per_class_iou": {"road": 0.5, "sky": float("nan")},
-        "per_class_accuracy": {"road": 0.75, "sky": float("nan")},
-        "mean_iou": 0.5, "pixel_accuracy": 0.75, "mean_class_accuracy": 0.75,
-        "frequency_weighted_iou": 0.5,
-    })
+    table = format_table(
+        {
+            "per_class_iou": {"road": 0.5, "sky": float("nan")},
+            "per_class_accuracy": {"road": 0.75, "sky": float("nan")},
+            "mean_iou": 0.5,
+            "pixel_accuracy": 0.75,
+            "mean_class_accuracy": 0.75,
+            "frequency_weighted_iou": 0.5,
+        }
+    )
     lines = table.splitlines()
     assert lines[2].split() == ["road", "0.500", "0.750"]
     assert lines[3].split() == ["sky", "n/a", "n/a"]
@@ -286,16 +309,19 @@ def test_format_table_lists_classes_and_na():
 
 # TensorFlow's native start-up log (cudart_stub, cpu_feature_guard) reaches stderr
 # before absl is initialised, whatever TF_CPP_MIN_LOG_LEVEL says: not ours to judge.
-TF_NATIVE_LOG = re.compile(
-    r"^(WARNING: All log messages before absl|[IWE]\d{4} |To enable the following)"
-)
+TF_NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} |To enable the following)")
 
 
 def _run_cli(*args):
     """Runs scripts/evaluate.py; returns (exit code, stderr lines of our own)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     lines = [line for line in done.stderr.splitlines() if line and not TF_NATIVE_LOG.match(line)]
     return done.returncode, lines
 
@@ -329,8 +355,9 @@ def test_bad_flag_is_one_usage_line(capsys):
     assert error.startswith("pspnet-evaluate: error: argument --batch-size") and "\n" not in error
 
 
-def test_scores_of_another_data_set_or_model_never_replace_a_folders_scores(split, oracle_path, tiny_path, tmp_path,
-                                                                           capsys):
+def test_scores_of_another_data_set_or_model_never_replace_a_folders_scores(
+    split, oracle_path, tiny_path, tmp_path, capsys
+):
     import shutil
 
     (tmp_path / "run").mkdir()
@@ -346,11 +373,27 @@ def test_scores_of_another_data_set_or_model_never_replace_a_folders_scores(spli
         shutil.copy(split / name, other / name)
     assert evaluate_main(["--model", str(model), "--data", str(other), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"pspnet-evaluate: error: {metrics.parent} holds the scores of "), err
+    assert err.count("\n") == 1 and err.startswith(f"pspnet-evaluate: error: {metrics.parent} holds the scores of "), (
+        err
+    )
     assert str(split.resolve()) in err and "--out" in err
     # Another model into that folder (--out): refused too.
-    assert evaluate_main(["--model", str(tiny_path), "--data", str(split), "--out", str(metrics.parent),
-                          "--image-size", "16", "--quiet"]) == 1
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(tiny_path),
+                "--data",
+                str(split),
+                "--out",
+                str(metrics.parent),
+                "--image-size",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert str(model.resolve()) in capsys.readouterr().err
     assert metrics.read_bytes() == before
     # The same model on the same data replaces its own scores.
@@ -368,8 +411,12 @@ def _saved(tmp_path, name, num_classes, image_size, classes=None, kernel=1):
     x = keras.layers.Rescaling(1 / 255)(inputs)
     outputs = keras.layers.Conv2D(num_classes, kernel, padding="same", name="logits")(x)
     path = tmp_path / name
-    info = ModelInfo(head="classes", num_classes=num_classes, image_size=image_size,
-                     classes=None if classes is None else classes.to_json())
+    info = ModelInfo(
+        head="classes",
+        num_classes=num_classes,
+        image_size=image_size,
+        classes=None if classes is None else classes.to_json(),
+    )
     save_model(keras.Model(inputs, outputs), path, info)
     return path
 
@@ -387,11 +434,32 @@ def test_a_cityscapes_root_is_scored_on_its_val_split_at_the_labels_full_size(tm
     labelled = sum(int((split.read_label(i) != 255).sum()) for i in range(len(split)))
     assert metrics["num_images"] == 3 and metrics["layout"] == "cityscapes" and metrics["split"] == "val"
     assert sum(map(sum, metrics["confusion_matrix"])) == labelled  # every 64x128 label pixel, none resized
-    assert metrics["inference"] == {"mode": "whole", "crop": None, "stride": None, "scales": [1.0], "flip": False,
-                                    "keep_aspect": True, "base_size": [32, 64]}
+    assert metrics["inference"] == {
+        "mode": "whole",
+        "crop": None,
+        "stride": None,
+        "scales": [1.0],
+        "flip": False,
+        "keep_aspect": True,
+        "base_size": [32, 64],
+    }
     assert list(metrics["per_class_iou"]) == list(CLASS_NAMES)
-    assert evaluate_main(["--model", str(model), "--data", str(root), "--split", "train", "--quiet",
-                          "--out", str(tmp_path / "train")]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(model),
+                "--data",
+                str(root),
+                "--split",
+                "train",
+                "--quiet",
+                "--out",
+                str(tmp_path / "train"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "train" / "metrics.json").read_text())["num_images"] == 1
 
 
@@ -416,8 +484,28 @@ def test_cli_slide_scales_and_base_size_flags(tmp_path, capsys):
 
     root = make_cityscapes(tmp_path / "cs", train=1, val=1, height=64, width=128)
     model = _saved(tmp_path, "m.keras", NUM_CLASSES, (64, 128))
-    assert evaluate_main(["--model", str(model), "--data", str(root), "--slide", "32x64", "16x32", "--scales",
-                          "0.5", "1", "--base-size", "32", "64", "--out", str(tmp_path / "o")]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--model",
+                str(model),
+                "--data",
+                str(root),
+                "--slide",
+                "32x64",
+                "16x32",
+                "--scales",
+                "0.5",
+                "1",
+                "--base-size",
+                "32",
+                "64",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "32x64 windows every 16x32 of photos fitted into 32x64 at scales 0.5, 1" in out
     inference = json.loads((tmp_path / "o" / "metrics.json").read_text())["inference"]
@@ -449,7 +537,8 @@ def test_a_model_of_other_classes_is_refused_in_one_line_naming_both(tmp_path, c
     assert evaluate_main(["--model", str(model), "--data", str(root), "--quiet"]) == 1
     assert capsys.readouterr().err == (
         "pspnet-evaluate: error: the model was trained on other classes than the data set's (19 classes against "
-        f"5, the model's first): {model} against {root / 'dataset.json'}\n")
+        f"5, the model's first): {model} against {root / 'dataset.json'}\n"
+    )
     assert not (tmp_path / "eval-cityscapes-val").exists()
 
 

@@ -14,15 +14,15 @@ pytest.importorskip("tf2onnx")
 tf = pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
+from conftest import make_pairs  # noqa: E402
 
 import pspnet  # noqa: E402
-from conftest import make_pairs  # noqa: E402
 from pspnet.cli import evaluate_main, export_main  # noqa: E402
 from pspnet.errors import ConfigError  # noqa: E402
 from pspnet.inference.evaluate import EvalConfig, evaluate  # noqa: E402
 from pspnet.inference.export import TOLERANCE, export  # noqa: E402
-from pspnet.models.modelfile import ModelInfo, save_model  # noqa: E402
 from pspnet.inference.runtimes import description_path, load_exported  # noqa: E402
+from pspnet.models.modelfile import ModelInfo, save_model  # noqa: E402
 
 SIZE = (32, 48)
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="export runs on TensorFlow")
@@ -32,8 +32,9 @@ def _model_file(folder: Path, preset: str, head: str = "classes") -> Path:
     keras.utils.set_random_seed(1)
     model = pspnet.build_pspnet(preset, input_shape=(None, None, 3), head=head)
     path = folder / f"{preset}-{head}.keras"
-    save_model(model, path, ModelInfo(head=head, num_classes=19 if head == "classes" else 3, preset=preset,
-                                      image_size=SIZE))
+    save_model(
+        model, path, ModelInfo(head=head, num_classes=19 if head == "classes" else 3, preset=preset, image_size=SIZE)
+    )
     return path
 
 
@@ -87,11 +88,14 @@ def test_litert_matches_keras_within_its_stated_tolerance(models, photos, tmp_pa
 
 def test_another_fixed_size_and_the_cli_line(models, tmp_path, capsys):
     out = tmp_path / "m40.onnx"
-    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
-                        "--image-size", "40", "56"]) == 0
+    assert (
+        export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out), "--image-size", "40", "56"])
+        == 0
+    )
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"pspnet-export: wrote {out} and m40.onnx.json (onnx, 40x56); "
-                           "checked on 4 generated street scenes")
+    assert line.startswith(
+        f"pspnet-export: wrote {out} and m40.onnx.json (onnx, 40x56); checked on 4 generated street scenes"
+    )
     runtime, _ = load_exported(out)
     assert runtime.input_shape == (None, 40, 56, 3)
 
@@ -100,10 +104,15 @@ def test_an_exported_model_scores_like_the_keras_model(models, tmp_path):
     split = make_pairs(tmp_path / "val", 4, size=32, seed=5, split="val")
     out = tmp_path / "m.onnx"
     export(models["fast"], "onnx", out, verbose=False)
-    keras_scores = evaluate(EvalConfig(model=models["fast"], data=split, out=tmp_path / "k", batch_size=2,
-                                       verbose=False))
-    assert evaluate_main(["--model", str(out), "--data", str(split), "--out", str(tmp_path / "o"),
-                          "--batch-size", "2", "--quiet"]) == 0
+    keras_scores = evaluate(
+        EvalConfig(model=models["fast"], data=split, out=tmp_path / "k", batch_size=2, verbose=False)
+    )
+    assert (
+        evaluate_main(
+            ["--model", str(out), "--data", str(split), "--out", str(tmp_path / "o"), "--batch-size", "2", "--quiet"]
+        )
+        == 0
+    )
     onnx_scores = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert onnx_scores["mean_iou"] == pytest.approx(keras_scores["mean_iou"], abs=1e-6)
     assert onnx_scores["pixel_accuracy"] == pytest.approx(keras_scores["pixel_accuracy"], abs=1e-6)
@@ -113,8 +122,9 @@ def _no_generated_scenes(*args, **kwargs):
     raise AssertionError("checked on generated scenes, not the photos given")
 
 
-def test_int8_litert_is_checked_against_the_float_model_on_its_calibration_photos(models, tmp_path, monkeypatch,
-                                                                                  capsys):
+def test_int8_litert_is_checked_against_the_float_model_on_its_calibration_photos(
+    models, tmp_path, monkeypatch, capsys
+):
     photos = make_pairs(tmp_path / "calibration", 4, size=32, seed=2, split="train")
     monkeypatch.setattr("pspnet.inference.export.check_photos", _no_generated_scenes)
     result = export(models["fast"], "litert", tmp_path / "int8.tflite", quantize=True, calibration=photos)
@@ -124,8 +134,7 @@ def test_int8_litert_is_checked_against_the_float_model_on_its_calibration_photo
     # An int8 model that agrees too little is refused, and nothing is written.
     monkeypatch.setattr("pspnet.inference.export.INT8_AGREEMENT", 1.01)
     with pytest.raises(ConfigError, match="agrees with the float model on"):
-        export(models["fast"], "litert", tmp_path / "refused.tflite", quantize=True, calibration=photos,
-               verbose=False)
+        export(models["fast"], "litert", tmp_path / "refused.tflite", quantize=True, calibration=photos, verbose=False)
     assert not (tmp_path / "refused.tflite").exists() and not description_path(tmp_path / "refused.tflite").exists()
 
 
@@ -133,8 +142,12 @@ def test_check_data_photos_are_what_an_export_is_checked_on(models, tmp_path, mo
     folder = make_pairs(tmp_path / "streets", 3, size=32, seed=4, split="val")
     monkeypatch.setattr("pspnet.inference.export.check_photos", _no_generated_scenes)
     out = tmp_path / "m.onnx"
-    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
-                        "--check-data", str(folder)]) == 0
+    assert (
+        export_main(
+            ["--model", str(models["fast"]), "--format", "onnx", "--out", str(out), "--check-data", str(folder)]
+        )
+        == 0
+    )
     assert f"; checked on 3 photos of {folder}: max |difference| " in capsys.readouterr().out
     check = json.loads(description_path(out).read_text())["check"]
     assert (check["images"], check["photos"]) == (f"photos of {folder}", 3)
@@ -142,8 +155,21 @@ def test_check_data_photos_are_what_an_export_is_checked_on(models, tmp_path, mo
 
 def test_a_missing_check_data_folder_is_one_line_before_anything_is_written(models, tmp_path, capsys):
     out = tmp_path / "exports" / "m.onnx"
-    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out),
-                        "--check-data", str(tmp_path / "absent")]) == 1
+    assert (
+        export_main(
+            [
+                "--model",
+                str(models["fast"]),
+                "--format",
+                "onnx",
+                "--out",
+                str(out),
+                "--check-data",
+                str(tmp_path / "absent"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--check-data folder not found: {tmp_path / 'absent'}" in err, err
     assert not (tmp_path / "exports").exists()
@@ -151,8 +177,22 @@ def test_a_missing_check_data_folder_is_one_line_before_anything_is_written(mode
 
 def test_a_missing_calibration_folder_is_named_with_its_flag(models, tmp_path, capsys):
     out = tmp_path / "m.tflite"
-    assert export_main(["--model", str(models["fast"]), "--format", "litert", "--quantize", "--out", str(out),
-                        "--calibration", str(tmp_path / "absent")]) == 1
+    assert (
+        export_main(
+            [
+                "--model",
+                str(models["fast"]),
+                "--format",
+                "litert",
+                "--quantize",
+                "--out",
+                str(out),
+                "--calibration",
+                str(tmp_path / "absent"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--calibration folder not found: {tmp_path / 'absent'}" in err, err
     assert not out.exists()
@@ -239,8 +279,10 @@ def test_a_model_the_converter_cannot_handle_is_one_line_and_leaves_nothing(tmp_
 
 def test_out_under_a_file_is_one_line(models, tmp_path, capsys):
     (tmp_path / "exports").write_text("not a folder")
-    assert export_main(["--model", str(models["fast"]), "--format", "onnx",
-                        "--out", str(tmp_path / "exports" / "m.onnx")]) == 1
+    assert (
+        export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(tmp_path / "exports" / "m.onnx")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"the output folder {tmp_path / 'exports'} is a file" in err, err
 
@@ -249,11 +291,10 @@ def test_the_readme_onnx_example_runs_on_an_export(models, tmp_path, monkeypatch
     import re
 
     import cv2
-
     from conftest import REPO
 
     readme = (REPO / "README.md").read_text()
-    deploy = readme[readme.index("## Deploy"):readme.index("## Video")]
+    deploy = readme[readme.index("## Deploy") : readme.index("## Video")]
     snippet = re.search(r"```python\n(.*?)```", deploy, re.S).group(1)
     assert len(snippet.strip().splitlines()) <= 11  # "a ten-line example" (plus its import line)
     onnx_path = re.search(r'InferenceSession\("([^"]+)"\)', snippet).group(1)  # where the README's export put it
@@ -269,29 +310,56 @@ def test_bench_runtimes_times_and_scores_every_runtime(models, tmp_path, capsys)
     from pspnet.cli import bench_main
 
     split = make_pairs(tmp_path / "val", 2, size=32, seed=5, split="val")
-    assert bench_main(["runtimes", "--model", str(models["fast"]), "--data", str(split), "--steps", "1",
-                       "--calibration", str(split)]) == 0
+    assert (
+        bench_main(
+            [
+                "runtimes",
+                "--model",
+                str(models["fast"]),
+                "--data",
+                str(split),
+                "--steps",
+                "1",
+                "--calibration",
+                str(split),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].startswith("| runtime | images/s, batch 1 | images/s, batch 8 | val mIoU")
     assert [line.split(" | ")[0] for line in table[2:]] == [
-        "| keras (tensorflow)", "| onnxruntime", "| litert", "| litert int8"]
+        "| keras (tensorflow)",
+        "| onnxruntime",
+        "| litert",
+        "| litert int8",
+    ]
     float_scores = {line.split(" | ")[4] for line in table[2:5]}
     assert len(float_scores) == 1  # the float runtimes give one model one number
 
 
 # --- a model of five classes of its own -------------------------------------------------
 
-FARM = {"classes": [{"name": name, "color": color} for name, color in (
-    ("soil", [120, 80, 40]), ("crop", [0, 200, 0]), ("weed", [200, 0, 200]), ("water", [0, 0, 255]),
-    ("stone", [128, 128, 128]))], "ignore_index": 7}
+FARM = {
+    "classes": [
+        {"name": name, "color": color}
+        for name, color in (
+            ("soil", [120, 80, 40]),
+            ("crop", [0, 200, 0]),
+            ("weed", [200, 0, 200]),
+            ("water", [0, 0, 255]),
+            ("stone", [128, 128, 128]),
+        )
+    ],
+    "ignore_index": 7,
+}
 
 
 def _five_class_file(folder: Path, classes: dict | None) -> Path:
     keras.utils.set_random_seed(1)
     model = pspnet.build_pspnet("fast", num_classes=5, input_shape=(None, None, 3))
     path = folder / ("farm.keras" if classes else "nameless.keras")
-    save_model(model, path, ModelInfo(head="classes", num_classes=5, preset="fast", image_size=SIZE,
-                                      classes=classes))
+    save_model(model, path, ModelInfo(head="classes", num_classes=5, preset="fast", image_size=SIZE, classes=classes))
     return path
 
 
@@ -312,33 +380,39 @@ def test_a_five_class_export_describes_its_table_and_loads_back_with_it(photos, 
 
 def test_a_five_class_model_without_its_table_is_refused_in_one_line(tmp_path, capsys):
     out = tmp_path / "nameless.onnx"
-    assert export_main(["--model", str(_five_class_file(tmp_path, None)), "--format", "onnx",
-                        "--out", str(out)]) == 1
+    assert export_main(["--model", str(_five_class_file(tmp_path, None)), "--format", "onnx", "--out", str(out)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "predicts 5 classes but does not say which" in lines[0]
     assert lines[0].endswith("nameless.keras") and not out.exists() and not description_path(out).exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"colors": [[0, 0, 0]] * 4}, r"garbles its class table \(5 names but 4 colours\)"),
-    ({"num_classes": 6}, "has 6 classes but a table of 5"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colors": [[0, 0, 0]] * 4}, r"garbles its class table \(5 names but 4 colours\)"),
+        ({"num_classes": 6}, "has 6 classes but a table of 5"),
+    ],
+)
 def test_an_export_description_with_a_bad_table_is_one_line(change, message):
     from pspnet.inference.runtimes import info_of
 
-    description = {"head": "classes", "num_classes": 5, "classes": ["a", "b", "c", "d", "e"],
-                   "colors": [[index, 0, 0] for index in range(5)], **change}
+    description = {
+        "head": "classes",
+        "num_classes": 5,
+        "classes": ["a", "b", "c", "d", "e"],
+        "colors": [[index, 0, 0] for index in range(5)],
+        **change,
+    }
     with pytest.raises(ConfigError, match=f"{message}: m.onnx.json$"):
         info_of(description, "m.onnx.json")
 
 
 def test_an_old_description_without_ignore_index_is_cityscapes():
     from pspnet.data.classes import CITYSCAPES
-    from pspnet.palette import palette
     from pspnet.inference.runtimes import info_of
+    from pspnet.palette import palette
 
-    old = {"head": "classes", "num_classes": 19, "classes": list(CITYSCAPES.names),
-           "colors": palette()[:19].tolist()}
+    old = {"head": "classes", "num_classes": 19, "classes": list(CITYSCAPES.names), "colors": palette()[:19].tolist()}
     assert info_of(old).class_table() == CITYSCAPES
 
 
@@ -349,28 +423,45 @@ def test_check_data_may_be_a_data_set_root_of_any_layout(tmp_path, monkeypatch, 
     monkeypatch.setattr("pspnet.inference.export.check_photos", _no_generated_scenes)
     for root in (make_folders(tmp_path / "farm", val=2), make_cityscapes(tmp_path / "official", val=3)):
         out = tmp_path / f"{root.name}.onnx"
-        assert export_main(["--model", str(model), "--format", "onnx", "--out", str(out),
-                            "--check-data", str(root)]) == 0
+        assert (
+            export_main(["--model", str(model), "--format", "onnx", "--out", str(out), "--check-data", str(root)]) == 0
+        )
         check = json.loads(description_path(out).read_text())["check"]
         assert check["images"] == f"photos of {root}" and check["photos"] == (2 if root.name == "farm" else 3)
     capsys.readouterr()
     (tmp_path / "empty").mkdir()
-    assert export_main(["--model", str(model), "--format", "onnx", "--out", str(tmp_path / "e.onnx"),
-                        "--check-data", str(tmp_path / "empty")]) == 1
+    assert (
+        export_main(
+            [
+                "--model",
+                str(model),
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "e.onnx"),
+                "--check-data",
+                str(tmp_path / "empty"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot tell the layout" in err and not (tmp_path / "e.onnx").exists()
 
 
 def test_bench_runtimes_scores_a_folders_root_and_refuses_other_classes(tmp_path, capsys):
     from conftest import make_cityscapes, make_folders
+
     from pspnet.cli import bench_main
     from pspnet.data.synth_layouts import FOLDERS_CLASSES
 
     keras.utils.set_random_seed(2)
     model = tmp_path / "folders.keras"
-    save_model(pspnet.build_pspnet("fast", num_classes=5, input_shape=(None, None, 3)), model,
-               ModelInfo(head="classes", num_classes=5, preset="fast", image_size=SIZE,
-                         classes=FOLDERS_CLASSES.to_json()))
+    save_model(
+        pspnet.build_pspnet("fast", num_classes=5, input_shape=(None, None, 3)),
+        model,
+        ModelInfo(head="classes", num_classes=5, preset="fast", image_size=SIZE, classes=FOLDERS_CLASSES.to_json()),
+    )
     official = make_cityscapes(tmp_path / "official", val=1)
     assert bench_main(["runtimes", "--model", str(model), "--data", str(official), "--steps", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -12,9 +12,7 @@ import pytest
 from conftest import REPO
 
 from pspnet.errors import ConfigError
-from pspnet.fileio import (
-    FolderLock, atomic_write, atomic_write_text, final_name, remove_temporaries, temporary_name,
-)
+from pspnet.fileio import FolderLock, atomic_write, atomic_write_text, final_name, remove_temporaries, temporary_name
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -49,9 +47,16 @@ def test_a_second_holder_of_the_lock_is_refused_in_one_line(tmp_path):
 
 def test_the_lock_dies_with_its_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pspnet.fileio import FolderLock; "
-         "lock = FolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pspnet.fileio import FolderLock; "
+            "lock = FolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -19,8 +19,9 @@ HEAVY = ("tensorflow", "keras", "jax", "torch")
 
 def _python(script: str, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                          env=environment, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=environment, timeout=timeout
+    )
 
 
 def _loaded(statement: str) -> list[str]:
@@ -33,13 +34,16 @@ def test_importing_the_package_and_its_cli_loads_no_backend():
     assert _loaded("import pspnet, pspnet.cli, pspnet.training.config, pspnet.errors, pspnet.fileio") == []
 
 
-@pytest.mark.parametrize("command, argv", [
-    ("data_main", ["--help"]),
-    ("train_main", ["--help"]),
-    ("train_main", ["--epochs", "0"]),
-    ("evaluate_main", ["--help"]),
-    ("predict_main", ["--help"]),
-])
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("data_main", ["--help"]),
+        ("train_main", ["--help"]),
+        ("train_main", ["--epochs", "0"]),
+        ("evaluate_main", ["--help"]),
+        ("predict_main", ["--help"]),
+    ],
+)
 def test_help_and_flag_errors_answer_without_loading_a_backend(command, argv):
     statement = (
         f"from pspnet.cli import {command}\n"
@@ -93,10 +97,22 @@ def test_two_tensorflow_workers_get_past_strategy_creation():
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        environment = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
-                       "KERAS_BACKEND": "tensorflow", "TF_CONFIG": json.dumps(config)}
-        processes.append(subprocess.Popen([sys.executable, "-c", script], env=environment, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        environment = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CONFIG": json.dumps(config),
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                env=environment,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     outputs = []
     try:
         for process in processes:

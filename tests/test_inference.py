@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import BatchRecorder
+
 from pspnet.errors import ConfigError
+from pspnet.inference.runtimes import LiteRTModel
 from pspnet.inference.segmenter import Segmenter
 from pspnet.models.modelfile import ModelInfo
-from pspnet.inference.runtimes import LiteRTModel
 
 SIZE = (32, 48)
 INFO = ModelInfo(head="classes", num_classes=19)
@@ -208,8 +208,9 @@ def test_sliding_windows_of_a_keras_model_with_five_classes_equal_whole_image_in
 def test_overlapping_windows_average_their_scores():
     photo = np.zeros((1, 8, 12, 3), np.uint8)
     photo[:, :, 6:] = 90  # right half bright
-    segmenter = Segmenter(WindowMean(), ModelInfo(head="classes", num_classes=2), (8, 12), batch_size=8,
-                          slide=((8, 8), (8, 4)))  # windows at columns 0-7 (mean 22.5) and 4-11 (mean 67.5)
+    segmenter = Segmenter(
+        WindowMean(), ModelInfo(head="classes", num_classes=2), (8, 12), batch_size=8, slide=((8, 8), (8, 4))
+    )  # windows at columns 0-7 (mean 22.5) and 4-11 (mean 67.5)
     scores = segmenter.scores(photo)[0, 0, :, 0]
     np.testing.assert_allclose(scores, [22.5] * 4 + [45] * 4 + [67.5] * 4)
 
@@ -231,9 +232,13 @@ def test_scales_run_at_multiples_of_the_fitted_size_and_average_probabilities():
     assert model.sizes == [(16, 24), (32, 48)]
     from pspnet.inference.segmenter import _softmax, resize_batch
 
-    expected = np.mean([
-        resize_batch(_softmax(model.predict_on_batch(resize_batch(photo.astype(np.float32), size))), (64, 96))
-        for size in [(16, 24), (32, 48)]], axis=0)
+    expected = np.mean(
+        [
+            resize_batch(_softmax(model.predict_on_batch(resize_batch(photo.astype(np.float32), size))), (64, 96))
+            for size in [(16, 24), (32, 48)]
+        ],
+        axis=0,
+    )
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scores.sum(axis=-1), 1.0, rtol=1e-5)
 
@@ -285,8 +290,9 @@ def test_a_model_trained_on_the_squashed_pairs_stretches_photos_and_others_fit_t
         segmenter = Segmenter(BatchRecorder(), ModelInfo(head="classes", num_classes=19, layout=layout), (32, 32))
         assert segmenter.run_size(photo.shape[1:3]) == expected, layout
         assert segmenter.predict_ids(photo).shape == (1, 64, 128)
-    stretched = Segmenter(BatchRecorder(), ModelInfo(head="classes", num_classes=19, layout="cityscapes"), (32, 32),
-                          keep_aspect=False)
+    stretched = Segmenter(
+        BatchRecorder(), ModelInfo(head="classes", num_classes=19, layout="cityscapes"), (32, 32), keep_aspect=False
+    )
     assert stretched.run_size((64, 128)) == (32, 32)
 
 

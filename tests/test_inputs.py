@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import make_pairs
+
 from pspnet.data.inputs import LABEL_SHARE, label_share, read_input
 from pspnet.errors import DataError
 

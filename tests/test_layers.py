@@ -66,16 +66,12 @@ def test_adaptive_pooling_with_unknown_sizes():
     # Several sizes in a row: TensorFlow retraces with unknown sizes after the first.
     for size in [(16, 16), (17, 40), (5, 9)]:
         x = rng.normal(size=(2, *size, 4)).astype("float32")
-        np.testing.assert_allclose(
-            model.predict(x, verbose=0), numpy_adaptive_pool(x, 6, 6), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(model.predict(x, verbose=0), numpy_adaptive_pool(x, 6, 6), rtol=1e-5, atol=1e-6)
 
 
 def test_adaptive_pooling_matrix_rows_average_their_cell():
     matrix = keras.ops.convert_to_numpy(adaptive_pooling_matrix(5, 3))
-    expected = np.array(
-        [[1 / 2, 1 / 2, 0, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, 1 / 2, 1 / 2]]
-    )
+    expected = np.array([[1 / 2, 1 / 2, 0, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, 1 / 2, 1 / 2]])
     np.testing.assert_allclose(matrix, expected, rtol=1e-6)
 
 
@@ -105,9 +101,11 @@ def test_resize_to_match_unknown_sizes():
     rng = np.random.default_rng(4)
     for size in [(16, 16), (16, 40), (9, 13)]:
         x = rng.normal(size=(2, *size, 4)).astype("float32")
-        pooled_np = x[:, : size[0] // 4 * 4, : size[1] // 4 * 4].reshape(
-            2, size[0] // 4, 4, size[1] // 4, 4, 4
-        ).mean(axis=(2, 4))
+        pooled_np = (
+            x[:, : size[0] // 4 * 4, : size[1] // 4 * 4]
+            .reshape(2, size[0] // 4, 4, size[1] // 4, 4, 4)
+            .mean(axis=(2, 4))
+        )
         out = model.predict(x, verbose=0)
         assert out.shape == (2, *size, 4)
         np.testing.assert_allclose(out, numpy_bilinear(pooled_np, *size), rtol=1e-4, atol=1e-5)
@@ -122,9 +120,7 @@ def test_layers_keep_their_compute_dtype(dtype):
     for y in (resized, pooled, normalized):
         assert keras.backend.standardize_dtype(y.dtype) == dtype
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(keras.ops.cast(pooled, "float32")),
-        numpy_adaptive_pool(x, 3, 3),
-        rtol=1e-2,
+        keras.ops.convert_to_numpy(keras.ops.cast(pooled, "float32")), numpy_adaptive_pool(x, 3, 3), rtol=1e-2
     )
 
 
@@ -177,7 +173,5 @@ def test_get_config_round_trip(layer, inputs):
     rebuilt = keras.saving.deserialize_keras_object(serialized, safe_mode=True)
     assert type(rebuilt) is type(layer) and rebuilt.get_config() == config
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(restored(args)),
-        keras.ops.convert_to_numpy(layer(args)),
-        rtol=1e-6,
+        keras.ops.convert_to_numpy(restored(args)), keras.ops.convert_to_numpy(layer(args)), rtol=1e-6
     )

@@ -19,19 +19,8 @@ from conftest import make_cityscapes, make_folders, make_pairs
 from pspnet.data import load_split
 from pspnet.data.classes import CITYSCAPES
 from pspnet.data.files import image_size, read_mask
-from pspnet.data.layouts import (
-    detect_layout,
-    open_split,
-    read_label_file,
-    resolve_split,
-)
-from pspnet.data.samples import (
-    LayoutSummary,
-    SplitLabels,
-    SplitPhotos,
-    load_arrays,
-    scan_split,
-)
+from pspnet.data.layouts import detect_layout, open_split, read_label_file, resolve_split
+from pspnet.data.samples import LayoutSummary, SplitLabels, SplitPhotos, load_arrays, scan_split
 from pspnet.data.synth_layouts import FOLDERS_CLASSES
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 
@@ -127,9 +116,13 @@ def test_indexed_png_masks_give_their_indices(tmp_path):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     rows = b"".join(b"\x00" + row.tobytes() for row in indices)
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 5, 8, 3, 0, 0, 0))
-           + chunk(b"PLTE", bytes([10, 20, 30, 200, 0, 0, 0, 200, 0, 0, 0, 200]))
-           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 5, 8, 3, 0, 0, 0))
+        + chunk(b"PLTE", bytes([10, 20, 30, 200, 0, 0, 0, 200, 0, 0, 0, 200]))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     (tmp_path / "m.png").write_bytes(png)
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), indices)
 
@@ -221,8 +214,11 @@ def test_load_arrays_lazy_for_layouts(tmp_path):
 def test_image_without_its_mask(tmp_path):
     make_folders(tmp_path / "f", train=1, val=2)
     (tmp_path / "f" / "masks" / "val" / "scene_002.png").unlink()
-    with pytest.raises(DataError, match=r"image without its mask: no scene_002.png in .*masks/val for .*"
-                                        r"images/val/scene_002.jpg$"):
+    with pytest.raises(
+        DataError,
+        match=r"image without its mask: no scene_002.png in .*masks/val for .*"
+        r"images/val/scene_002.jpg$",
+    ):
         open_split(tmp_path / "f", "val")
     make_cityscapes(tmp_path / "cs", train=1, val=1)
     next((tmp_path / "cs" / "gtFine" / "val").rglob("*_labelIds.png")).unlink()
@@ -233,8 +229,11 @@ def test_image_without_its_mask(tmp_path):
 def test_mask_without_its_image(tmp_path):
     make_folders(tmp_path / "f", train=1, val=2)
     (tmp_path / "f" / "images" / "val" / "scene_001.jpg").unlink()
-    with pytest.raises(DataError, match=r"mask without its image: no scene_001.jpg/.jpeg/.png in .*"
-                                        r"masks/val/scene_001.png$"):
+    with pytest.raises(
+        DataError,
+        match=r"mask without its image: no scene_001.jpg/.jpeg/.png in .*"
+        r"masks/val/scene_001.png$",
+    ):
         open_split(tmp_path / "f", "val")
     make_cityscapes(tmp_path / "cs", train=2, val=1)
     (tmp_path / "cs" / "leftImg8bit" / "train" / "bochum" / "bochum_000000_000002_leftImg8bit.png").unlink()
@@ -258,8 +257,11 @@ def test_mask_value_neither_class_nor_ignore(tmp_path):
     mask = _mask(tmp_path / "f", *VAL_MASK)
     mask[0, :3] = (5, 200, 5)
     _write(tmp_path.joinpath("f", *VAL_MASK), mask)
-    with pytest.raises(DataError, match=r"mask values 5, 200 are neither a class \(0-4\) nor the ignore index "
-                                        r"255: .*scene_001.png$"):
+    with pytest.raises(
+        DataError,
+        match=r"mask values 5, 200 are neither a class \(0-4\) nor the ignore index "
+        r"255: .*scene_001.png$",
+    ):
         open_split(tmp_path / "f", "val").read_label(0)
     make_cityscapes(tmp_path / "cs", train=0, val=1, height=16, width=32)
     label = next((tmp_path / "cs" / "gtFine").rglob("*_labelIds.png"))
@@ -273,19 +275,29 @@ def test_colour_not_in_dataset_json(tmp_path):
     mask = _mask(tmp_path, *VAL_MASK)
     mask[3, 2] = (1, 2, 3)  # BGR: RGB (3, 2, 1)
     _write(tmp_path.joinpath(*VAL_MASK), mask)
-    with pytest.raises(DataError, match=r"mask colour \[3, 2, 1\] \(at x=2, y=3\) is not a class colour of "
-                                        r"dataset.json, which has no ignore colour: .*scene_001.png$"):
+    with pytest.raises(
+        DataError,
+        match=r"mask colour \[3, 2, 1\] \(at x=2, y=3\) is not a class colour of "
+        r"dataset.json, which has no ignore colour: .*scene_001.png$",
+    ):
         open_split(tmp_path, "val").read_label(0)
 
 
-@pytest.mark.parametrize("text, problem", [
-    (None, r"no dataset.json \(the class names and colours"),
-    ("{classes: [", "dataset.json is not valid JSON"),
-    (json.dumps({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "a", "color": [4, 5, 6]}]}),
-     "the name 'a' is given to two classes"),
-    (json.dumps({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [1, 2, 3]}]}),
-     r"the colour \[1, 2, 3\] is given to two classes"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (None, r"no dataset.json \(the class names and colours"),
+        ("{classes: [", "dataset.json is not valid JSON"),
+        (
+            json.dumps({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "a", "color": [4, 5, 6]}]}),
+            "the name 'a' is given to two classes",
+        ),
+        (
+            json.dumps({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [1, 2, 3]}]}),
+            r"the colour \[1, 2, 3\] is given to two classes",
+        ),
+    ],
+)
 def test_bad_dataset_json(tmp_path, text, problem):
     make_folders(tmp_path, train=1, val=1)
     if text is None:
@@ -348,14 +360,16 @@ def _one_error_line(err: str, *fragments: str) -> None:
 
 
 def test_cli_synth_and_inspect_cityscapes(tmp_path, capsys):
-    status, out, err = _cli(capsys, "synth", tmp_path / "cs", "--layout", "cityscapes", "--train", 2, "--val", 1,
-                            "--size", 16, "--quiet")
+    status, out, err = _cli(
+        capsys, "synth", tmp_path / "cs", "--layout", "cityscapes", "--train", 2, "--val", 1, "--size", 16, "--quiet"
+    )
     assert status == 0, err
     assert "wrote 2 cityscapes images of 32x16" in out
     assert len(open_split(tmp_path / "cs", "train")) == 2
     assert open_split(tmp_path / "cs", "val").read(0)[1].shape == (16, 32)
-    status, out, err = _cli(capsys, "inspect", tmp_path / "cs", "--split", "val", "--cache-dir", tmp_path / "c",
-                            "--quiet")
+    status, out, err = _cli(
+        capsys, "inspect", tmp_path / "cs", "--split", "val", "--cache-dir", tmp_path / "c", "--quiet"
+    )
     assert status == 0 and err == "", err
     assert out.startswith(f"layout: cityscapes ({tmp_path / 'cs'})")
     assert "split: val" in out and "split: train" not in out
@@ -366,16 +380,20 @@ def test_cli_synth_and_inspect_cityscapes(tmp_path, capsys):
 
 
 def test_cli_synth_and_inspect_folders(tmp_path, capsys):
-    status, out, err = _cli(capsys, "synth", tmp_path / "f", "--layout", "folders", "--train", 1, "--val", 2,
-                            "--size", 24, "--quiet")
+    status, out, err = _cli(
+        capsys, "synth", tmp_path / "f", "--layout", "folders", "--train", 1, "--val", 2, "--size", 24, "--quiet"
+    )
     assert status == 0, err
     assert json.loads((tmp_path / "f" / "dataset.json").read_text()) == FOLDERS_CLASSES.to_json()
     assert cv2.imread(str(tmp_path / "f" / "images" / "val" / "scene_002.jpg")).shape == (24, 40, 3)
     status, out, err = _cli(capsys, "inspect", tmp_path / "f", "--no-cache", "--quiet")
     assert status == 0, err
     assert "layout: folders" in out and "split: train" in out and "split: val" in out
-    shares = [float(line.split()[-1]) for line in out.splitlines()
-              if line.split() and line.split()[0] in FOLDERS_CLASSES.names + ("(ignored)",)]
+    shares = [
+        float(line.split()[-1])
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in FOLDERS_CLASSES.names + ("(ignored)",)
+    ]
     assert len(shares) == 12 and sum(shares) == pytest.approx(200.0, abs=0.2)
     status, _, err = _cli(capsys, "synth", tmp_path / "f", "--layout", "folders", "--size", 24, "--quiet")
     assert status == 1
@@ -392,16 +410,24 @@ def test_cli_inspect_skip_bad_lists_problems(tmp_path, capsys):
     assert "mask values 17 are neither a class (0-4) nor the ignore index 255" in out
 
 
-@pytest.mark.parametrize("spoil, fragments", [
-    (lambda root: (root / "masks" / "val" / "scene_001.png").unlink(), ("image without its mask", "scene_001.jpg")),
-    (lambda root: (root / "images" / "val" / "scene_001.jpg").unlink(), ("mask without its image", "scene_001.png")),
-    (lambda root: _write(root.joinpath(*VAL_MASK), np.zeros((8, 8), np.uint8)), ("mask is 8x8 but its image",)),
-    (lambda root: _write(root.joinpath(*VAL_MASK), np.full((48, 80), 9, np.uint8)), ("mask values 9 are neither",)),
-    (lambda root: _write(root.joinpath(*VAL_MASK), np.full((48, 80, 3), 7, np.uint8)),
-     ("mask colour [7, 7, 7]", "(an index mask saved as RGB?)", "scene_001.png")),
-    (lambda root: (root / "dataset.json").write_text("[]"), ("dataset.json describes no usable class table",)),
-    (lambda root: (root / "dataset.json").unlink(), ("no dataset.json",)),
-])
+@pytest.mark.parametrize(
+    "spoil, fragments",
+    [
+        (lambda root: (root / "masks" / "val" / "scene_001.png").unlink(), ("image without its mask", "scene_001.jpg")),
+        (
+            lambda root: (root / "images" / "val" / "scene_001.jpg").unlink(),
+            ("mask without its image", "scene_001.png"),
+        ),
+        (lambda root: _write(root.joinpath(*VAL_MASK), np.zeros((8, 8), np.uint8)), ("mask is 8x8 but its image",)),
+        (lambda root: _write(root.joinpath(*VAL_MASK), np.full((48, 80), 9, np.uint8)), ("mask values 9 are neither",)),
+        (
+            lambda root: _write(root.joinpath(*VAL_MASK), np.full((48, 80, 3), 7, np.uint8)),
+            ("mask colour [7, 7, 7]", "(an index mask saved as RGB?)", "scene_001.png"),
+        ),
+        (lambda root: (root / "dataset.json").write_text("[]"), ("dataset.json describes no usable class table",)),
+        (lambda root: (root / "dataset.json").unlink(), ("no dataset.json",)),
+    ],
+)
 def test_cli_inspect_bad_folders_input(tmp_path, capsys, spoil, fragments):
     make_folders(tmp_path / "f", train=1, val=1)
     spoil(tmp_path / "f")
@@ -428,8 +454,19 @@ def test_cli_inspect_layout_cannot_be_told_subprocess(tmp_path):
 
     (tmp_path / "root" / "pictures").mkdir(parents=True)
     result = subprocess.run(
-        [sys.executable, "-c", "from pspnet.cli import data_main; raise SystemExit(data_main())", "inspect",
-         str(tmp_path / "root")], capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+        [
+            sys.executable,
+            "-c",
+            "from pspnet.cli import data_main; raise SystemExit(data_main())",
+            "inspect",
+            str(tmp_path / "root"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("pspnet-data")]
     assert len(lines) == 1 and lines[0].startswith(f"pspnet-data: error: cannot tell the layout of {tmp_path / 'root'}")

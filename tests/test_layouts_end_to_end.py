@@ -19,8 +19,25 @@ from pspnet.cli import EXIT_ERROR, evaluate_main, export_main, predict_main, tra
 pytestmark = pytest.mark.slow
 
 # One short epoch of 32 px crops from images fitted into 32x64.
-TRAIN_FLAGS = ["--preset", "fast", "--base-size", "32", "64", "--crop-size", "32", "--batch-size", "2",
-               "--epochs", "1", "--steps-per-epoch", "3", "--workers", "1", "--verbose", "0"]
+TRAIN_FLAGS = [
+    "--preset",
+    "fast",
+    "--base-size",
+    "32",
+    "64",
+    "--crop-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+    "--workers",
+    "1",
+    "--verbose",
+    "0",
+]
 
 
 def _generated(kind: str, root):
@@ -61,8 +78,7 @@ def test_predict_writes_maps_at_each_photos_size_in_the_models_colours(trained, 
     layout, root, run = trained
     photos = root / ("images/val" if layout == "folders" else "leftImg8bit/val")
     out = tmp_path / "predictions"
-    assert predict_main(["--model", str(run / "best.keras"), "--input", str(photos), "--out", str(out),
-                         "--quiet"]) == 0
+    assert predict_main(["--model", str(run / "best.keras"), "--input", str(photos), "--out", str(out), "--quiet"]) == 0
     ids_files = sorted(out.glob("*_ids.png"))
     assert len(ids_files) == 2
     height, width = (48, 80) if layout == "folders" else (64, 128)
@@ -81,8 +97,12 @@ def test_export_carries_the_class_table(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     layout, root, run = trained
     out = tmp_path / "model.onnx"
-    assert export_main(["--model", str(run / "best.keras"), "--format", "onnx", "--out", str(out),
-                        "--check-data", str(root)]) == 0
+    assert (
+        export_main(
+            ["--model", str(run / "best.keras"), "--format", "onnx", "--out", str(out), "--check-data", str(root)]
+        )
+        == 0
+    )
     description = json.loads((tmp_path / "model.onnx.json").read_text())
     assert list(description["classes"]) == _class_names(root, layout)
     assert description["ignore_index"] == 255 and len(description["colors"]) == len(description["classes"])
@@ -92,8 +112,9 @@ def test_a_model_is_refused_on_a_data_set_of_other_classes(trained, tmp_path, ca
     layout, root, run = trained
     other = _generated("cityscapes" if layout == "folders" else "folders", tmp_path / "other")
     capsys.readouterr()
-    status = evaluate_main(["--model", str(run / "best.keras"), "--data", str(other), "--out",
-                            str(tmp_path / "eval"), "--quiet"])
+    status = evaluate_main(
+        ["--model", str(run / "best.keras"), "--data", str(other), "--out", str(tmp_path / "eval"), "--quiet"]
+    )
     error = capsys.readouterr().err.strip().splitlines()
     assert status == EXIT_ERROR and len(error) == 1 and "other classes" in error[0]
     assert not (tmp_path / "eval").exists()  # nothing written

@@ -45,9 +45,7 @@ def test_scores_match_hand_computation():
     assert result["mean_class_accuracy"] == pytest.approx(np.mean(accuracy))
     assert result["pixel_accuracy"] == pytest.approx(7 / 10)
     # Frequency-weighted IoU: truth frequencies 5/10, 3/10, 2/10.
-    assert result["frequency_weighted_iou"] == pytest.approx(
-        0.5 * iou[0] + 0.3 * iou[1] + 0.2 * iou[2]
-    )
+    assert result["frequency_weighted_iou"] == pytest.approx(0.5 * iou[0] + 0.3 * iou[1] + 0.2 * iou[2])
 
 
 def test_absent_class_is_nan_and_left_out_of_means():
@@ -74,8 +72,10 @@ def test_default_class_names_are_cityscapes_for_19_classes():
 
 def test_empty_confusion_gives_nan_scores():
     result = scores(np.zeros((2, 2), dtype=np.int64))
-    assert all(math.isnan(result[key]) for key in (
-        "mean_iou", "pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou"))
+    assert all(
+        math.isnan(result[key])
+        for key in ("mean_iou", "pixel_accuracy", "mean_class_accuracy", "frequency_weighted_iou")
+    )
 
 
 def test_accumulator_equals_one_shot_matrix():
@@ -85,7 +85,7 @@ def test_accumulator_equals_one_shot_matrix():
     pred = rng.integers(0, 4, size=(6, 8, 8))
     accumulator = ConfusionMatrix(4)
     for start in range(0, 6, 4):  # batches of 4 and 2
-        accumulator.update(truth[start:start + 4], pred[start:start + 4])
+        accumulator.update(truth[start : start + 4], pred[start : start + 4])
     np.testing.assert_array_equal(accumulator.matrix, confusion_matrix(truth, pred, 4))
     assert accumulator.result()["mean_iou"] == scores(accumulator.matrix)["mean_iou"]
     accumulator.reset()

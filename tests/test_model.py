@@ -22,9 +22,7 @@ def cached_model(preset, input_shape, **kwargs):
     key = (preset, input_shape, tuple(sorted(kwargs.items())))
     if key not in _MODELS:
         keras.utils.set_random_seed(0)
-        _MODELS[key] = build_pspnet(
-            preset, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs
-        )
+        _MODELS[key] = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=input_shape, **kwargs)
     return _MODELS[key]
 
 
@@ -113,6 +111,7 @@ def test_fast_output_stride():
 
 # --- the seed notebook's network ----------------------------------------------
 
+
 def test_seed_matches_the_notebook():
     keras.utils.set_random_seed(0)
     notebook = notebook_model()
@@ -177,9 +176,7 @@ def _training_loss(model, loss, x, y):
 @pytest.mark.parametrize("preset, head", [("fast", "classes"), ("seed", "rgb")])
 def test_one_fit_step_lowers_the_loss(preset, head):
     keras.utils.set_random_seed(1)
-    model = build_pspnet(
-        preset, num_classes=NUM_CLASSES, input_shape=(32, 32, 3), head=head, dropout=0.0
-    )
+    model = build_pspnet(preset, num_classes=NUM_CLASSES, input_shape=(32, 32, 3), head=head, dropout=0.0)
     rng = np.random.default_rng(2)
     x = photos(2, 32, 32, seed=3)
     if head == "classes":
@@ -283,9 +280,7 @@ def test_pspnet50_backbone_is_resnet50_at_output_stride_8_and_takes_its_weights(
     resnet = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
     path = tmp_path / "resnet50.weights.h5"
     resnet.save_weights(path)
-    model = build_pspnet(
-        "pspnet50", num_classes=NUM_CLASSES, input_shape=(64, 64, 3), backbone_weights=path
-    )
+    model = build_pspnet("pspnet50", num_classes=NUM_CLASSES, input_shape=(64, 64, 3), backbone_weights=path)
 
     # Every ResNet50 layer is there, same type, same weight shapes, same weights.
     weighted = 0
@@ -322,8 +317,11 @@ def test_imagenet_weights_offline_are_an_error_not_random_weights(monkeypatch):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- offline")
 
     monkeypatch.setattr(keras.applications, "ResNet50", offline)
-    with pytest.raises(ConfigError, match=r"could not download Keras's ResNet50 ImageNet weights \(URL fetch failure"
-                                          r".*--backbone-weights FILE$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"could not download Keras's ResNet50 ImageNet weights \(URL fetch failure"
+        r".*--backbone-weights FILE$",
+    ):
         build_pspnet("pspnet50", input_shape=(32, 32, 3), backbone_weights="imagenet")
 
 

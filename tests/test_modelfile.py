@@ -127,14 +127,20 @@ def test_an_info_member_that_is_not_utf8_is_one_clear_error(saved, tmp_path):
         read_model_info(path)
 
 
-FARM = ClassTable(("soil", "crop", "weed", "water", "stone"),
-                  ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)), ignore_index=9)
+FARM = ClassTable(
+    ("soil", "crop", "weed", "water", "stone"),
+    ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)),
+    ignore_index=9,
+)
 
 
 def test_a_five_class_model_carries_its_class_table(tmp_path):
     path = tmp_path / "farm.keras"
-    save_model(build_pspnet("fast", num_classes=5, input_shape=(None, None, 3)), path,
-               ModelInfo(head="classes", num_classes=5, preset="fast", classes=FARM.to_json()))
+    save_model(
+        build_pspnet("fast", num_classes=5, input_shape=(None, None, 3)),
+        path,
+        ModelInfo(head="classes", num_classes=5, preset="fast", classes=FARM.to_json()),
+    )
     _, info = load_model(path)
     table = info.class_table()
     assert (table.names, table.colors, table.ignore_index) == (FARM.names, FARM.colors, 9)

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, make_pairs
 
 NOTEBOOK = REPO / "notebooks" / "pspnet_cityscapes.ipynb"
@@ -37,7 +36,8 @@ def _notebook_env(patch: pytest.MonkeyPatch, root: Path) -> None:
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "pspnet test", "language": "python",
+        "display_name": "pspnet test",
+        "language": "python",
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     patch.setenv("JUPYTER_PATH", str(root / "jupyter"))
@@ -58,8 +58,7 @@ def _execute(root: Path):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=240,
-                            resources={"metadata": {"path": str(root)}})
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=240, resources={"metadata": {"path": str(root)}})
     started = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
     return notebook, time.perf_counter() - started

@@ -41,8 +41,9 @@ def _trained_model(root, path):
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
     model = keras.Model(inputs, keras.layers.Conv2D(NUM_CLASSES, 1, name="logits")(x))
-    model.compile(keras.optimizers.Adam(0.05),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255))
+    model.compile(
+        keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
+    )
     model.fit(np.stack(photos).astype("float32"), np.stack(ids), epochs=25, batch_size=2, verbose=0)
     # Trained at half the frames' size: every prediction is made small and resized to the label's size.
     height, width = photos[0].shape[:2]
@@ -77,15 +78,27 @@ def test_pspnet_evaluate_gives_the_official_class_iou_average(tmp_path, monkeypa
     root = make_cityscapes(tmp_path / "cityscapes", train=2, val=3, height=64, width=128, seed=3)
     model = _trained_model(root, tmp_path / "tiny.keras")
     out = tmp_path / "predictions"
-    assert predict_main(["--model", str(model), "--input", str(root / "leftImg8bit" / "val"), "--out", str(out),
-                         "--native", "--label-ids", "--quiet"]) == 0
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(model),
+                "--input",
+                str(root / "leftImg8bit" / "val"),
+                "--out",
+                str(out),
+                "--native",
+                "--label-ids",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     written = sorted((out / "labelIds").iterdir())
-    assert len(written) == 3 and all(cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape == (64, 128)
-                                     for path in written)
+    assert len(written) == 3 and all(cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape == (64, 128) for path in written)
     official = _official_scores(root, out / "labelIds", monkeypatch)
 
-    assert evaluate_main(["--model", str(model), "--data", str(root), "--out", str(tmp_path / "ours"),
-                          "--quiet"]) == 0
+    assert evaluate_main(["--model", str(model), "--data", str(root), "--out", str(tmp_path / "ours"), "--quiet"]) == 0
     ours = json.loads((tmp_path / "ours" / "metrics.json").read_text())
     assert ours["num_images"] == 3
     assert ours["mean_iou"] == pytest.approx(official["averageScoreClasses"], abs=1e-4)

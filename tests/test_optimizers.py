@@ -21,10 +21,12 @@ T = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
 def _two_branch_model():
     """A backbone Dense ("block_1") and a head Dense ("head") side by side on the same input."""
     inputs = keras.Input((2,))
-    outputs = keras.layers.Concatenate()([
-        keras.layers.Dense(1, name="block_1", kernel_initializer="ones")(inputs),
-        keras.layers.Dense(1, name="head", kernel_initializer="ones")(inputs),
-    ])
+    outputs = keras.layers.Concatenate()(
+        [
+            keras.layers.Dense(1, name="block_1", kernel_initializer="ones")(inputs),
+            keras.layers.Dense(1, name="head", kernel_initializer="ones")(inputs),
+        ]
+    )
     return keras.Model(inputs, outputs)
 
 
@@ -45,7 +47,9 @@ def test_one_step_is_pytorchs_sgd_with_weight_decay_and_a_tenfold_head():
         grad_bias = d_outputs[:, column].sum(keepdims=True) + l2 * bias
         live = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
         np.testing.assert_allclose(live[f"{name}/kernel"], kernel - factor * learning_rate * grad_kernel, rtol=1e-5)
-        np.testing.assert_allclose(live[f"{name}/bias"], bias - factor * learning_rate * grad_bias, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            live[f"{name}/bias"], bias - factor * learning_rate * grad_bias, rtol=1e-5, atol=1e-7
+        )
 
 
 def test_the_paper_recipe_builds_paper_sgd_and_adam_stays_decoupled():
@@ -65,7 +69,12 @@ def test_a_model_compiled_with_it_loads_in_a_fresh_process_after_import_pspnet(t
         "import sys, pspnet, keras; model = keras.saving.load_model(sys.argv[1]); "
         "print(type(model.optimizer).__name__, model.optimizer.head_lr_multiplier, model.optimizer.backbone_prefixes)"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.keras")], capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.keras")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["PaperSGD", "10.0", "('block_',)"]

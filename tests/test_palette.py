@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pspnet.palette import (
-    CLASS_NAMES,
-    CLASSES,
-    IGNORE_INDEX,
-    LABEL_COLORS,
-    LABEL_TRAIN_IDS,
-    NUM_CLASSES,
-    palette,
-)
+from pspnet.palette import CLASS_NAMES, CLASSES, IGNORE_INDEX, LABEL_COLORS, LABEL_TRAIN_IDS, NUM_CLASSES, palette
 
 labels_module = pytest.importorskip("cityscapesscripts.helpers.labels")
 OFFICIAL = labels_module.labels

@@ -34,7 +34,6 @@ def test_padded_batches_pad_with_the_mean_photo_and_ignored_labels():
 # --- SegmentationDataset: base size, crops, images of any size --------------------------------
 
 
-
 def _old_axis(source, output, scale, offset):
     """The scale-and-crop axis before base sizes existed (a copy, kept as the reference)."""
     factor = scale * output / source
@@ -62,8 +61,11 @@ def _old_batch(photos, targets, dataset, epoch, index):
     colour = targets.ndim == 4
     photos_out = np.empty((size, height, width, 3), np.uint8)
     photos_out[...] = PAD_RGB
-    targets_out = np.zeros((size, height, width, 3), np.float32) if colour else np.full(
-        (size, height, width), IGNORE_INDEX, np.uint8)
+    targets_out = (
+        np.zeros((size, height, width, 3), np.float32)
+        if colour
+        else np.full((size, height, width), IGNORE_INDEX, np.uint8)
+    )
     label_interpolation = cv2.INTER_LINEAR if colour else cv2.INTER_NEAREST_EXACT
     if dataset.augment:
         scales = rng.uniform(*dataset.scale_range, size=size)
@@ -82,12 +84,14 @@ def _old_batch(photos, targets, dataset, epoch, index):
         left, window_w, place_x, out_w = _old_axis(photo.shape[1], width, scales[row], offsets[row, 1])
         if flips[row]:
             place_x = width - place_x - out_w
-        for source, destination, interpolation in ((photo, photos_out, cv2.INTER_LINEAR),
-                                                   (target, targets_out, label_interpolation)):
-            resized = _old_resize(source[top:top + window_h, left:left + window_w], (out_h, out_w), interpolation)
+        for source, destination, interpolation in (
+            (photo, photos_out, cv2.INTER_LINEAR),
+            (target, targets_out, label_interpolation),
+        ):
+            resized = _old_resize(source[top : top + window_h, left : left + window_w], (out_h, out_w), interpolation)
             if flips[row]:
                 resized = resized[:, ::-1]
-            destination[row, place_y:place_y + out_h, place_x:place_x + out_w] = resized
+            destination[row, place_y : place_y + out_h, place_x : place_x + out_w] = resized
     return photos_out.astype(np.float32), targets_out if colour else targets_out.astype(np.int32)
 
 
@@ -96,20 +100,24 @@ def _scenes(count, height, width, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, 19, size=(count, 4, 6), dtype=np.uint8)
     ids = np.stack([cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST) for image in ids])
-    photos = (ids[..., None] * np.array([13, 7, 11], np.uint8) + rng.integers(0, 40, ids.shape + (3,),
-                                                                             dtype=np.uint8)).astype(np.uint8)
+    photos = (
+        ids[..., None] * np.array([13, 7, 11], np.uint8) + rng.integers(0, 40, ids.shape + (3,), dtype=np.uint8)
+    ).astype(np.uint8)
     return photos, ids
 
 
-@pytest.mark.parametrize("shape, kwargs", [
-    ((32, 32), dict(image_size=32)),
-    ((64, 64), dict(image_size=64, scale_range=(1.0, 1.0))),  # the demo: no rescaling, its own size
-    ((32, 32), dict(image_size=24, scale_range=(0.5, 2.0), jitter=True)),  # pairs at a smaller size
-    ((24, 24), dict(image_size=40, scale_range=(0.5, 2.0))),  # upscaled
-    ((32, 32), dict(image_size=32, scale_range=(0.5, 2.0), flip=False)),
-    ((32, 32), dict(image_size=20, augment=False)),  # validation
-    ((16, 32), dict(image_size=(8, 16), scale_range=(0.7, 1.6))),  # another shape, the same aspect ratio
-])
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((32, 32), dict(image_size=32)),
+        ((64, 64), dict(image_size=64, scale_range=(1.0, 1.0))),  # the demo: no rescaling, its own size
+        ((32, 32), dict(image_size=24, scale_range=(0.5, 2.0), jitter=True)),  # pairs at a smaller size
+        ((24, 24), dict(image_size=40, scale_range=(0.5, 2.0))),  # upscaled
+        ((32, 32), dict(image_size=32, scale_range=(0.5, 2.0), flip=False)),
+        ((32, 32), dict(image_size=20, augment=False)),  # validation
+        ((16, 32), dict(image_size=(8, 16), scale_range=(0.7, 1.6))),  # another shape, the same aspect ratio
+    ],
+)
 def test_default_base_size_makes_the_batches_of_today_byte_for_byte(shape, kwargs):
     # base_size defaults to image_size: the pairs' and the demo's runs must see the very same batches.
     photos, ids = _scenes(6, *shape)
@@ -168,20 +176,22 @@ def test_scale_one_fits_the_image_into_the_base_keeping_its_aspect_ratio():
     # A 40x100 image in a 48x96 base is 38x96 at scale 1 (width is the limit); a crop
     # of 48x96 then holds it whole, with 10 rows of padding.
     photos, ids = _rectangles([(40, 100)])
-    dataset = SegmentationDataset(photos, ids, batch_size=1, image_size=(48, 96), base_size=(48, 96),
-                                  scale_range=(1.0, 1.0), flip=False, seed=0)
+    dataset = SegmentationDataset(
+        photos, ids, batch_size=1, image_size=(48, 96), base_size=(48, 96), scale_range=(1.0, 1.0), flip=False, seed=0
+    )
     _, y = dataset[0]
     rows = (y[0] != IGNORE_INDEX).any(axis=1)
     assert rows.sum() == 38 and (y[0][rows] != IGNORE_INDEX).all()
     expected = cv2.resize(ids.images[0], (96, 38), interpolation=cv2.INTER_NEAREST_EXACT)
     top = int(np.argmax(rows))
-    np.testing.assert_array_equal(y[0, top:top + 38], expected)
+    np.testing.assert_array_equal(y[0, top : top + 38], expected)
 
 
 def test_an_image_smaller_than_the_crop_is_padded_not_refused():
     photos, ids = _rectangles([(20, 30), (16, 16)])
-    dataset = SegmentationDataset(photos, ids, batch_size=2, image_size=64, base_size=(20, 30),
-                                  scale_range=(1.0, 1.0), shuffle=False)
+    dataset = SegmentationDataset(
+        photos, ids, batch_size=2, image_size=64, base_size=(20, 30), scale_range=(1.0, 1.0), shuffle=False
+    )
     x, y = dataset[0]
     assert x.shape == (2, 64, 64, 3)
     assert (y[0] != IGNORE_INDEX).sum() == 20 * 30 and (y[1] != IGNORE_INDEX).sum() == 20 * 20

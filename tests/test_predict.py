@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, make_pairs
+
 from pspnet.data.inputs import read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.palette import NUM_CLASSES
 from pspnet.inference.predict import MANIFEST, PredictConfig, predict
+from pspnet.palette import NUM_CLASSES
 
 SUFFIXES = ("color", "overlay", "ids")
 
@@ -94,16 +94,17 @@ def test_single_plain_photo_keeps_its_size(any_size_model, pairs, tmp_path):
     cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     predict(PredictConfig(any_size_model, path, out, verbose=False))
-    assert sorted(p.name for p in out.iterdir()) == ["inputs.csv", MANIFEST,
-                                                     *(f"street_{s}.png" for s in sorted(SUFFIXES))]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "inputs.csv",
+        MANIFEST,
+        *(f"street_{s}.png" for s in sorted(SUFFIXES)),
+    ]
     assert _read(out / "street_ids.png").shape == (40, 48)
 
 
 def test_native_size_and_pairs_never(any_size_model, pairs, tmp_path):
     out = tmp_path / "out"
-    result = predict(
-        PredictConfig(any_size_model, pairs / "1.jpg", out, native=True, pairs="never", verbose=False)
-    )
+    result = predict(PredictConfig(any_size_model, pairs / "1.jpg", out, native=True, pairs="never", verbose=False))
     # Native: the 32x64 photo at the model's trained scale (256x256: its file does not say), aspect kept.
     assert result["native"] is True and result["image_size"] == [256, 256]
     assert result["run_sizes"] == {str(pairs / "1.jpg"): [128, 256]}
@@ -183,7 +184,8 @@ def test_inputs_csv_and_closing_line_say_how_files_were_read(any_size_model, pai
     out = tmp_path / "out"
     result = predict(PredictConfig(any_size_model, pairs, out, batch_size=2))
     assert result["read_as"] == {
-        **{str(pairs / f"{n}.jpg"): "composite" for n in (1, 2, 3)}, str(pairs / "4.png"): "photo",
+        **{str(pairs / f"{n}.jpg"): "composite" for n in (1, 2, 3)},
+        str(pairs / "4.png"): "photo",
     }
     table = _read_csv(out / "inputs.csv")
     assert [(row["file"], row["read_as"]) for row in table] == list(result["read_as"].items())
@@ -199,8 +201,10 @@ def test_skip_bad_skips_a_corrupt_image_with_one_warning(any_size_model, pairs, 
     messages = [str(w.message) for w in caught if issubclass(w.category, PspnetWarning)]
     assert len(messages) == 1 and str(pairs / "2.jpg") in messages[0]
     assert result["num_images"] == 2 and result["skipped"] == [str(pairs / "2.jpg")]
-    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 3) for s in SUFFIXES} | {"inputs.csv",
-                                                                                               MANIFEST}
+    assert {p.name for p in out.iterdir()} == {f"{n}_{s}.png" for n in (1, 3) for s in SUFFIXES} | {
+        "inputs.csv",
+        MANIFEST,
+    }
     assert [row["read_as"] for row in _read_csv(out / "inputs.csv")] == ["composite", "skipped", "composite"]
 
 
@@ -209,8 +213,20 @@ def test_cli_skip_bad_is_one_warning_line(any_size_model, pairs, tmp_path, capsy
 
     (pairs / "1.jpg").write_bytes(b"garbage")
     out = tmp_path / "out"
-    code = predict_main(["--model", str(any_size_model), "--input", str(pairs), "--out", str(out),
-                         "--quiet", "--batch-size", "2", "--skip-bad"])
+    code = predict_main(
+        [
+            "--model",
+            str(any_size_model),
+            "--input",
+            str(pairs),
+            "--out",
+            str(out),
+            "--quiet",
+            "--batch-size",
+            "2",
+            "--skip-bad",
+        ]
+    )
     assert code == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pspnet-predict:")]
     assert lines == [f"pspnet-predict: warning: skipped an unusable image: not a JPEG or PNG image: {pairs / '1.jpg'}"]
@@ -242,10 +258,21 @@ def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch)
 
     calls = []
 
-    def predict_video(segmenter, video_path, out_dir, every=1, colour_video=False, alpha=0.5, verbose=True,
-                      classes=None):
-        calls.append(dict(segmenter=segmenter, video_path=video_path, out_dir=out_dir, every=every,
-                          colour_video=colour_video, alpha=alpha, verbose=verbose, classes=classes))
+    def predict_video(
+        segmenter, video_path, out_dir, every=1, colour_video=False, alpha=0.5, verbose=True, classes=None
+    ):
+        calls.append(
+            dict(
+                segmenter=segmenter,
+                video_path=video_path,
+                out_dir=out_dir,
+                every=every,
+                colour_video=colour_video,
+                alpha=alpha,
+                verbose=verbose,
+                classes=classes,
+            )
+        )
         Path(out_dir).mkdir(parents=True)
         return {"frames": 4}
 
@@ -253,8 +280,9 @@ def test_video_input_goes_to_pspnet_video(any_size_model, tmp_path, monkeypatch)
     clip = tmp_path / "street.MP4"
     clip.write_bytes(b"not read here")
     out = tmp_path / "out"
-    result = predict(PredictConfig(any_size_model, clip, out, batch_size=2, every=3, colour_video=True,
-                                   alpha=0.25, verbose=False))
+    result = predict(
+        PredictConfig(any_size_model, clip, out, batch_size=2, every=3, colour_video=True, alpha=0.25, verbose=False)
+    )
     assert result == {"frames": 4, "read_as": {str(clip): "video"}, "inputs_csv": str(out / "inputs.csv")}
     (call,) = calls
     assert isinstance(call["segmenter"], Segmenter)
@@ -290,8 +318,13 @@ TF_NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} 
 def _run_cli(*args):
     """Runs scripts/predict.py; returns (exit code, stdout, stderr lines of our own)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "predict.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "predict.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     lines = [line for line in done.stderr.splitlines() if line and not TF_NATIVE_LOG.match(line)]
     return done.returncode, done.stdout, lines
 
@@ -301,8 +334,9 @@ def test_cli_corrupt_file_is_one_line(any_size_model, pairs, tmp_path):
     (pairs / "2.jpg").write_bytes(b"garbage")
     (pairs / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    code, _, lines = _run_cli("--model", str(any_size_model), "--input", str(pairs),
-                              "--out", str(out), "--quiet", "--batch-size", "1")
+    code, _, lines = _run_cli(
+        "--model", str(any_size_model), "--input", str(pairs), "--out", str(out), "--quiet", "--batch-size", "1"
+    )
     assert code == 1
     assert not any("Traceback" in line for line in lines)
     warnings_ = [line for line in lines if line.startswith("pspnet-predict: warning:")]
@@ -316,23 +350,26 @@ def test_cli_corrupt_file_is_one_line(any_size_model, pairs, tmp_path):
 @pytest.mark.slow
 def test_cli_single_composite_with_truth(any_size_model, pairs, tmp_path):
     out = tmp_path / "out"
-    code, stdout, lines = _run_cli("--model", str(any_size_model), "--input", str(pairs / "3.jpg"),
-                                   "--out", str(out), "--with-truth")
+    code, stdout, lines = _run_cli(
+        "--model", str(any_size_model), "--input", str(pairs / "3.jpg"), "--out", str(out), "--with-truth"
+    )
     assert code == 0, lines
     assert {p.name for p in out.iterdir()} == {f"3_{s}.png" for s in (*SUFFIXES, "panel")} | {"inputs.csv", MANIFEST}
     assert f"1 image (1 composite): wrote 4 files and inputs.csv to {out}" in stdout
 
 
-def test_a_folder_of_another_models_predictions_is_refused_and_kept(any_size_model, fixed_model, pairs, tmp_path,
-                                                                   capsys):
+def test_a_folder_of_another_models_predictions_is_refused_and_kept(
+    any_size_model, fixed_model, pairs, tmp_path, capsys
+):
     from pspnet.cli import predict_main
 
     out = tmp_path / "out"
     predict(PredictConfig(any_size_model, pairs, out, verbose=False))
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     # Another model, on fewer inputs: it would replace some pictures and leave the others.
-    assert predict_main(["--model", str(fixed_model), "--input", str(pairs / "1.jpg"), "--out", str(out),
-                         "--quiet"]) == 1
+    assert (
+        predict_main(["--model", str(fixed_model), "--input", str(pairs / "1.jpg"), "--out", str(out), "--quiet"]) == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"pspnet-predict: error: {out} holds the predictions of "), err
     assert str(any_size_model.resolve()) in err and "--out" in err
@@ -365,9 +402,16 @@ def _described_model(path: Path, num_classes: int, image_size, classes=None) -> 
     # Fixed weights, large enough that no pixel's decision is a near tie.
     rng = np.random.default_rng(0)
     layer.set_weights([rng.normal(0, 10, (1, 1, 3, num_classes)).astype(np.float32), np.zeros(num_classes, np.float32)])
-    save_model(keras.Model(inputs, outputs), path, ModelInfo(
-        head="classes", num_classes=num_classes, image_size=image_size,
-        classes=None if classes is None else classes.to_json()))
+    save_model(
+        keras.Model(inputs, outputs),
+        path,
+        ModelInfo(
+            head="classes",
+            num_classes=num_classes,
+            image_size=image_size,
+            classes=None if classes is None else classes.to_json(),
+        ),
+    )
     return path
 
 
@@ -415,7 +459,8 @@ def test_label_ids_are_refused_for_a_model_of_other_classes(tmp_path, capsys):
     assert predict_main(["--model", str(model), "--input", str(photo), "--out", str(out), "--label-ids"]) == 1
     assert capsys.readouterr().err == (
         "pspnet-predict: error: --label-ids writes official Cityscapes label ids, but the model predicts other "
-        f"classes (3 classes against 19, the model's first): {model}\n")
+        f"classes (3 classes against 19, the model's first): {model}\n"
+    )
     assert not out.exists()
     # Without it, the pictures are in the model's own colours.
     predict(PredictConfig(model, photo, out, verbose=False))
@@ -428,8 +473,9 @@ def test_a_cityscapes_split_folder_is_read_one_level_of_cities_down(tmp_path):
 
     root = make_cityscapes(tmp_path / "cs", train=1, val=3, height=32, width=64)
     model = _described_model(tmp_path / "m.keras", NUM_CLASSES, (32, 64))
-    result = predict(PredictConfig(model, root / "leftImg8bit" / "val", tmp_path / "out", label_ids=True,
-                                   native=True, verbose=False))
+    result = predict(
+        PredictConfig(model, root / "leftImg8bit" / "val", tmp_path / "out", label_ids=True, native=True, verbose=False)
+    )
     photos = sorted((root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))
     assert result["num_images"] == 3 == len(photos)
     names = sorted(path.name for path in (tmp_path / "out" / "labelIds").iterdir())
@@ -450,14 +496,37 @@ def test_sliding_windows_scales_and_flips_predict_as_evaluate_does(tmp_path, cap
     model = _described_model(tmp_path / "m.keras", NUM_CLASSES, (32, 64))  # 1x1: windows change nothing
     photo = _photo(tmp_path / "in" / "street.png", 64, 128)
     predict(PredictConfig(model, photo, tmp_path / "whole", native=True, tta_flip=True, verbose=False))
-    assert predict_main(["--model", str(model), "--input", str(photo), "--out", str(tmp_path / "slide"), "--native",
-                         "--slide", "16x32", "8x16", "--scales", "1", "--tta"]) == 0
-    assert ("ran the model at 32x64 (each photo fitted into 32x64 keeping its aspect ratio: the scale the model "
-            "was trained at; 16x32 windows every 8x16)") in capsys.readouterr().out
-    np.testing.assert_array_equal(_read(tmp_path / "slide" / "street_ids.png"),
-                                  _read(tmp_path / "whole" / "street_ids.png"))
-    assert predict_main(["--model", str(model), "--input", str(photo), "--out", str(tmp_path / "x"),
-                         "--scales", "-1"]) == 1
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(model),
+                "--input",
+                str(photo),
+                "--out",
+                str(tmp_path / "slide"),
+                "--native",
+                "--slide",
+                "16x32",
+                "8x16",
+                "--scales",
+                "1",
+                "--tta",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "ran the model at 32x64 (each photo fitted into 32x64 keeping its aspect ratio: the scale the model "
+        "was trained at; 16x32 windows every 8x16)"
+    ) in capsys.readouterr().out
+    np.testing.assert_array_equal(
+        _read(tmp_path / "slide" / "street_ids.png"), _read(tmp_path / "whole" / "street_ids.png")
+    )
+    assert (
+        predict_main(["--model", str(model), "--input", str(photo), "--out", str(tmp_path / "x"), "--scales", "-1"])
+        == 1
+    )
     assert capsys.readouterr().err.startswith("pspnet-predict: error: scales must be one or more numbers above 0")
     assert not (tmp_path / "x").exists()
 

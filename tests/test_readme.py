@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, make_pairs
 
 SIZE = (32, 48)
@@ -87,21 +86,48 @@ def test_the_readme_python_snippet_runs_verbatim(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_readme_own_data_commands_run_as_written(tmp_path, monkeypatch, capsys):
-    """"Your own data": each command as written, on a tiny set, with flags appended that only make it small."""
+    """ "Your own data": each command as written, on a tiny set, with flags appended that only make it small."""
     from pspnet.cli import data_main, evaluate_main, predict_main, train_main
 
     section = readme_section("Your own data")
     small = {
         ("pspnet-data", "synth"): ["--train", "4", "--val", "2", "--size", "24", "--quiet"],
-        ("pspnet-train",): ["--preset", "fast", "--out", "runs/my_set-lite-classes", "--epochs", "1",
-                            "--steps-per-epoch", "2", "--base-size", "24", "40", "--crop-size", "24",
-                            "--batch-size", "2", "--workers", "1", "--verbose", "0"],
+        ("pspnet-train",): [
+            "--preset",
+            "fast",
+            "--out",
+            "runs/my_set-lite-classes",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--base-size",
+            "24",
+            "40",
+            "--crop-size",
+            "24",
+            "--batch-size",
+            "2",
+            "--workers",
+            "1",
+            "--verbose",
+            "0",
+        ],
     }
-    mains = {"pspnet-data": data_main, "pspnet-train": train_main, "pspnet-evaluate": evaluate_main,
-             "pspnet-predict": predict_main}
+    mains = {
+        "pspnet-data": data_main,
+        "pspnet-train": train_main,
+        "pspnet-evaluate": evaluate_main,
+        "pspnet-predict": predict_main,
+    }
     monkeypatch.chdir(tmp_path)
-    steps = [("pspnet-data", "synth"), ("pspnet-data", "inspect"), ("pspnet-train",), ("pspnet-evaluate",),
-             ("pspnet-predict",)]
+    steps = [
+        ("pspnet-data", "synth"),
+        ("pspnet-data", "inspect"),
+        ("pspnet-train",),
+        ("pspnet-evaluate",),
+        ("pspnet-predict",),
+    ]
     for program, *words in steps:
         argv = readme_command(section, program, *words)
         assert mains[program](argv[1:] + small.get((program, *words), [])) == 0, capsys.readouterr().err

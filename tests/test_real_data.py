@@ -13,8 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REAL_DATA
+
 from pspnet.data import FAR_DISTANCE, class_pixel_counts, decode_labels, list_images, load_split, read_pair
 from pspnet.palette import CLASS_NAMES
 

@@ -6,19 +6,30 @@ import keras
 import numpy as np
 import pytest
 
-from pspnet.training.config import TrainConfig
 from pspnet.data.classes import CITYSCAPES, ClassTable
-from pspnet.training.losses import WeightedSparseCrossentropy
 from pspnet.models.modelfile import load_model, save_model
+from pspnet.training.config import TrainConfig
+from pspnet.training.losses import WeightedSparseCrossentropy
 from pspnet.training.recipe import build_and_compile, model_info
 
-FARM = ClassTable(("soil", "crop", "weed", "water", "stone"),
-                  ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)))
+FARM = ClassTable(
+    ("soil", "crop", "weed", "water", "stone"),
+    ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)),
+)
 
 
 def _config(**overrides) -> TrainConfig:
-    values = dict(data="demo", preset="fast", image_size=32, batch_size=2, epochs=1, steps_per_epoch=1,
-                  class_weighting="none", jit_compile=False, backbone_weights="none")
+    values = dict(
+        data="demo",
+        preset="fast",
+        image_size=32,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=1,
+        class_weighting="none",
+        jit_compile=False,
+        backbone_weights="none",
+    )
     return TrainConfig(**{**values, **overrides}).resolved()
 
 

@@ -38,8 +38,9 @@ def test_resume_state_restores_weights_and_optimizer_state_from_its_commit(tmp_p
     np.testing.assert_allclose(restored.predict_on_batch(X), model.predict_on_batch(X), atol=1e-6)
     for saved_slot, live in zip(model.optimizer.variables, restored.optimizer.variables):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(saved_slot), keras.ops.convert_to_numpy(live))
-    history = restored.fit(X, Y, epochs=3, initial_epoch=finished, batch_size=2, verbose=0, shuffle=False,
-                           callbacks=[resumed])
+    history = restored.fit(
+        X, Y, epochs=3, initial_epoch=finished, batch_size=2, verbose=0, shuffle=False, callbacks=[resumed]
+    )
     assert len(history.history["loss"]) == 1  # only the third epoch ran
     assert int(restored.optimizer.iterations) == 6  # 2 steps per epoch, continued from 4
     assert [row["epoch"] for row in resumed.history] == [0, 1, 2]
@@ -59,13 +60,17 @@ def test_a_damaged_backup_is_named_in_one_error(tmp_path):
     weights = tmp_path / "backup" / "epoch-000001.weights.h5"
     weights.write_bytes(weights.read_bytes()[:100])
     backup = tmp_path / "backup"
-    with pytest.raises(ConfigError, match=rf"cannot be restored, its weights file is damaged .*: {weights}; "
-                                          rf"delete {backup} to start the run again, or restore it from a copy$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"cannot be restored, its weights file is damaged .*: {weights}; "
+        rf"delete {backup} to start the run again, or restore it from a copy$",
+    ):
         ResumeState(backup).restore(_tiny_model())
 
 
-@pytest.mark.parametrize("text, problem", [("{", r"cannot read the resume state .*state.json \(.*\)"),
-                                           ("[1]", "is not a JSON object")])
+@pytest.mark.parametrize(
+    "text, problem", [("{", r"cannot read the resume state .*state.json \(.*\)"), ("[1]", "is not a JSON object")]
+)
 def test_an_unreadable_resume_state_says_what_to_do(tmp_path, text, problem):
     from pspnet.errors import ConfigError
 
@@ -89,14 +94,22 @@ def test_a_backup_whose_optimizer_does_not_fit_is_refused_not_skipped(tmp_path):
     schedule = keras.optimizers.schedules.PolynomialDecay(1e-3, decay_steps=10)
     model = _tiny_adam(schedule)
     model.fit(X, Y, epochs=1, batch_size=2, verbose=0, shuffle=False, callbacks=[ResumeState(tmp_path / "backup")])
-    with pytest.raises(ConfigError, match=r"optimizer state in .*epoch-000001.weights.h5 does not fit this run's "
-                                          r"optimizer \(.*\); rerun with the flags .* or delete .*backup to start"):
+    with pytest.raises(
+        ConfigError,
+        match=r"optimizer state in .*epoch-000001.weights.h5 does not fit this run's "
+        r"optimizer \(.*\); rerun with the flags .* or delete .*backup to start",
+    ):
         ResumeState(tmp_path / "backup").restore(_tiny_adam(1e-3))
 
 
 def test_best_of_and_the_patience_count_follow_the_first_strictly_best_finite_value():
-    rows = [{"epoch": 0, "val_mean_iou": 0.5}, {"epoch": 1, "val_mean_iou": float("nan")},
-            {"epoch": 2, "loss": 0.1}, {"epoch": 3, "val_mean_iou": 0.5}, {"epoch": 4, "val_mean_iou": 0.25}]
+    rows = [
+        {"epoch": 0, "val_mean_iou": 0.5},
+        {"epoch": 1, "val_mean_iou": float("nan")},
+        {"epoch": 2, "loss": 0.1},
+        {"epoch": 3, "val_mean_iou": 0.5},
+        {"epoch": 4, "val_mean_iou": 0.25},
+    ]
     assert best_of(rows) == (0, 0.5)
     assert best_of([{"epoch": 0, "loss": 0.1}]) == (None, None)
     assert patience_count(rows) == (0.5, 0, 2)  # only finite values count as epochs waited

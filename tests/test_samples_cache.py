@@ -163,8 +163,11 @@ def test_a_file_changed_after_the_scan_raises_and_leaves_no_entry(tmp_path, monk
         return original(split, index, *rest)
 
     monkeypatch.setattr(samples, "_read_sample", changed)
-    with pytest.raises(DataError, match=r"^scene_003.jpg is 80x50 pixels but the other images of the split are "
-                                        r"80x48 .*: .*images/train/scene_003.jpg$"):
+    with pytest.raises(
+        DataError,
+        match=r"^scene_003.jpg is 80x50 pixels but the other images of the split are "
+        r"80x48 .*: .*images/train/scene_003.jpg$",
+    ):
         _load(root, tmp_path / "c")
     assert _entries(tmp_path / "c") == []  # neither an entry nor a temporary folder
 
@@ -181,8 +184,11 @@ def test_a_full_disk_while_caching_leaves_the_split_lazy(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cache_entries.FileSink, "write", full)
-    with pytest.warns(PspnetWarning, match=r"cannot write the cache in .*c \(No space left on device\); reading "
-                                           r".*images/train on the fly"):
+    with pytest.warns(
+        PspnetWarning,
+        match=r"cannot write the cache in .*c \(No space left on device\); reading "
+        r".*images/train on the fly",
+    ):
         photos, labels, _ = _load(root, tmp_path / "c")
     assert isinstance(photos, SplitPhotos) and isinstance(labels, SplitLabels)
     assert _entries(tmp_path / "c") == []  # neither an entry nor a temporary folder

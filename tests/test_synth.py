@@ -8,11 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pspnet.data import synth
-from pspnet.data import class_pixel_counts, decode_labels, list_images, load_split, read_pair
+from pspnet.data import class_pixel_counts, decode_labels, list_images, load_split, read_pair, synth
+from pspnet.data.synth import SYNTH_CLASSES, ensure_demo_set, render_scene, write_pairs, write_synthetic_set
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import CLASS_NAMES, LABEL_COLORS
-from pspnet.data.synth import SYNTH_CLASSES, ensure_demo_set, render_scene, write_pairs, write_synthetic_set
 
 DRAWN_IDS = {CLASS_NAMES.index(name) for name in SYNTH_CLASSES}
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, make_pairs
-from pspnet.models import torchfile
+
 from pspnet.errors import DataError
+from pspnet.models import torchfile
 from pspnet.models.torchfile import MAGIC_NUMBER, PROTOCOL_VERSION, read_state_dict
 
 # A child that reads a file under this address-space limit: a reader that
@@ -69,19 +69,30 @@ def old_format_file(
         storage_state: a BUILD applied to each storage type stand-in.
         tensor_state: a BUILD applied to each rebuilt tensor.
     """
-    header = b"".join(pickle.dumps(value, protocol=2) for value in (
-        MAGIC_NUMBER, PROTOCOL_VERSION, {"protocol_version": 1001, "little_endian": True}))
+    header = b"".join(
+        pickle.dumps(value, protocol=2)
+        for value in (MAGIC_NUMBER, PROTOCOL_VERSION, {"protocol_version": 1001, "little_endian": True})
+    )
     state = b"\x80\x02" + _global("collections", "OrderedDict") + b")R("  # OrderedDict(), then its items
     keys, storages = [], b""
     for index, (name, array) in enumerate(tensors.items()):
         array = np.ascontiguousarray(array, np.float32)
         key = str(1000 + index)
         storage_type = _global("torch", "FloatStorage") + (_build(storage_state) if storage_state else b"")
-        storage = _tuple(_unicode("storage") + storage_type + _unicode(key) + _unicode("cpu")
-                         + _int(array.size) + b"N") + b"Q"  # BINPERSID
+        storage = (
+            _tuple(_unicode("storage") + storage_type + _unicode(key) + _unicode("cpu") + _int(array.size) + b"N")
+            + b"Q"
+        )  # BINPERSID
         offset, shape, stride = (views or {}).get(name, (0, array.shape, [s // 4 for s in array.strides]))
-        arguments = (storage + _int(offset) + _tuple(b"".join(map(_int, shape))) + _tuple(b"".join(map(_int, stride)))
-                     + b"\x89" + _global("collections", "OrderedDict") + b")R")
+        arguments = (
+            storage
+            + _int(offset)
+            + _tuple(b"".join(map(_int, shape)))
+            + _tuple(b"".join(map(_int, stride)))
+            + b"\x89"
+            + _global("collections", "OrderedDict")
+            + b")R"
+        )
         state += _unicode(name) + _global(*rebuild) + _tuple(arguments) + b"R"
         state += _build(tensor_state) if tensor_state else b""
         keys.append(key)
@@ -154,8 +165,14 @@ print(f"peak bytes: {tracemalloc.get_traced_memory()[1]}")
 
 def _read_in_child(path: Path) -> list[str]:
     """Reads ``path`` in a memory-limited child; its stdout lines (a traceback fails the test)."""
-    done = subprocess.run([sys.executable, "-c", READ_SCRIPT, str(path)], capture_output=True, text=True, timeout=120,
-                          preexec_fn=_limit_memory(CHILD_MEMORY_LIMIT), env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", READ_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limit_memory(CHILD_MEMORY_LIMIT),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == 0 and not done.stderr, done.stderr[-2000:]
     return done.stdout.splitlines()
 
@@ -245,12 +262,36 @@ def test_pspnet_train_on_a_zero_stride_file_is_one_line_before_training(tmp_path
     make_pairs(data / "train", 2, size=32, split="train")
     make_pairs(data / "val", 2, size=32, split="val")
     run = tmp_path / "run"
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data), "--out", str(run),
-               "--preset", "lite", "--backbone-weights", str(path), "--image-size", "32", "--batch-size", "2",
-               "--epochs", "1", "--workers", "1", "--verbose", "0"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          preexec_fn=_limit_memory(TRAIN_MEMORY_LIMIT),
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)})
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--preset",
+        "lite",
+        "--backbone-weights",
+        str(path),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--verbose",
+        "0",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_memory(TRAIN_MEMORY_LIMIT),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)},
+    )
     lines = [line for line in done.stderr.splitlines() if line and not TF_NATIVE_LOG.match(line)]
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr[-3000:]

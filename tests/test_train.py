@@ -23,9 +23,9 @@ from conftest import REPO, make_pairs
 
 from pspnet.cli import train_main
 from pspnet.errors import ConfigError
+from pspnet.models.modelfile import load_model
 from pspnet.training.callbacks import TrainingDiverged
 from pspnet.training.config import TrainConfig
-from pspnet.models.modelfile import load_model
 from pspnet.training.loop import train
 
 TINY = dict(preset="fast", image_size=32, batch_size=2, epochs=1, workers=1, verbose=0)
@@ -120,9 +120,25 @@ def test_a_non_empty_folder_without_config_is_refused(data_dir, tmp_path):
 
 def _train_command(data_dir: Path, run: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data_dir), "--out", str(run),
-        "--preset", "fast", "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--workers", "1",
-        "--verbose", "0", *extra,
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        "--data",
+        str(data_dir),
+        "--out",
+        str(run),
+        "--preset",
+        "fast",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "3",
+        "--workers",
+        "1",
+        "--verbose",
+        "0",
+        *extra,
     ]
 
 
@@ -151,8 +167,9 @@ def _final_outputs(run: Path) -> np.ndarray:
 
 def test_resume_after_sigkill_ends_exactly_like_an_uninterrupted_run(data_dir, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    uninterrupted = subprocess.run(_train_command(data_dir, whole), env=_env(), capture_output=True, text=True,
-                                   timeout=300)
+    uninterrupted = subprocess.run(
+        _train_command(data_dir, whole), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
 
     command = _train_command(data_dir, killed)
@@ -185,14 +202,20 @@ def test_a_second_process_on_the_same_run_folder_is_refused_and_removes_nothing(
     leftover = run / ".last.keras.tmp-1-abcd.keras"  # the running process's file in the making
     leftover.write_bytes(b"being written")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pspnet.fileio import FolderLock; "
-         "lock = FolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)", str(run)],
-        stdout=subprocess.PIPE, text=True, env=_env(),
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pspnet.fileio import FolderLock; "
+            "lock = FolderLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        second = subprocess.run(_train_command(data_dir, run), env=_env(), capture_output=True, text=True,
-                                timeout=300)
+        second = subprocess.run(_train_command(data_dir, run), env=_env(), capture_output=True, text=True, timeout=300)
     finally:
         holder.kill()
         holder.wait()
@@ -241,8 +264,13 @@ def test_two_trainings_started_together_leave_the_winners_run_intact(data_dir, t
 
     def start(name: str):
         gate = tmp_path / f"go-{name}"
-        process = subprocess.Popen([sys.executable, "-c", _GATED_TRAIN, str(gate), *command], env=_env(),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", _GATED_TRAIN, str(gate), *command],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started.append(process)
         return process, gate
 
@@ -251,8 +279,7 @@ def test_two_trainings_started_together_leave_the_winners_run_intact(data_dir, t
         _wait_for(run.is_dir, loser)  # the loser made the folder and waits to lock it
         winner, winner_gate = start("winner")
         winner_gate.touch()
-        _wait_for(lambda: (run / ".lock").is_file() and (run / ".lock").read_text().strip() == str(winner.pid),
-                  winner)
+        _wait_for(lambda: (run / ".lock").is_file() and (run / ".lock").read_text().strip() == str(winner.pid), winner)
         loser_gate.touch()
         lost = loser.communicate(timeout=300)[1]
         won = winner.communicate(timeout=300)[1]
@@ -330,14 +357,32 @@ def test_a_run_extended_across_the_time_limit_keeps_its_optimizer_and_schedule(d
 
 def test_a_bad_flag_leaves_nothing_behind_and_the_corrected_command_runs(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    argv = ["--data", str(data_dir), "--out", str(run), "--preset", "fast", "--image-size", "32", "--batch-size", "2",
-            "--epochs", "1", "--workers", "1", "--verbose", "0"]
+    argv = [
+        "--data",
+        str(data_dir),
+        "--out",
+        str(run),
+        "--preset",
+        "fast",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--verbose",
+        "0",
+    ]
     assert train_main([*argv, "--seed", "-1"]) == 2
     assert capsys.readouterr().err == "pspnet-train: error: --seed must be an integer from 0 to 2**32 - 1, got -1\n"
     assert not run.exists()
     # A failure only the model build finds: the folder it made is removed again.
-    assert train_main([*argv, "--preset", "pspnet50", "--backbone-weights", str(tmp_path / "none.h5"),
-                       "--verbose", "1"]) == 1
+    assert (
+        train_main([*argv, "--preset", "pspnet50", "--backbone-weights", str(tmp_path / "none.h5"), "--verbose", "1"])
+        == 1
+    )
     printed = capsys.readouterr()
     assert "no such weights file" in printed.err
     assert not run.exists() and "run folder" not in printed.out  # never named: it was never kept
@@ -355,8 +400,9 @@ def test_every_model_file_of_a_run_loads_compiled_in_a_fresh_process(one_epoch_r
         "    print(path.rsplit('/', 1)[-1], model.predict_on_batch(np.zeros((1, 32, 32, 3), 'float32')).shape)\n"
     )
     files = sorted(str(path) for path in run.glob("*.keras"))
-    result = subprocess.run([sys.executable, "-c", script, *files], env=_env(), capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, *files], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == ["best.keras (1, 32, 32, 19)", "last.keras (1, 32, 32, 19)"]
 
@@ -471,14 +517,20 @@ def test_poly_decay_reaches_zero_at_the_time_limit(data_dir, tmp_path, monkeypat
     assert train(config)["epochs"] == 1
     model, _ = load_model(Path(config.out) / "last.keras", compile=True)
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
-        1e-3 * (1 - 1.05 / 1.14) ** 0.9, rel=1e-4)
+        1e-3 * (1 - 1.05 / 1.14) ** 0.9, rel=1e-4
+    )
 
 
 def test_a_time_limited_epoch_reports_the_steps_it_ran(data_dir, tmp_path, monkeypatch, capsys):
     # The _Clock's 1.14 s limit stops the epoch after 4 of its 10 steps (as above).
     monkeypatch.setattr("pspnet.training.callbacks.time", _Clock())
-    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), **{**TINY, "epochs": 5, "verbose": 2},
-                         steps_per_epoch=10, time_limit=0.019)
+    config = TrainConfig(
+        data=str(data_dir),
+        out=str(tmp_path / "run"),
+        **{**TINY, "epochs": 5, "verbose": 2},
+        steps_per_epoch=10,
+        time_limit=0.019,
+    )
     assert train(config)["epochs"] == 1
     lines = capsys.readouterr().out.splitlines()
     assert "pspnet-train: time limit of 0.019 minutes reached after 4 of 10 steps of epoch 1" in lines
@@ -496,8 +548,21 @@ def test_a_trained_model_takes_any_size_so_native_prediction_works(one_epoch_run
     photo = tmp_path / "street.png"
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
     out = tmp_path / "out"
-    assert predict_main(["--model", str(Path(config.out) / "best.keras"), "--input", str(photo), "--out", str(out),
-                         "--native", "--quiet"]) == 0
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(Path(config.out) / "best.keras"),
+                "--input",
+                str(photo),
+                "--out",
+                str(out),
+                "--native",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(out / "street_ids.png"), cv2.IMREAD_UNCHANGED).shape == (40, 56)
 
 
@@ -571,9 +636,10 @@ def test_bad_flags_and_paths_end_in_one_line(argv, message, capsys):
 def test_a_data_folder_without_val_is_refused_in_one_line(tmp_path, capsys):
     (tmp_path / "train").mkdir()
     assert train_main(["--data", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == f"pspnet-train: error: data folder {tmp_path} has no val/ (it needs train/ and val/)\n"
-
-
+    assert (
+        capsys.readouterr().err
+        == f"pspnet-train: error: data folder {tmp_path} has no val/ (it needs train/ and val/)\n"
+    )
 
 
 def test_ctrl_c_says_on_a_line_of_its_own_that_the_same_command_resumes(monkeypatch, capsys):

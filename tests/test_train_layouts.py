@@ -10,15 +10,16 @@ import pytest
 from conftest import make_cityscapes, make_folders
 
 from pspnet.cli import train_main
-from pspnet.training.config import TrainConfig
 from pspnet.data.classes import CITYSCAPES
 from pspnet.errors import ConfigError
 from pspnet.models.modelfile import load_model
+from pspnet.training.config import TrainConfig
 from pspnet.training.loop import train
 
 # One short epoch: 32 px crops of images fit into a 32x64 base, batch 2, 3 steps.
-TINY = dict(preset="fast", image_size=(32, 64), crop_size=32, batch_size=2, epochs=1, steps_per_epoch=3,
-            workers=1, verbose=0)
+TINY = dict(
+    preset="fast", image_size=(32, 64), crop_size=32, batch_size=2, epochs=1, steps_per_epoch=3, workers=1, verbose=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +112,37 @@ def test_a_pairs_run_feeds_the_batches_it_fed_before_layouts(tmp_path):
 
     make_pairs(tmp_path / "pairs" / "train", 4, size=32, split="train")
     make_pairs(tmp_path / "pairs" / "val", 2, size=32, split="val")
-    config = _resolved(TrainConfig(data=str(tmp_path / "pairs"), preset="fast", image_size=24, batch_size=2,
-                                   workers=1, verbose=0, cache_dir=str(tmp_path / "cache")))
+    config = _resolved(
+        TrainConfig(
+            data=str(tmp_path / "pairs"),
+            preset="fast",
+            image_size=24,
+            batch_size=2,
+            workers=1,
+            verbose=0,
+            cache_dir=str(tmp_path / "cache"),
+        )
+    )
     assert (config.layout, config.crop_size) == ("pairs", (24, 24))
     splits = _load_splits(config, _data_folder(config))
     assert isinstance(splits.train_photos, np.ndarray) and splits.classes == CITYSCAPES
     train_data, val_data = _batches(config, splits, replicas=1, part=(0, 2))
-    for dataset, photos, targets in ((train_data, splits.train_photos, splits.train_targets),
-                                     (val_data, splits.val_photos, splits.val_targets)):
+    for dataset, photos, targets in (
+        (train_data, splits.train_photos, splits.train_targets),
+        (val_data, splits.val_photos, splits.val_targets),
+    ):
         for got, expected in zip(dataset[0], _old_batch(photos, targets, dataset, 0, 0)):
             np.testing.assert_array_equal(got, expected)
 
 
 def test_a_small_lazy_split_is_decoded_once_and_a_large_one_every_time(tmp_path):
     from pspnet.data.layouts import open_split
-    from pspnet.data.samples import load_arrays
-    from pspnet.data.samples import kept_in_memory
+    from pspnet.data.samples import kept_in_memory, load_arrays
 
     root = make_folders(tmp_path / "set", train=2, val=1, height=48, width=80)
-    photos, labels, summary = load_arrays(open_split(root, "train"), cache_dir=tmp_path / "cache", progress=False,
-                                          cache_limit=0)  # not cached decoded: lazy sequences
+    photos, labels, summary = load_arrays(
+        open_split(root, "train"), cache_dir=tmp_path / "cache", progress=False, cache_limit=0
+    )  # not cached decoded: lazy sequences
     needed = 2 * 48 * 80 * 4
     budget = [needed]
     kept_photos, kept_labels = kept_in_memory(photos, labels, summary, budget)
@@ -161,11 +173,10 @@ def test_a_folders_set_of_mixed_sizes_trains_from_lazy_sequences(tmp_path, monke
     assert list(metrics["per_class_iou"]) == _names(root) and np.isfinite(metrics["pixel_accuracy"])
 
 
-@pytest.mark.parametrize("spoil, problem", [
-    ("value", "neither a class (0-4) nor the ignore index 255"),
-    ("size", "mask"),
-    ("orphan", "without its image"),
-])
+@pytest.mark.parametrize(
+    "spoil, problem",
+    [("value", "neither a class (0-4) nor the ignore index 255"), ("size", "mask"), ("orphan", "without its image")],
+)
 def test_bad_input_stops_pspnet_train_in_one_line_before_anything_is_written(tmp_path, capsys, spoil, problem):
     import cv2
 
@@ -180,8 +191,23 @@ def test_bad_input_stops_pspnet_train_in_one_line_before_anything_is_written(tmp
     else:
         cv2.imwrite(str(root / "masks" / "train" / "stray.png"), mask)
     out = tmp_path / "run"
-    flags = ["--preset", "fast", "--base-size", "32", "64", "--crop-size", "32", "--batch-size", "2", "--epochs", "1",
-             "--steps-per-epoch", "2", "--verbose", "0"]
+    flags = [
+        "--preset",
+        "fast",
+        "--base-size",
+        "32",
+        "64",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--verbose",
+        "0",
+    ]
     capsys.readouterr()
     status = train_main(["--data", str(root), "--out", str(out), *flags])
     lines = capsys.readouterr().err.strip().splitlines()

@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import BatchRecorder
+
 from pspnet.errors import ConfigError, DataError
-from pspnet.models.modelfile import ModelInfo
 from pspnet.inference.video import predict_video
+from pspnet.models.modelfile import ModelInfo
 
 NUM_FRAMES = 20
 FPS = 10.0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from pspnet.inference import viz
 from pspnet.data.classes import CITYSCAPES, ClassTable
+from pspnet.inference import viz
 from pspnet.palette import CLASSES, NUM_CLASSES
 
 
@@ -13,7 +13,7 @@ def _train_ids(height=32, width=64):
     """A map with every class in a stripe and a void stripe at the end."""
     ids = np.full((height, width), 255, dtype=np.uint8)
     for train_id in range(NUM_CLASSES):
-        ids[:, train_id * 3:(train_id + 1) * 3] = train_id
+        ids[:, train_id * 3 : (train_id + 1) * 3] = train_id
     return ids
 
 
@@ -136,7 +136,11 @@ def test_plot_history_draws_only_metrics_never_bookkeeping_columns(tmp_path):
     loss_axis, score_axis = viz.plot_history(path).axes
     assert sorted(line.get_label() for line in loss_axis.lines) == ["loss", "val_loss"]
     assert sorted(line.get_label() for line in score_axis.lines) == [
-        "mean_iou", "pixel_accuracy", "val_mean_iou", "val_pixel_accuracy"]
+        "mean_iou",
+        "pixel_accuracy",
+        "val_mean_iou",
+        "val_pixel_accuracy",
+    ]
     assert score_axis.get_ylim() == (0.0, 1.0)
     only_bookkeeping = viz.plot_history({"train_minutes": [9.5, 19.8], "lr": [1e-3, 5e-4], "steps": [50, 90]})
     assert [line for axis in only_bookkeeping.axes for line in axis.lines] == []
@@ -172,8 +176,10 @@ def test_figures_save_without_pyplot(tmp_path):
 
 # --- a class table of one's own: five classes, none of them Cityscapes' --------------
 
-FARM = ClassTable(("soil", "crop", "weed", "water", "stone"),
-                  ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)))
+FARM = ClassTable(
+    ("soil", "crop", "weed", "water", "stone"),
+    ((120, 80, 40), (0, 200, 0), (200, 0, 200), (0, 0, 255), (128, 128, 128)),
+)
 
 
 def test_colorize_and_overlay_paint_a_tables_colours_and_its_unknown_ids_void():

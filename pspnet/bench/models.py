@@ -13,7 +13,7 @@ allocation), then times ``steps`` calls of ``train_on_batch`` and of
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -82,17 +82,25 @@ def benchmark_model(
         keras.utils.set_random_seed(seed)
         model = build_pspnet(preset, num_classes=num_classes, input_shape=(height, width, 3))
         gflops = count_flops(model) / 1e9
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
         rng = np.random.default_rng(seed)
         photos = rng.uniform(0, 255, (batch_size, height, width, 3)).astype("float32")
         labels = rng.integers(0, num_classes, (batch_size, height, width)).astype("int32")
         train_rate = images_per_second(lambda: model.train_on_batch(photos, labels), batch_size, steps, warmup)
         infer_rate = images_per_second(lambda: model.predict_on_batch(photos), batch_size, steps, warmup)
         return ModelBenchmark(
-            preset=preset, parameters=int(model.count_params()), gflops=gflops, train_images_per_s=train_rate,
-            infer_images_per_s=infer_rate, image_size=(height, width), batch_size=batch_size, steps=steps,
-            backend=keras.backend.backend(), dtype_policy=keras.config.dtype_policy().name,
+            preset=preset,
+            parameters=int(model.count_params()),
+            gflops=gflops,
+            train_images_per_s=train_rate,
+            infer_images_per_s=infer_rate,
+            image_size=(height, width),
+            batch_size=batch_size,
+            steps=steps,
+            backend=keras.backend.backend(),
+            dtype_policy=keras.config.dtype_policy().name,
         )
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -107,9 +115,7 @@ def check_presets(presets: Sequence[str]) -> None:
 
 
 def benchmark_models(
-    presets: Sequence[str] = PRESETS,
-    progress: Callable[[ModelBenchmark], None] | None = None,
-    **kwargs,
+    presets: Sequence[str] = PRESETS, progress: Callable[[ModelBenchmark], None] | None = None, **kwargs
 ) -> list[ModelBenchmark]:
     """Runs ``benchmark_model`` for each preset.
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -25,9 +25,15 @@ class RuntimeRow:
     file_mb: float | None = None  # size of the artefact
 
 
-def benchmark_runtimes(model_path, work_dir, batch_sizes: Sequence[int] = (1, 8), steps: int = 5,
-                       val=None, calibration=None, progress: Callable[[RuntimeRow], None] | None = None
-                       ) -> list[RuntimeRow]:
+def benchmark_runtimes(
+    model_path,
+    work_dir,
+    batch_sizes: Sequence[int] = (1, 8),
+    steps: int = 5,
+    val=None,
+    calibration=None,
+    progress: Callable[[RuntimeRow], None] | None = None,
+) -> list[RuntimeRow]:
     """Exports a model to ONNX and LiteRT (and int8 LiteRT with ``calibration``) and times each runtime.
 
     Args:
@@ -50,20 +56,25 @@ def benchmark_runtimes(model_path, work_dir, batch_sizes: Sequence[int] = (1, 8)
     work_dir = Path(work_dir)
     model, info = load_model(model_path)
     size = model_input_size(model, info)
-    exports = [("onnxruntime", "onnx", work_dir / "model.onnx", False),
-               ("litert", "litert", work_dir / "model.tflite", False)]
+    exports = [
+        ("onnxruntime", "onnx", work_dir / "model.onnx", False),
+        ("litert", "litert", work_dir / "model.tflite", False),
+    ]
     if calibration is not None:
         exports.append(("litert int8", "litert", work_dir / "model-int8.tflite", True))
     runtimes = [("keras (" + keras.backend.backend() + ")", model, info, Path(model_path))]
     for name, format, path, quantize in exports:
-        export(model_path, format, path, quantize=quantize, calibration=calibration if quantize else None,
-               verbose=False)
+        export(
+            model_path, format, path, quantize=quantize, calibration=calibration if quantize else None, verbose=False
+        )
         runtimes.append((name, *load_exported(path), path))
     photos = np.random.default_rng(0).uniform(0, 255, (max(batch_sizes), *size, 3)).astype(np.float32)
     rows = []
     for name, runner, runner_info, path in runtimes:
         speeds = {
-            batch: images_per_second(lambda: runner.predict_on_batch(photos[:batch]), batch, steps, 1)
+            batch: images_per_second(
+                lambda runner=runner, batch=batch: runner.predict_on_batch(photos[:batch]), batch, steps, 1
+            )
             for batch in batch_sizes
         }
         row = RuntimeRow(name, speeds, file_mb=path.stat().st_size / 2**20 if path.is_file() else None)
@@ -86,7 +97,12 @@ def format_runtimes_table(rows: Sequence[RuntimeRow]) -> str:
 
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in rows:
-        cells = [row.runtime, *[number(row.images_per_s.get(batch), 1) for batch in batches],
-                 number(row.mean_iou, 3), number(row.pixel_accuracy, 3), number(row.file_mb, 1)]
+        cells = [
+            row.runtime,
+            *[number(row.images_per_s.get(batch), 1) for batch in batches],
+            number(row.mean_iou, 3),
+            number(row.pixel_accuracy, 3),
+            number(row.file_mb, 1),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

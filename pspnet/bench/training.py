@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -32,8 +32,15 @@ from pspnet.models.flops import count_flops
 from pspnet.models.presets import PRESETS
 
 __all__ = [
-    "SpeedRow", "add_ratios", "bench_classes", "benchmark_package_training", "benchmark_pipeline",
-    "benchmark_seed_recipe", "format_speed_table", "machine_settings", "speed_table",
+    "SpeedRow",
+    "add_ratios",
+    "bench_classes",
+    "benchmark_package_training",
+    "benchmark_pipeline",
+    "benchmark_seed_recipe",
+    "format_speed_table",
+    "machine_settings",
+    "speed_table",
 ]
 
 
@@ -71,14 +78,18 @@ def machine_settings(preset: str, kind: str, backend: str) -> dict:
         ``{"batch_size", "precision", "jit_compile", "steps_per_execution"}``.
     """
     if kind == "gpu":
-        return {"batch_size": 32 if preset == "fast" else 16, "precision": "mixed_bfloat16",
-                "jit_compile": True, "steps_per_execution": 8}
-    return {"batch_size": 8, "precision": "float32", "jit_compile": backend == "jax",
-            "steps_per_execution": 1}
+        return {
+            "batch_size": 32 if preset == "fast" else 16,
+            "precision": "mixed_bfloat16",
+            "jit_compile": True,
+            "steps_per_execution": 8,
+        }
+    return {"batch_size": 8, "precision": "float32", "jit_compile": backend == "jax", "steps_per_execution": 1}
 
 
-def benchmark_seed_recipe(image_size: int = 256, steps: int = 3, warmup: int = 1,
-                          batch_size: int | None = None, seed: int = 0) -> SpeedRow:
+def benchmark_seed_recipe(
+    image_size: int = 256, steps: int = 3, warmup: int = 1, batch_size: int | None = None, seed: int = 0
+) -> SpeedRow:
     """Training images/s of the seed notebook's own recipe (``pspnet.training.seed_recipe``).
 
     The transcribed model, float32, Adam 1e-3, MSE, ``model.fit`` on float16
@@ -97,9 +108,16 @@ def benchmark_seed_recipe(image_size: int = 256, steps: int = 3, warmup: int = 1
         clock = StepClock()
         model.fit(photos, masks, batch_size=batch_size, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
         infer = images_per_second(lambda: model.predict_on_batch(photos[:batch_size]), batch_size, steps, 1)
-        return SpeedRow("seed recipe", batch_size, "float32", "-", 1,
-                        train_images_per_s=marks_rate(clock.marks, batch_size, warmup), infer_images_per_s=infer,
-                        gflops=count_flops(model) / 1e9)
+        return SpeedRow(
+            "seed recipe",
+            batch_size,
+            "float32",
+            "-",
+            1,
+            train_images_per_s=marks_rate(clock.marks, batch_size, warmup),
+            infer_images_per_s=infer,
+            gflops=count_flops(model) / 1e9,
+        )
     finally:
         keras.config.set_dtype_policy(previous_policy)
         keras.backend.clear_session()
@@ -130,10 +148,20 @@ def _random_pairs(count: int, size: int, seed: int, num_classes: int = 19) -> tu
     return photos, np.repeat(np.repeat(ids, 8, axis=1), 8, axis=2)  # blocky, like real labels
 
 
-def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 3, warmup: int = 1,
-                               batch_size: int = 8, precision: str = "float32", jit_compile: bool = False,
-                               steps_per_execution: int = 1, workers: int | None = None,
-                               source_size: int = 256, seed: int = 0, num_classes: int = 19) -> SpeedRow:
+def benchmark_package_training(
+    preset: str,
+    image_size: int = 256,
+    steps: int = 3,
+    warmup: int = 1,
+    batch_size: int = 8,
+    precision: str = "float32",
+    jit_compile: bool = False,
+    steps_per_execution: int = 1,
+    workers: int | None = None,
+    source_size: int = 256,
+    seed: int = 0,
+    num_classes: int = 19,
+) -> SpeedRow:
     """Training and inference images/s of a preset trained the package's way.
 
     The model of ``num_classes`` classes, its loss (cross-entropy ignoring 255),
@@ -150,33 +178,64 @@ def benchmark_package_training(preset: str, image_size: int = 256, steps: int = 
 
     classes = bench_classes(num_classes)
     executions = warmup + steps
-    config = TrainConfig(data="bench", preset=preset, image_size=image_size, batch_size=batch_size,
-                         epochs=1, steps_per_epoch=executions * steps_per_execution, precision=precision,
-                         jit_compile=jit_compile, steps_per_execution=steps_per_execution, seed=seed,
-                         class_weighting="none", scale=True).resolved()
+    config = TrainConfig(
+        data="bench",
+        preset=preset,
+        image_size=image_size,
+        batch_size=batch_size,
+        epochs=1,
+        steps_per_epoch=executions * steps_per_execution,
+        precision=precision,
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+        seed=seed,
+        class_weighting="none",
+        scale=True,
+    ).resolved()
     keras.utils.set_random_seed(seed)
     try:
         model, _ = build_and_compile(config, None, aux_head=False, classes=classes)
         photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed, classes.num_classes)
-        data = SegmentationDataset(photos, ids, batch_size, image_size=image_size, seed=seed,
-                                   drop_remainder=True, steps_per_epoch=config.steps_per_epoch,
-                                   workers=workers or min(4, os.cpu_count() or 1), use_multiprocessing=False)
+        data = SegmentationDataset(
+            photos,
+            ids,
+            batch_size,
+            image_size=image_size,
+            seed=seed,
+            drop_remainder=True,
+            steps_per_epoch=config.steps_per_epoch,
+            workers=workers or min(4, os.cpu_count() or 1),
+            use_multiprocessing=False,
+        )
         clock = StepClock()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Explicitly requested dtype int64", category=UserWarning)
             model.fit(data, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
         batch = data[0][0]
         infer = images_per_second(lambda: model.predict_on_batch(batch), batch_size, max(1, steps), 1)
-        return SpeedRow(preset, batch_size, precision, "on" if jit_compile else "off", steps_per_execution,
-                        train_images_per_s=marks_rate(clock.marks, batch_size, warmup),
-                        infer_images_per_s=infer, gflops=count_flops(model) / 1e9)
+        return SpeedRow(
+            preset,
+            batch_size,
+            precision,
+            "on" if jit_compile else "off",
+            steps_per_execution,
+            train_images_per_s=marks_rate(clock.marks, batch_size, warmup),
+            infer_images_per_s=infer,
+            gflops=count_flops(model) / 1e9,
+        )
     finally:
         keras.backend.clear_session()
 
 
-def benchmark_pipeline(image_size: int = 256, batch_size: int = 8, batches: int = 40,
-                       workers: int | None = None, source_size: int = 256, seed: int = 0,
-                       num_classes: int = 19) -> SpeedRow:
+def benchmark_pipeline(
+    image_size: int = 256,
+    batch_size: int = 8,
+    batches: int = 40,
+    workers: int | None = None,
+    source_size: int = 256,
+    seed: int = 0,
+    num_classes: int = 19,
+) -> SpeedRow:
     """Images/s of the input pipeline alone (``SegmentationDataset``, scale, crop
     and flip), its batches made on ``workers`` threads as ``fit`` makes them."""
     from concurrent.futures import ThreadPoolExecutor
@@ -185,8 +244,9 @@ def benchmark_pipeline(image_size: int = 256, batch_size: int = 8, batches: int 
 
     workers = workers or min(4, os.cpu_count() or 1)
     photos, ids = _random_pairs(max(2 * batch_size, 16), source_size, seed, num_classes)
-    data = SegmentationDataset(photos, ids, batch_size, image_size=image_size, seed=seed,
-                               drop_remainder=True, steps_per_epoch=batches)
+    data = SegmentationDataset(
+        photos, ids, batch_size, image_size=image_size, seed=seed, drop_remainder=True, steps_per_epoch=batches
+    )
     data[0]  # warm up OpenCV
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -232,10 +292,18 @@ def format_speed_table(rows: Sequence[SpeedRow]) -> str:
     return "\n".join(lines)
 
 
-def speed_table(presets: Sequence[str] = PRESETS, image_size: int = 256, steps: int = 3, warmup: int = 1,
-                seed_recipe: bool = True, pipeline_batches: int = 40, workers: int | None = None,
-                overrides: dict | None = None, progress: Callable[[SpeedRow], None] | None = None,
-                num_classes: int = 19) -> tuple[dict, tuple[float, str], list[SpeedRow]]:
+def speed_table(
+    presets: Sequence[str] = PRESETS,
+    image_size: int = 256,
+    steps: int = 3,
+    warmup: int = 1,
+    seed_recipe: bool = True,
+    pipeline_batches: int = 40,
+    workers: int | None = None,
+    overrides: dict | None = None,
+    progress: Callable[[SpeedRow], None] | None = None,
+    num_classes: int = 19,
+) -> tuple[dict, tuple[float, str], list[SpeedRow]]:
     """Measures the whole training-speed table on this machine.
 
     Args:
@@ -272,14 +340,19 @@ def speed_table(presets: Sequence[str] = PRESETS, image_size: int = 256, steps: 
     for preset in presets:
         settings = {**machine_settings(preset, machine["kind"], machine["backend"]), **(overrides or {})}
         batch_sizes.append(settings["batch_size"])
-        record(benchmark_package_training(preset, image_size, steps=steps, warmup=warmup, workers=workers,
-                                          num_classes=num_classes, **settings))
+        record(
+            benchmark_package_training(
+                preset, image_size, steps=steps, warmup=warmup, workers=workers, num_classes=num_classes, **settings
+            )
+        )
     if pipeline_batches:
-        record(benchmark_pipeline(image_size, max(batch_sizes or [8]), pipeline_batches, workers=workers,
-                                  num_classes=num_classes))
+        record(
+            benchmark_pipeline(
+                image_size, max(batch_sizes or [8]), pipeline_batches, workers=workers, num_classes=num_classes
+            )
+        )
     policies = {row.precision for row in rows if row.precision != "-"}
     compute = "bfloat16" if "mixed_bfloat16" in policies else "float16" if "mixed_float16" in policies else "float32"
     peak = peak_tflops(machine, compute)
     add_ratios(rows, peak[0])
     return machine, peak, rows
-

@@ -13,5 +13,15 @@ from pspnet.cli.export import main as export_main
 from pspnet.cli.predict import main as predict_main
 from pspnet.cli.train import main as train_main
 
-__all__ = ["bench_main", "data_main", "evaluate_main", "export_main", "predict_main", "train_main",
-           "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "_run"]
+__all__ = [
+    "bench_main",
+    "data_main",
+    "evaluate_main",
+    "export_main",
+    "predict_main",
+    "train_main",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "_run",
+]

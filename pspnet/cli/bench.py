@@ -37,13 +37,22 @@ def _bench_models(args) -> int:
     from pspnet.bench.models import benchmark_models, format_models_table
 
     def progress(row) -> None:
-        print(f"{row.preset}: {row.train_images_per_s:.2f} training, {row.infer_images_per_s:.2f} inference "
-              "images/s", file=sys.stderr, flush=True)
+        print(
+            f"{row.preset}: {row.train_images_per_s:.2f} training, {row.infer_images_per_s:.2f} inference images/s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
     rows = benchmark_models(
-        args.presets, progress=progress, image_size=args.image_size, batch_size=args.batch_size,
-        steps=args.steps, warmup=args.warmup, num_classes=args.num_classes, dtype_policy=args.dtype_policy,
+        args.presets,
+        progress=progress,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        num_classes=args.num_classes,
+        dtype_policy=args.dtype_policy,
     )
     print(format_models_table(rows))
     if args.json:
@@ -55,8 +64,10 @@ def _bench_parser() -> argparse.ArgumentParser:
     """The parser of ``pspnet-bench`` (models, train, runtimes)."""
     from pspnet.models.presets import PRESETS
 
-    parser = _Parser(prog="pspnet-bench",
-                     description="Speed benchmarks on this machine (backend: KERAS_BACKEND, default tensorflow).")
+    parser = _Parser(
+        prog="pspnet-bench",
+        description="Speed benchmarks on this machine (backend: KERAS_BACKEND, default tensorflow).",
+    )
     sections = parser.add_subparsers(dest="section", required=True, metavar="SECTION")
     _add_bench_models_parser(sections, PRESETS)
     _add_bench_train_parser(sections, PRESETS)
@@ -74,8 +85,7 @@ def _add_bench_models_parser(sections, presets) -> None:
         "(predict_on_batch), timed after warm-up steps on random photos.",
     )
     models.add_argument("--presets", nargs="+", choices=presets, default=list(presets), help="presets to measure")
-    models.add_argument("--image-size", type=_image_size, default=(256, 256),
-                        help="SIZE or HEIGHTxWIDTH (256)")
+    models.add_argument("--image-size", type=_image_size, default=(256, 256), help="SIZE or HEIGHTxWIDTH (256)")
     models.add_argument("--batch-size", type=_positive, default=2, help="images per step (2)")
     models.add_argument("--steps", type=_positive, default=3, help="timed steps per measurement (3)")
     models.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (1)")
@@ -94,11 +104,16 @@ def _add_bench_runtimes_parser(sections) -> None:
         "on that split.",
     )
     runtimes.add_argument("--model", required=True, help="a .keras model file")
-    runtimes.add_argument("--data", default=None,
-                          help="a data set root (any layout) or a split folder of pairs to score each runtime on")
+    runtimes.add_argument(
+        "--data", default=None, help="a data set root (any layout) or a split folder of pairs to score each runtime on"
+    )
     runtimes.add_argument("--split", default="val", help="the split of a data set root (val)")
-    runtimes.add_argument("--layout", choices=("pairs", "cityscapes", "folders"), default=None,
-                          help="the data set's layout (default: detected from its folders)")
+    runtimes.add_argument(
+        "--layout",
+        choices=("pairs", "cityscapes", "folders"),
+        default=None,
+        help="the data set's layout (default: detected from its folders)",
+    )
     runtimes.add_argument("--calibration", default=None, help="photos for an int8 LiteRT row")
     runtimes.add_argument("--steps", type=_positive, default=5, help="timed calls per batch size (5)")
     runtimes.add_argument("--cache-dir", default=None, help="decoded-split cache (as pspnet-evaluate)")
@@ -118,20 +133,35 @@ def _add_bench_train_parser(sections, presets) -> None:
     train.add_argument("--image-size", type=_positive, default=256, help="side of the square images (256)")
     train.add_argument("--steps", type=_positive, default=3, help="timed steps (executions) per row (3)")
     train.add_argument("--warmup", type=_positive, default=1, help="untimed steps before timing (1)")
-    train.add_argument("--no-seed-recipe", dest="seed_recipe", action="store_false",
-                       help="leave out the seed notebook's recipe (no speed-up column)")
-    train.add_argument("--pipeline-batches", type=_count, default=40,
-                       help="batches timed for the input-pipeline row (40; 0: no row)")
+    train.add_argument(
+        "--no-seed-recipe",
+        dest="seed_recipe",
+        action="store_false",
+        help="leave out the seed notebook's recipe (no speed-up column)",
+    )
+    train.add_argument(
+        "--pipeline-batches", type=_count, default=40, help="batches timed for the input-pipeline row (40; 0: no row)"
+    )
     train.add_argument("--workers", type=_positive, default=None, help="input pipeline threads (min(4, cores))")
-    train.add_argument("--num-classes", type=_positive, default=19,
-                       help="classes of the presets' heads and of the random labels (19, the Cityscapes ones)")
+    train.add_argument(
+        "--num-classes",
+        type=_positive,
+        default=19,
+        help="classes of the presets' heads and of the random labels (19, the Cityscapes ones)",
+    )
     train.add_argument("--batch-size", type=_positive, default=None, help="override the machine's batch size")
-    train.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default=None,
-                       help="override the machine's dtype policy")
-    train.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="override the machine's XLA setting")
-    train.add_argument("--steps-per-execution", type=_positive, default=None,
-                       help="override the machine's batches per compiled call")
+    train.add_argument(
+        "--precision",
+        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        default=None,
+        help="override the machine's dtype policy",
+    )
+    train.add_argument(
+        "--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="override the machine's XLA setting"
+    )
+    train.add_argument(
+        "--steps-per-execution", type=_positive, default=None, help="override the machine's batches per compiled call"
+    )
     train.add_argument("--json", default=None, help="also write the machine and the rows to this JSON file")
 
 
@@ -152,21 +182,43 @@ def _bench_train(args) -> int:
         print(f"{row.name}: {row.train_images_per_s:.2f} images/s", file=sys.stderr, flush=True)
 
     machine, (peak, source), rows = speed_table(
-        args.presets, args.image_size, steps=args.steps, warmup=args.warmup, seed_recipe=args.seed_recipe,
-        pipeline_batches=args.pipeline_batches, workers=args.workers, overrides=overrides, progress=progress,
+        args.presets,
+        args.image_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        seed_recipe=args.seed_recipe,
+        pipeline_batches=args.pipeline_batches,
+        workers=args.workers,
+        overrides=overrides,
+        progress=progress,
         num_classes=args.num_classes,
     )
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
-    print(f"{machine['device']} x{machine['devices']} ({machine['kind']}, {machine['cores']} CPU cores"
-          + (f", driver {machine['driver']}" if machine["driver"] else "") + f"); backend {machine['backend']}")
+    print(
+        f"{machine['device']} x{machine['devices']} ({machine['kind']}, {machine['cores']} CPU cores"
+        + (f", driver {machine['driver']}" if machine["driver"] else "")
+        + f"); backend {machine['backend']}"
+    )
     print(versions)
-    print(f"peak {peak:.2f} TFLOP/s ({source}); {args.image_size}x{args.image_size} images of "
-          f"{args.num_classes} classes, "
-          f"{args.steps} timed steps after {args.warmup} untimed")
+    print(
+        f"peak {peak:.2f} TFLOP/s ({source}); {args.image_size}x{args.image_size} images of "
+        f"{args.num_classes} classes, "
+        f"{args.steps} timed steps after {args.warmup} untimed"
+    )
     print(format_speed_table(rows))
     if args.json:
-        atomic_write_text(args.json, json.dumps({"machine": machine, "peak_tflops": peak, "peak_source": source,
-                                                 "rows": [dataclasses.asdict(row) for row in rows]}, indent=2))
+        atomic_write_text(
+            args.json,
+            json.dumps(
+                {
+                    "machine": machine,
+                    "peak_tflops": peak,
+                    "peak_source": source,
+                    "rows": [dataclasses.asdict(row) for row in rows],
+                },
+                indent=2,
+            ),
+        )
     return 0
 
 
@@ -190,7 +242,13 @@ def _bench_runtimes(args) -> int:
         val = load_arrays(split, cache_dir=args.cache_dir, progress=False)[:2]
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="pspnet-bench-") as work:
-        rows = benchmark_runtimes(args.model, work, steps=args.steps, val=val, calibration=args.calibration,
-                                  progress=lambda row: print(f"{row.runtime}: {row.images_per_s}", file=sys.stderr))
+        rows = benchmark_runtimes(
+            args.model,
+            work,
+            steps=args.steps,
+            val=val,
+            calibration=args.calibration,
+            progress=lambda row: print(f"{row.runtime}: {row.images_per_s}", file=sys.stderr),
+        )
     print(format_runtimes_table(rows))
     return 0

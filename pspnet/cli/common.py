@@ -26,9 +26,11 @@ EXIT_USAGE = 2  # a bad flag (argparse's own convention)
 EXIT_INTERRUPTED = 130
 
 # The backends pspnet runs on, and what each needs installed (module, what to tell).
-BACKENDS = {"tensorflow": ("tensorflow", "TensorFlow: pip install tensorflow"),
-            "jax": ("jax", "JAX: pip install jax"),
-            "torch": ("torch", "PyTorch: pip install torch")}
+BACKENDS = {
+    "tensorflow": ("tensorflow", "TensorFlow: pip install tensorflow"),
+    "jax": ("jax", "JAX: pip install jax"),
+    "torch": ("torch", "PyTorch: pip install torch"),
+}
 OTHER_KERAS_BACKENDS = ("numpy", "openvino")  # Keras has them; pspnet's training and models are not tested on them
 # Failures that mean the output cannot be written (disk full, read-only, quota), whatever call met them.
 WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -129,8 +131,14 @@ def _os_error_line(error: OSError, out: str | os.PathLike | None = None) -> str:
     return f"{reason}: {name}" if name is not None else reason
 
 
-def _run(prog: str, body: Callable[[], int | None], interrupted: str = "", backend: bool = True,
-         start_runtime: bool = True, out: str | os.PathLike | None = None) -> int:
+def _run(
+    prog: str,
+    body: Callable[[], int | None],
+    interrupted: str = "",
+    backend: bool = True,
+    start_runtime: bool = True,
+    out: str | os.PathLike | None = None,
+) -> int:
     """Runs a command body, turning known failures into one line and an exit code.
 
     Args:
@@ -181,16 +189,22 @@ _image_size = argparse_type(parse_size, "SIZE or HEIGHTxWIDTH")
 
 def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: int, quiet_help: str) -> None:
     """The flags shared by the commands that run a saved model (evaluate, predict)."""
-    parser.add_argument("--model", required=True,
-                        help="a .keras model file (RUN/best.keras), or one pspnet-export wrote (.onnx, .tflite, "
-                             "a SavedModel folder)")
-    parser.add_argument("--batch-size", type=_positive, default=batch_size,
-                        help=f"images per forward pass ({batch_size})")
-    parser.add_argument("--image-size", type=_positive, default=None,
-                        help="side of the square input for models that take any size (default: the size the "
-                             "model was trained at, 256 if its file does not say)")
-    parser.add_argument("--head", choices=("classes", "rgb"), default=None,
-                        help="override the detected output head")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a .keras model file (RUN/best.keras), or one pspnet-export wrote (.onnx, .tflite, a SavedModel folder)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=batch_size, help=f"images per forward pass ({batch_size})"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_positive,
+        default=None,
+        help="side of the square input for models that take any size (default: the size the "
+        "model was trained at, 256 if its file does not say)",
+    )
+    parser.add_argument("--head", choices=("classes", "rgb"), default=None, help="override the detected output head")
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
 
 

@@ -31,7 +31,8 @@ def _add_synth_parser(commands, layouts: Sequence[str]) -> None:
         return value
 
     synth = commands.add_parser(
-        "synth", help="write a synthetic data set in one of the layouts",
+        "synth",
+        help="write a synthetic data set in one of the layouts",
         description="Write synthetic street scenes: as photo|label JPEG composites like the Kaggle "
         "cityscapes-image-pairs files (OUT/train/1.jpg.., --layout pairs), in the official Cityscapes layout "
         "(OUT/leftImg8bit + OUT/gtFine, frames SIZE x 2*SIZE) or as image/mask folders with five classes of their "
@@ -42,10 +43,15 @@ def _add_synth_parser(commands, layouts: Sequence[str]) -> None:
     synth.add_argument("--train", type=_count, default=200, help="training images (200)")
     synth.add_argument("--val", type=_count, default=40, help="validation images (40)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    synth.add_argument("--size", type=side, default=256,
-                       help="side of each half of a pair, or the height of a frame, in pixels (256)")
-    synth.add_argument("--thickness", type=float, default=1.0,
-                       help="width factor of poles, persons and grass strips, 1 to 4 (1; the demo set uses 2)")
+    synth.add_argument(
+        "--size", type=side, default=256, help="side of each half of a pair, or the height of a frame, in pixels (256)"
+    )
+    synth.add_argument(
+        "--thickness",
+        type=float,
+        default=1.0,
+        help="width factor of poles, persons and grass strips, 1 to 4 (1; the demo set uses 2)",
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace the existing set in OUT")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -53,7 +59,8 @@ def _add_synth_parser(commands, layouts: Sequence[str]) -> None:
 def _add_inspect_parser(commands, layouts: Sequence[str]) -> None:
     """The ``pspnet-data inspect`` subcommand and its flags."""
     inspect = commands.add_parser(
-        "inspect", help="summarise a data set",
+        "inspect",
+        help="summarise a data set",
         description="The layout, the classes and their pixel shares, the image sizes and the problems found, "
         "per split of a data set root (pairs: of a split folder, or of DIR/train and DIR/val, with the decode "
         "distances of the label halves). What was read is cached (see --cache-dir).",
@@ -62,12 +69,14 @@ def _add_inspect_parser(commands, layouts: Sequence[str]) -> None:
     inspect.add_argument("--layout", choices=layouts, default=None, help="the layout (default: detected)")
     inspect.add_argument("--split", default=None, help="the split to inspect (default: every split there)")
     inspect.add_argument(
-        "--cache-dir", default=None,
+        "--cache-dir",
+        default=None,
         help="cache folder (default: $PSPNET_CACHE or ~/.cache/pspnet: splits/ for pairs, scans/ for the others)",
     )
     inspect.add_argument("--no-cache", action="store_true", help="read in memory, write no cache")
-    inspect.add_argument("--skip-bad", action="store_true", help="leave unusable files out, with a warning, "
-                         "and list them as problems")
+    inspect.add_argument(
+        "--skip-bad", action="store_true", help="leave unusable files out, with a warning, and list them as problems"
+    )
     inspect.add_argument("--far", type=int, default=None, help="distance counted as far from the palette (30)")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -79,20 +88,36 @@ def _data_synth(args) -> int:
         from pspnet.data.synth import write_synthetic_set
 
         out = write_synthetic_set(
-            args.out, train=args.train, val=args.val, seed=args.seed, size=args.size,
-            overwrite=args.overwrite, progress=not args.quiet, thickness=args.thickness,
+            args.out,
+            train=args.train,
+            val=args.val,
+            seed=args.seed,
+            size=args.size,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            thickness=args.thickness,
         )
         for split, number in (("train", args.train), ("val", args.val)):
             print(f"wrote {number} pairs of {args.size}x{2 * args.size} to {Path(out) / split}")
         return 0
     from pspnet.data.synth_layouts import write_layout
 
-    out, (height, width) = write_layout(args.out, args.layout, train=args.train, val=args.val, seed=args.seed,
-                                        size=args.size, overwrite=args.overwrite, thickness=args.thickness)
+    out, (height, width) = write_layout(
+        args.out,
+        args.layout,
+        train=args.train,
+        val=args.val,
+        seed=args.seed,
+        size=args.size,
+        overwrite=args.overwrite,
+        thickness=args.thickness,
+    )
     photos, labels = ("leftImg8bit", "gtFine") if args.layout == "cityscapes" else ("images", "masks")
     for split, number in (("train", args.train), ("val", args.val)):
-        print(f"wrote {number} {args.layout} images of {width}x{height} to {out / photos / split} "
-              f"(labels in {out / labels / split})")
+        print(
+            f"wrote {number} {args.layout} images of {width}x{height} to {out / photos / split} "
+            f"(labels in {out / labels / split})"
+        )
     if args.layout == "folders":
         print(f"classes in {out / 'dataset.json'}")
     return 0
@@ -136,19 +161,23 @@ def _data_inspect_pairs(args, folder: Path) -> int:
         if number:
             print()
         print(f"folder: {split}")
-        print(f"files: {summary.num_images} composites of {2 * width}x{height} "
-              f"(photo and label {width}x{height} each)"
-              + (f", {len(summary.skipped)} skipped" if summary.skipped else ""))
+        print(
+            f"files: {summary.num_images} composites of {2 * width}x{height} "
+            f"(photo and label {width}x{height} each)"
+            + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
+        )
         print(f"{'class':<16}{'train id':>9}{'pixels %':>10}")
         for info in CLASSES:
             print(f"{info.name:<16}{info.train_id:>9}{100 * shares[info.train_id]:>10.2f}")
         print(f"{'void (ignored)':<16}{IGNORE_INDEX:>9}{100 * shares[-1]:>10.2f}")
         percentiles = ", ".join(f"p{q} {summary.distance_percentile(q)}" for q in (50, 90, 99))
-        print(f"decode distance to the nearest palette colour: mean {summary.mean_distance():.1f}, "
-              f"{percentiles}; {100 * summary.far_share(far):.1f}% of label pixels farther than {far}")
+        print(
+            f"decode distance to the nearest palette colour: mean {summary.mean_distance():.1f}, "
+            f"{percentiles}; {100 * summary.far_share(far):.1f}% of label pixels farther than {far}"
+        )
         if summary.far_images:
             print(f"label halves mostly far from the palette: {len(summary.far_images)}")
-        for name, reason in summary.skipped:
+        for _name, reason in summary.skipped:
             print(f"problem: {reason}")
     # Last, so that the report of a split keeps its lines where scripts have read them.
     print("\nlayout: pairs (photo|label composites, the 19 Cityscapes classes)")
@@ -162,8 +191,11 @@ def _data_split_names(folder: Path, layout: str) -> list[str]:
     photos = folder / ("leftImg8bit" if layout == "cityscapes" else "images")
     names = [name for name in ("train", "val", "test") if (photos / name).is_dir()]
     if not names:
-        raise DataError(f"no train/, val/ or test/ split in {photos}" if photos.is_dir() else
-                        f"no {photos.name}/ folder (the {layout} layout keeps its photos there): {photos}")
+        raise DataError(
+            f"no train/, val/ or test/ split in {photos}"
+            if photos.is_dir()
+            else f"no {photos.name}/ folder (the {layout} layout keeps its photos there): {photos}"
+        )
     return names
 
 
@@ -176,17 +208,22 @@ def _data_inspect_layout(args, folder: Path, layout: str) -> int:
     cache_dir = False if args.no_cache else args.cache_dir
     print(f"layout: {layout} ({folder})")
     for name in names:
-        split, summary = scan_split(open_split(folder, name, layout), cache_dir=cache_dir, skip_bad=args.skip_bad,
-                                    progress=not args.quiet)
+        split, summary = scan_split(
+            open_split(folder, name, layout), cache_dir=cache_dir, skip_bad=args.skip_bad, progress=not args.quiet
+        )
         classes = summary.classes
-        sizes = ", ".join(f"{w}x{h}: {count}" for (h, w), count in
-                          sorted(summary.sizes.items(), key=lambda item: -item[1])[:4])
+        sizes = ", ".join(
+            f"{w}x{h}: {count}" for (h, w), count in sorted(summary.sizes.items(), key=lambda item: -item[1])[:4]
+        )
         more = f", {len(summary.sizes) - 4} more sizes" if len(summary.sizes) > 4 else ""
         print()
         print(f"split: {name} ({split.folder})")
-        print(f"files: {summary.num_images} image{'s' if summary.num_images != 1 else ''}"
-              + ("" if summary.labelled else " without labels") + f" ({sizes}{more})"
-              + (f", {len(summary.skipped)} skipped" if summary.skipped else ""))
+        print(
+            f"files: {summary.num_images} image{'s' if summary.num_images != 1 else ''}"
+            + ("" if summary.labelled else " without labels")
+            + f" ({sizes}{more})"
+            + (f", {len(summary.skipped)} skipped" if summary.skipped else "")
+        )
         print(f"classes: {classes.num_classes}, ignore index {classes.ignore_index}")
         if not summary.labelled:
             continue

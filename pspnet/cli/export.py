@@ -1,5 +1,4 @@
-"""``pspnet-export``: a trained .keras model to ONNX, LiteRT or a SavedModel.
-"""
+"""``pspnet-export``: a trained .keras model to ONNX, LiteRT or a SavedModel."""
 
 from __future__ import annotations
 
@@ -21,18 +20,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="a .keras model file (RUN/best.keras)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="onnx, litert (.tflite) or saved_model")
-    parser.add_argument("--out", required=True,
-                        help="the artefact: a .onnx or .tflite file, or a folder for saved_model (never replaced)")
-    parser.add_argument("--image-size", type=_positive, nargs="+", metavar=("H", "W"), default=None,
-                        help="fixed input size H [W] (default: the size the model was trained at, 256 if its "
-                             "file does not say)")
-    parser.add_argument("--quantize", action="store_true",
-                        help="litert: int8 weights and activations, calibrated on --calibration photos")
-    parser.add_argument("--calibration", default=None,
-                        help="with --quantize: a folder of photos (or composites), or a data set root (its val photos)")
-    parser.add_argument("--check-data", default=None, metavar="DIR",
-                        help="check the export on up to 8 photos of DIR, a folder of photos or a data set root of "
-                        "any layout (default: the calibration photos, else 4 generated street scenes)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the artefact: a .onnx or .tflite file, or a folder for saved_model (never replaced)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_positive,
+        nargs="+",
+        metavar=("H", "W"),
+        default=None,
+        help="fixed input size H [W] (default: the size the model was trained at, 256 if its file does not say)",
+    )
+    parser.add_argument(
+        "--quantize",
+        action="store_true",
+        help="litert: int8 weights and activations, calibrated on --calibration photos",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        help="with --quantize: a folder of photos (or composites), or a data set root (its val photos)",
+    )
+    parser.add_argument(
+        "--check-data",
+        default=None,
+        metavar="DIR",
+        help="check the export on up to 8 photos of DIR, a folder of photos or a data set root of "
+        "any layout (default: the calibration photos, else 4 generated street scenes)",
+    )
     args = parser.parse_args(argv)
     if args.image_size is not None and len(args.image_size) > 2:
         parser.error("--image-size takes H or H W")
@@ -40,8 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from pspnet.inference.export import export
 
-        export(args.model, args.format, args.out, image_size=args.image_size, quantize=args.quantize,
-               calibration=args.calibration, check_data=args.check_data)
+        export(
+            args.model,
+            args.format,
+            args.out,
+            image_size=args.image_size,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            check_data=args.check_data,
+        )
         return 0
 
     return _run(parser.prog, body, out=args.out)

@@ -16,34 +16,56 @@ def _parser() -> _Parser:
         "per image, NAME_panel.png (photo | truth | prediction) with --with-truth, "
         "labelIds/NAME_labelIds.png with --label-ids, and inputs.csv (how each file was read).",
     )
-    parser.add_argument("--input", required=True,
-                        help="an image file, a folder of images (or of folders of them: a Cityscapes split, "
-                             "ROOT/leftImg8bit/val), or a video")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="an image file, a folder of images (or of folders of them: a Cityscapes split, "
+        "ROOT/leftImg8bit/val), or a video",
+    )
     parser.add_argument("--out", required=True, help="output folder (created)")
-    parser.add_argument("--with-truth", action="store_true",
-                        help="composites: also write photo | truth | prediction panels")
-    parser.add_argument("--native", action="store_true",
-                        help="run at the pixel scale the model was trained at: each photo fitted into its trained "
-                             "size keeping the aspect ratio, not resized to it (models that take any size)")
-    parser.add_argument("--label-ids", action="store_true",
-                        help="also write labelIds/NAME_labelIds.png, the official Cityscapes label ids at the "
-                             "photo's size, for cityscapesscripts' evaluation and the benchmark server")
-    parser.add_argument("--slide", nargs=2, metavar=("CROP", "STRIDE"), default=None,
-                        help="predict sliding windows of CROP (N or HxW) every STRIDE pixels, as pspnet-evaluate's "
-                             "(with --native: of the photo at the trained scale)")
-    parser.add_argument("--scales", nargs="+", type=float, metavar="S", default=None,
-                        help="average the probabilities at these multiples of the model's size (default: 1.0)")
+    parser.add_argument(
+        "--with-truth", action="store_true", help="composites: also write photo | truth | prediction panels"
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="run at the pixel scale the model was trained at: each photo fitted into its trained "
+        "size keeping the aspect ratio, not resized to it (models that take any size)",
+    )
+    parser.add_argument(
+        "--label-ids",
+        action="store_true",
+        help="also write labelIds/NAME_labelIds.png, the official Cityscapes label ids at the "
+        "photo's size, for cityscapesscripts' evaluation and the benchmark server",
+    )
+    parser.add_argument(
+        "--slide",
+        nargs=2,
+        metavar=("CROP", "STRIDE"),
+        default=None,
+        help="predict sliding windows of CROP (N or HxW) every STRIDE pixels, as pspnet-evaluate's "
+        "(with --native: of the photo at the trained scale)",
+    )
+    parser.add_argument(
+        "--scales",
+        nargs="+",
+        type=float,
+        metavar="S",
+        default=None,
+        help="average the probabilities at these multiples of the model's size (default: 1.0)",
+    )
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
     parser.add_argument(
-        "--pairs", choices=("auto", "always", "never"), default="auto",
+        "--pairs",
+        choices=("auto", "always", "never"),
+        default="auto",
         help="auto: an image twice as wide as high whose right half looks like a label image "
         "is a photo|label composite (left half predicted); never: every image is a plain photo; "
         "always: every image is a composite",
     )
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable files with a warning")
     parser.add_argument("--every", type=_positive, default=1, help="videos: predict every Nth frame (1)")
-    parser.add_argument("--colour-video", action="store_true",
-                        help="videos: also write the colour-map video")
+    parser.add_argument("--colour-video", action="store_true", help="videos: also write the colour-map video")
     _add_model_arguments(parser, batch_size=4, quiet_help="no progress bar")
     return parser
 
@@ -59,11 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         slide = _slide_sizes(args.slide)
         predict(
             PredictConfig(
-                model=args.model, input=args.input, out=args.out, with_truth=args.with_truth,
-                native=args.native, batch_size=args.batch_size, pairs=args.pairs,
-                image_size=args.image_size, head=args.head, verbose=not args.quiet,
-                skip_bad=args.skip_bad, every=args.every, colour_video=args.colour_video,
-                label_ids=args.label_ids, slide=slide, scales=args.scales, tta_flip=args.tta,
+                model=args.model,
+                input=args.input,
+                out=args.out,
+                with_truth=args.with_truth,
+                native=args.native,
+                batch_size=args.batch_size,
+                pairs=args.pairs,
+                image_size=args.image_size,
+                head=args.head,
+                verbose=not args.quiet,
+                skip_bad=args.skip_bad,
+                every=args.every,
+                colour_video=args.colour_video,
+                label_ids=args.label_ids,
+                slide=slide,
+                scales=args.scales,
+                tta_flip=args.tta,
             )
         )
         return 0

@@ -1,5 +1,4 @@
-"""``pspnet-train``: every TrainConfig field as a flag.
-"""
+"""``pspnet-train``: every TrainConfig field as a flag."""
 
 from __future__ import annotations
 
@@ -49,8 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             os._exit(EXIT_ERROR)
         return 0
 
-    return _run("pspnet-train", body, interrupted="run the same command again to resume from the last finished "
-                "epoch", start_runtime=not config.distribute, out=config.resolved().out)
+    return _run(
+        "pspnet-train",
+        body,
+        interrupted="run the same command again to resume from the last finished epoch",
+        start_runtime=not config.distribute,
+        out=config.resolved().out,
+    )
 
 
 def _train_parser() -> argparse.ArgumentParser:

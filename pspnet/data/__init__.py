@@ -19,9 +19,9 @@ Example::
 from __future__ import annotations
 
 from pspnet.data.cache import CACHE_FORMAT, FAR_DISTANCE, SplitSummary, load_split, summarize_split
+from pspnet.data.classes import CITYSCAPES, ClassTable, read_dataset_json
 from pspnet.data.composites import read_pair, split_composite
 from pspnet.data.files import IMAGE_SUFFIXES, list_images, natural_key, read_any_photo, read_photo
-from pspnet.data.classes import CITYSCAPES, ClassTable, read_dataset_json
 from pspnet.data.labels import class_pixel_counts, class_pixel_shares, decode_labels
 from pspnet.data.layouts import LAYOUTS, Sample, Split, detect_layout, open_split, resolve_split
 from pspnet.data.samples import load_arrays, scan_split

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pspnet.data.cache_entries import FileSink, folder_lock, publish
+from pspnet.data.cache_entries import FileSink, MemorySink, folder_lock, publish
 from pspnet.data.composites import _read_composite
 from pspnet.data.files import list_images
 from pspnet.data.labels import _decode_packed
@@ -41,24 +41,6 @@ FAR_IMAGE_SHARE = 0.5  # a label half with more far pixels than this triggers a 
 CACHE_FORMAT = 1  # bump when the cache layout or the decoding changes
 TARGETS = ("train_ids", "rgb")
 _CHUNK = 32  # images per decoding task
-
-
-class _MemorySink:
-    """Collects decoded chunks into preallocated arrays."""
-
-    def __init__(self, count: int, photo_shape: tuple, target_shape: tuple, target_dtype):
-        self.photos = np.empty((count, *photo_shape), dtype=np.uint8)
-        self.targets = np.empty((count, *target_shape), dtype=target_dtype)
-        self.filled = 0
-
-    def write(self, photos: np.ndarray, targets: np.ndarray) -> None:
-        stop = self.filled + len(photos)
-        self.photos[self.filled : stop] = photos
-        self.targets[self.filled : stop] = targets
-        self.filled = stop
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.photos[: self.filled], self.targets[: self.filled]
 
 
 @dataclass(frozen=True)
@@ -140,8 +122,9 @@ def _decode_chunk(items: list, size: tuple[int, int], target: str, read: Callabl
     }
 
 
-def _file_key(paths: list[Path], target: str, names: list[str] | None = None, extra: dict | None = None
-              ) -> tuple[str, list]:
+def _file_key(
+    paths: list[Path], target: str, names: list[str] | None = None, extra: dict | None = None
+) -> tuple[str, list]:
     """The cache key: a hash of the format version, the target and every file's name, size, mtime.
 
     Args:
@@ -255,8 +238,13 @@ def _decode_split(
     from tqdm.auto import tqdm
 
     # disable=None: a bar only on a terminal (or notebook), never in logs.
-    bar = tqdm(total=len(source.items), desc=f"decode {source.folder.name}", unit="img",
-               disable=None if progress else True, leave=False)
+    bar = tqdm(
+        total=len(source.items),
+        desc=f"decode {source.folder.name}",
+        unit="img",
+        disable=None if progress else True,
+        leave=False,
+    )
     counts = {"class_pixels": np.zeros(256, dtype=np.int64), "distance_histogram": np.zeros(256, dtype=np.int64)}
     kept_names: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -301,8 +289,9 @@ def _target_spec(target: str, size: tuple[int, int]) -> tuple[tuple, np.dtype]:
     return (height, width), np.dtype(np.uint8)
 
 
-def _write_entry(temporary: Path, source: _Source, key: str, target: str, keyed: float, skip_bad: bool,
-                 workers: int, progress: bool) -> SplitSummary:
+def _write_entry(
+    temporary: Path, source: _Source, key: str, target: str, keyed: float, skip_bad: bool, workers: int, progress: bool
+) -> SplitSummary:
     """Decodes the source into a temporary entry folder (emptied and removed if anything fails)."""
     sink = None
     try:
@@ -315,7 +304,11 @@ def _write_entry(temporary: Path, source: _Source, key: str, target: str, keyed:
         _, summary = _decode_split(source, target, skip_bad, workers, progress, file_sink)
         sink.close()
         meta = {
-            "format": CACHE_FORMAT, "key": key, "target": target, "keyed": keyed, "created": time.time(),
+            "format": CACHE_FORMAT,
+            "key": key,
+            "target": target,
+            "keyed": keyed,
+            "created": time.time(),
             "summary": summary.to_json(),
         }
         # meta.json is written last: an entry without it is never trusted.
@@ -328,8 +321,18 @@ def _write_entry(temporary: Path, source: _Source, key: str, target: str, keyed:
     return summary
 
 
-def _cached_entry(source: _Source, root: Path, key: str, prefix: str, keyed: float, target: str, skip_bad: bool,
-                  workers: int, progress: bool, fallback: str) -> tuple[np.ndarray, np.ndarray, SplitSummary] | None:
+def _cached_entry(
+    source: _Source,
+    root: Path,
+    key: str,
+    prefix: str,
+    keyed: float,
+    target: str,
+    skip_bad: bool,
+    workers: int,
+    progress: bool,
+    fallback: str,
+) -> tuple[np.ndarray, np.ndarray, SplitSummary] | None:
     """The cache entry ``root/PREFIX+KEY`` memory-mapped: read, or decoded now, written and published.
 
     Args:
@@ -368,8 +371,9 @@ def _cached_entry(source: _Source, root: Path, key: str, prefix: str, keyed: flo
 
 
 def _warn_unwritable(root: Path, error: OSError, fallback: str) -> None:
-    warnings.warn(f"cannot write the cache in {root} ({error.strerror or error}); {fallback}", PspnetWarning,
-                  stacklevel=5)
+    warnings.warn(
+        f"cannot write the cache in {root} ({error.strerror or error}); {fallback}", PspnetWarning, stacklevel=5
+    )
 
 
 def _workers(workers: int | None) -> int:
@@ -382,12 +386,7 @@ def _cache_root(cache_dir) -> Path:
 
 
 def _load(
-    folder: str | os.PathLike,
-    cache_dir,
-    target: str,
-    skip_bad: bool,
-    workers: int | None,
-    progress: bool,
+    folder: str | os.PathLike, cache_dir, target: str, skip_bad: bool, workers: int | None, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, SplitSummary]:
     """load_split plus its summary."""
     if target not in TARGETS:
@@ -400,11 +399,22 @@ def _load(
     if cache_dir is not False:
         keyed = time.time()  # an entry keyed later than this one saw newer files, and is never cleaned up by it
         key, _ = _file_key(paths, target)
-        found = _cached_entry(source, _cache_root(cache_dir), key, _entry_prefix(folder, target), keyed, target,
-                              skip_bad, workers, progress, fallback=f"decoding {folder} into memory")
+        found = _cached_entry(
+            source,
+            _cache_root(cache_dir),
+            key,
+            _entry_prefix(folder, target),
+            keyed,
+            target,
+            skip_bad,
+            workers,
+            progress,
+            fallback=f"decoding {folder} into memory",
+        )
     if found is None:  # no cache asked for, or none can be written
+
         def memory_sink(count, size):
-            return _MemorySink(count, (*size, 3), *_target_spec(target, size))
+            return MemorySink(count, (*size, 3), *_target_spec(target, size))
 
         sink, summary = _decode_split(source, target, skip_bad, workers, progress, memory_sink)
         found = (*sink.result(), summary)
@@ -472,4 +482,3 @@ def summarize_split(
         histogram of decode distances.
     """
     return _load(folder, cache_dir, "train_ids", skip_bad, workers, progress)[2]
-

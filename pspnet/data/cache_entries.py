@@ -37,6 +37,24 @@ def npy_header(dtype: np.dtype, shape: tuple) -> bytes:
     return b"\x93NUMPY\x01\x00" + body_length.to_bytes(2, "little") + text.encode("latin1")
 
 
+class MemorySink:
+    """Collects decoded chunks into preallocated arrays."""
+
+    def __init__(self, count: int, photo_shape: tuple, target_shape: tuple, target_dtype):
+        self.photos = np.empty((count, *photo_shape), dtype=np.uint8)
+        self.targets = np.empty((count, *target_shape), dtype=target_dtype)
+        self.filled = 0
+
+    def write(self, photos: np.ndarray, targets: np.ndarray) -> None:
+        stop = self.filled + len(photos)
+        self.photos[self.filled : stop] = photos
+        self.targets[self.filled : stop] = targets
+        self.filled = stop
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.photos[: self.filled], self.targets[: self.filled]
+
+
 class FileSink:
     """Streams decoded chunks into two .npy files.
 

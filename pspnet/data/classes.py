@@ -62,29 +62,32 @@ class ClassTable:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "ClassTable":
+    def from_json(cls, data: Any) -> ClassTable:
         """Reads the ``to_json`` form. Raises ValueError naming what is wrong."""
         if not isinstance(data, dict):
-            raise ValueError("it must be a JSON object with a \"classes\" list")
+            raise ValueError('it must be a JSON object with a "classes" list')
         classes = data.get("classes")
         if not isinstance(classes, list):
-            raise ValueError("it has no \"classes\" list")
+            raise ValueError('it has no "classes" list')
         names, colors = [], []
         for number, entry in enumerate(classes):
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                raise ValueError(f"class {number} is not an object with a \"name\" string")
+                raise ValueError(f'class {number} is not an object with a "name" string')
             color = entry.get("color")
-            if not (isinstance(color, list) and len(color) == 3
-                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color)):
-                raise ValueError(f"class {number} ({entry['name']!r}) has no \"color\" of three integers 0-255")
+            if not (
+                isinstance(color, list)
+                and len(color) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color)
+            ):
+                raise ValueError(f'class {number} ({entry["name"]!r}) has no "color" of three integers 0-255')
             names.append(entry["name"])
             colors.append(tuple(color))
         ignore = data.get("ignore_index", IGNORE_INDEX)
         if not isinstance(ignore, int) or isinstance(ignore, bool):
-            raise ValueError(f"\"ignore_index\" must be an integer, got {ignore!r}")
+            raise ValueError(f'"ignore_index" must be an integer, got {ignore!r}')
         return cls(tuple(names), tuple(colors), ignore)
 
-    def difference(self, other: "ClassTable") -> str | None:
+    def difference(self, other: ClassTable) -> str | None:
         """What differs from ``other``, in words; None when the tables are the same."""
         if self == other:
             return None
@@ -137,8 +140,9 @@ def read_dataset_json(path: str | os.PathLike) -> ClassTable:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"no {DATASET_JSON} (the class names and colours of an image/mask folder root): "
-                        f"{path}") from None
+        raise DataError(
+            f"no {DATASET_JSON} (the class names and colours of an image/mask folder root): {path}"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read {DATASET_JSON} ({getattr(error, 'strerror', None) or error}): {path}") from None
     try:

@@ -65,4 +65,3 @@ def read_pair(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     photo = cv2.cvtColor(image[:, :width], cv2.COLOR_BGR2RGB)
     label_rgb = cv2.cvtColor(image[:, width:], cv2.COLOR_BGR2RGB)
     return photo, label_rgb
-

@@ -372,8 +372,9 @@ def _palette_indices(image_bgr: np.ndarray, palette: np.ndarray, path: Path) -> 
     """An indexed PNG decoded to colours (BGR) -> its palette indices (H, W) uint8."""
     codes = palette.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])  # RGB code of each index
     if len(np.unique(codes)) != len(codes):
-        raise DataError(f"indexed-colour mask whose palette gives two indices one colour (cannot read the "
-                        f"indices back): {path}")
+        raise DataError(
+            f"indexed-colour mask whose palette gives two indices one colour (cannot read the indices back): {path}"
+        )
     order = np.argsort(codes)
     pixels = image_bgr[..., 2].astype(np.int64) << 16 | image_bgr[..., 1].astype(np.int64) << 8 | image_bgr[..., 0]
     found = np.clip(np.searchsorted(codes[order], pixels), 0, len(codes) - 1)
@@ -397,8 +398,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     image, data = _decode_file(path, cv2.IMREAD_UNCHANGED)
     if not data[:8].tobytes().startswith(_PNG_MAGIC):
-        raise DataError(f"mask is not a PNG (JPEG compression changes the class values; save masks as PNG): "
-                        f"{path}")
+        raise DataError(f"mask is not a PNG (JPEG compression changes the class values; save masks as PNG): {path}")
     if image.dtype != np.uint8:
         raise DataError(f"{image.dtype} mask, expected 8 bits per channel: {path}")
     if image.ndim == 3 and image.shape[2] in (1, 2):  # grey, grey + alpha

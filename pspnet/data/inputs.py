@@ -30,8 +30,17 @@ from pspnet.data.files import IMAGE_SUFFIXES, list_images, natural_key, read_any
 from pspnet.data.labels import decode_labels
 from pspnet.errors import DataError
 
-__all__ = ["InputImage", "LABEL_DISTANCE", "LABEL_SHARE", "PAIRS", "VIDEO_SUFFIXES", "is_video", "label_share",
-           "list_inputs", "read_input"]
+__all__ = [
+    "InputImage",
+    "LABEL_DISTANCE",
+    "LABEL_SHARE",
+    "PAIRS",
+    "VIDEO_SUFFIXES",
+    "is_video",
+    "label_share",
+    "list_inputs",
+    "read_input",
+]
 
 PAIRS = ("auto", "always", "never")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -65,8 +74,12 @@ def list_inputs(path: str | Path) -> list[Path]:
         return [path]
     entries = sorted(path.iterdir(), key=lambda entry: natural_key(entry.name))
     if not any(entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES for entry in entries):
-        folders = [entry for entry in entries if entry.is_dir()
-                   and any(child.suffix.lower() in IMAGE_SUFFIXES for child in entry.iterdir() if child.is_file())]
+        folders = [
+            entry
+            for entry in entries
+            if entry.is_dir()
+            and any(child.suffix.lower() in IMAGE_SUFFIXES for child in entry.iterdir() if child.is_file())
+        ]
         if folders:
             return [image for folder in folders for image in list_images(folder)]
     return list_images(path)
@@ -81,7 +94,7 @@ class InputImage(NamedTuple):
 
     @property
     def read_as(self) -> str:
-        """"composite" or "photo"."""
+        """ "composite" or "photo"."""
         return "photo" if self.label_rgb is None else "composite"
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -120,9 +120,7 @@ def _decode_packed(pixels: np.ndarray, bgr: bool = False) -> np.ndarray:
     return np.take(_lut(), _color_codes(pixels, bgr))
 
 
-def decode_labels(
-    label_rgb: np.ndarray, return_distance: bool = False
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def decode_labels(label_rgb: np.ndarray, return_distance: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Snaps label colours to the nearest official Cityscapes colour and its train id.
 
     Nearest over all 29 distinct colours of the official table (void colours
@@ -142,9 +140,7 @@ def decode_labels(
     """
     label_rgb = np.asarray(label_rgb)
     if label_rgb.dtype != np.uint8 or label_rgb.ndim < 3 or label_rgb.shape[-1] != 3:
-        raise DataError(
-            f"label colours must be uint8 (..., H, W, 3), got {label_rgb.dtype} {label_rgb.shape}"
-        )
+        raise DataError(f"label colours must be uint8 (..., H, W, 3), got {label_rgb.dtype} {label_rgb.shape}")
     shape = label_rgb.shape[:-1]
     if label_rgb.size == 0:
         packed = np.zeros(shape, dtype="<u2")
@@ -162,9 +158,7 @@ def decode_labels(
 # --- per-class shares -----------------------------------------------------------
 
 
-def class_pixel_counts(
-    train_ids: np.ndarray, num_classes: int = NUM_CLASSES, batch: int = 64
-) -> np.ndarray:
+def class_pixel_counts(train_ids: np.ndarray, num_classes: int = NUM_CLASSES, batch: int = 64) -> np.ndarray:
     """Pixels per train id, read in batches (works on memory maps).
 
     Args:
@@ -191,9 +185,7 @@ def class_pixel_counts(
     return counts
 
 
-def class_pixel_shares(
-    train_ids: np.ndarray, num_classes: int = NUM_CLASSES, valid_only: bool = False
-) -> np.ndarray:
+def class_pixel_shares(train_ids: np.ndarray, num_classes: int = NUM_CLASSES, valid_only: bool = False) -> np.ndarray:
     """Share of pixels per class.
 
     Args:
@@ -207,4 +199,3 @@ def class_pixel_shares(
     counts = class_pixel_counts(train_ids, num_classes)
     total = counts[:num_classes].sum() if valid_only else counts.sum()
     return counts[:num_classes] / max(int(total), 1)
-

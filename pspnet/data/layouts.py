@@ -26,13 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pspnet.data.classes import CITYSCAPES, DATASET_JSON, ClassTable, read_dataset_json
-from pspnet.data.files import (
-    IMAGE_SUFFIXES,
-    natural_key,
-    read_mask,
-    read_photo,
-    read_stored_photo,
-)
+from pspnet.data.files import IMAGE_SUFFIXES, natural_key, read_mask, read_photo, read_stored_photo
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX, NUM_CLASSES, label_id_to_train_id
 
@@ -103,8 +97,10 @@ def _colors_to_ids(mask: np.ndarray, classes: ClassTable, path: Path) -> np.ndar
         y, x = np.argwhere(~known)[0]
         color = [int(v) for v in mask[y, x]]
         hint = " (an index mask saved as RGB?)" if color[0] == color[1] == color[2] else ""
-        raise DataError(f"mask colour {color} (at x={x}, y={y}) is not a class colour of {DATASET_JSON}, "
-                        f"which has no ignore colour{hint}: {path}")
+        raise DataError(
+            f"mask colour {color} (at x={x}, y={y}) is not a class colour of {DATASET_JSON}, "
+            f"which has no ignore colour{hint}: {path}"
+        )
     return order[found].astype(np.uint8)
 
 
@@ -119,8 +115,10 @@ def read_label_file(path: Path, kind: str, classes: ClassTable) -> np.ndarray:
     mask = read_mask(path)
     if mask.ndim == 3:
         if kind != "indices":
-            raise DataError(f"colour image where a single-channel {kind} file is expected "
-                            f"(the *_gtFine_color.png files are not read): {path}")
+            raise DataError(
+                f"colour image where a single-channel {kind} file is expected "
+                f"(the *_gtFine_color.png files are not read): {path}"
+            )
         return _colors_to_ids(mask, classes, path)
     table, valid = label_lut(kind, classes)
     problem = _value_problem(np.bincount(mask.ravel(), minlength=256), valid, kind, classes)
@@ -183,8 +181,10 @@ class Split:
             return photo, decode_labels(label)
         photo, ids = self.read_photo(index), self.read_label(index)
         if photo.shape[:2] != ids.shape:
-            raise DataError(f"mask is {ids.shape[1]}x{ids.shape[0]} but its image {sample.image.name} is "
-                            f"{photo.shape[1]}x{photo.shape[0]}: {sample.label}")
+            raise DataError(
+                f"mask is {ids.shape[1]}x{ids.shape[0]} but its image {sample.image.name} is "
+                f"{photo.shape[1]}x{photo.shape[0]}: {sample.label}"
+            )
         return photo, ids
 
 
@@ -196,8 +196,9 @@ def _check_root(root: Path) -> None:
 
 
 def _has_images(folder: Path) -> bool:
-    return any(entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-               for entry in os.scandir(folder))
+    return any(
+        entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES for entry in os.scandir(folder)
+    )
 
 
 def detect_layout(root: str | os.PathLike) -> str:
@@ -217,9 +218,12 @@ def detect_layout(root: str | os.PathLike) -> str:
     if any((root / name).is_dir() and _has_images(root / name) for name in ("train", "val")):
         return "pairs"
     found = " (it has gtFine/ but no leftImg8bit/)" if (root / "gtFine").is_dir() else ""
-    raise DataError(f"cannot tell the layout of {root}{found}: no leftImg8bit/ (cityscapes), no images/ or "
-                    f"{DATASET_JSON} (folders), no train/ or val/ of composites (pairs); pass "
-                    f"layout=pairs|cityscapes|folders", flags=_LAYOUT_FLAGS)
+    raise DataError(
+        f"cannot tell the layout of {root}{found}: no leftImg8bit/ (cityscapes), no images/ or "
+        f"{DATASET_JSON} (folders), no train/ or val/ of composites (pairs); pass "
+        f"layout=pairs|cityscapes|folders",
+        flags=_LAYOUT_FLAGS,
+    )
 
 
 def _split_folder(folder: Path, split: str) -> Path:
@@ -241,8 +245,10 @@ def _cityscapes_split(root: Path, split: str) -> Split:
     labels = root / "gtFine" / split
     if not labels.is_dir() and split != "test":
         missing = root / "gtFine" if not (root / "gtFine").is_dir() else labels
-        raise DataError(f"cityscapes root without its labels: {missing} not found (labels go in "
-                        f"gtFine/{split}/CITY/*{LABEL_IDS_SUFFIX}, beside leftImg8bit/)")
+        raise DataError(
+            f"cityscapes root without its labels: {missing} not found (labels go in "
+            f"gtFine/{split}/CITY/*{LABEL_IDS_SUFFIX}, beside leftImg8bit/)"
+        )
     photos = sorted(folder.rglob(f"*{PHOTO_SUFFIX}"), key=lambda path: natural_key(str(path.relative_to(folder))))
     if not photos:
         raise DataError(f"no *{PHOTO_SUFFIX} photos in {folder} (the layout is leftImg8bit/{split}/CITY/)")
@@ -256,8 +262,9 @@ def _cityscapes_split(root: Path, split: str) -> Split:
             if not label.is_file():
                 label = Path(f"{base}{LABEL_IDS_SUFFIX}")
             if not label.is_file():
-                raise DataError(f"image without its mask: no {label.name} (or {TRAIN_IDS_SUFFIX[1:]}) in "
-                                f"{label.parent} for {photo}")
+                raise DataError(
+                    f"image without its mask: no {label.name} (or {TRAIN_IDS_SUFFIX[1:]}) in {label.parent} for {photo}"
+                )
         samples.append(Sample(stem, photo, label))
     if labels.is_dir():
         _orphan_labels(labels, folder, {sample.label for sample in samples})
@@ -300,8 +307,9 @@ def _folders_split(root: Path, split: str) -> Split:
     if not masks_folder.is_dir():
         if split == "test":
             return Split(root, split, "folders", classes, [Sample(n, p, None) for n, p in photos.items()], folder)
-        raise DataError(f"no masks folder {masks_folder} for the images in {folder} "
-                        f"(masks go in masks/{split}/NAME.png)")
+        raise DataError(
+            f"no masks folder {masks_folder} for the images in {folder} (masks go in masks/{split}/NAME.png)"
+        )
     for name, photo in photos.items():
         if name not in masks:
             raise DataError(f"image without its mask: no {name}.png in {masks_folder} for {photo}")
@@ -364,4 +372,3 @@ def resolve_split(path: str | os.PathLike, split: str = "val", layout: str | Non
         samples = [Sample(image.stem, image, None) for image in list_images(path)]
         return Split(path.parent, path.name, "pairs", CITYSCAPES, samples, path)
     return open_split(path, split, layout)
-

@@ -232,8 +232,9 @@ class SegmentationDataset(keras.utils.PyDataset):
                 raise DataError(f"target {index} must be integer (H, W) train ids, got {target.dtype} {target.shape}")
             target = _as_uint8_ids(target)
         if target.shape[:2] != photo.shape[:2]:
-            raise DataError(f"photo {index} is {photo.shape[0]}x{photo.shape[1]} but its target "
-                            f"{target.shape[0]}x{target.shape[1]}")
+            raise DataError(
+                f"photo {index} is {photo.shape[0]}x{photo.shape[1]} but its target {target.shape[0]}x{target.shape[1]}"
+            )
         return photo, target
 
     def _letterbox(self, photo, target, photo_out, target_out) -> None:
@@ -300,7 +301,8 @@ class DictTargets(keras.utils.PyDataset):
 
     def __init__(self, dataset):
         super().__init__(
-            workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
             max_queue_size=dataset.max_queue_size,
         )
         self.dataset = dataset
@@ -329,7 +331,8 @@ class PaddedBatches(keras.utils.PyDataset):
 
     def __init__(self, dataset, batch_size: int):
         super().__init__(
-            workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+            workers=dataset.workers,
+            use_multiprocessing=dataset.use_multiprocessing,
             max_queue_size=dataset.max_queue_size,
         )
         self.dataset = dataset

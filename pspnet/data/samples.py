@@ -31,6 +31,7 @@ Example::
     photos, labels, summary = load_arrays(split)   # SplitPhotos, SplitLabels, LayoutSummary (18 GB: lazy)
     photo, ids = photos[0], labels[0]              # (1024, 2048, 3), (1024, 2048) uint8
 """
+
 from __future__ import annotations
 
 import functools
@@ -129,8 +130,10 @@ def _check_sample(sample: Sample, kind: str, classes: ClassTable) -> dict:
             return entry
         ids = read_label_file(sample.label, kind, classes)
         if ids.shape != (height, width):
-            raise DataError(f"mask is {ids.shape[1]}x{ids.shape[0]} but its image {sample.image.name} is "
-                            f"{width}x{height}: {sample.label}")
+            raise DataError(
+                f"mask is {ids.shape[1]}x{ids.shape[0]} but its image {sample.image.name} is "
+                f"{width}x{height}: {sample.label}"
+            )
         counts = np.bincount(ids.ravel(), minlength=256)
         entry["counts"] = [*counts[: classes.num_classes].tolist(), int(counts[255])]
     except DataError as error:
@@ -167,8 +170,7 @@ def _write_cache(path: Path | None, entries: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"format": SCAN_FORMAT, "entries": entries}))
     except OSError as error:  # the scan is still good; it is only not kept
-        warnings.warn(f"cannot write the scan cache {path} ({error.strerror or error})", PspnetWarning,
-                      stacklevel=3)
+        warnings.warn(f"cannot write the scan cache {path} ({error.strerror or error})", PspnetWarning, stacklevel=3)
 
 
 def _scan_entries(split: Split, known: dict, workers: int | None, progress: bool) -> tuple[list[dict], int]:
@@ -177,8 +179,12 @@ def _scan_entries(split: Split, known: dict, workers: int | None, progress: bool
 
     def one(sample: Sample) -> dict:
         old = known.get(str(sample.image))
-        if old and old.get("image") == _stat(sample.image) and old.get("label") == _stat(sample.label) \
-                and old.get("label_path") == (str(sample.label) if sample.label else None):
+        if (
+            old
+            and old.get("image") == _stat(sample.image)
+            and old.get("label") == _stat(sample.label)
+            and old.get("label_path") == (str(sample.label) if sample.label else None)
+        ):
             return old
         entry = _check_sample(sample, label_kind(split.layout, sample.label) if sample.label else "", split.classes)
         entry["label_path"] = str(sample.label) if sample.label else None
@@ -188,8 +194,16 @@ def _scan_entries(split: Split, known: dict, workers: int | None, progress: bool
     workers = max(1, int(workers or min(8, os.cpu_count() or 1)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = pool.map(one, split.samples)
-        entries = list(tqdm(jobs, total=len(split), desc=f"scan {split.name}", unit="img", leave=False,
-                            disable=None if progress else True))
+        entries = list(
+            tqdm(
+                jobs,
+                total=len(split),
+                desc=f"scan {split.name}",
+                unit="img",
+                leave=False,
+                disable=None if progress else True,
+            )
+        )
     fresh = sum(1 for entry in entries if entry.pop("fresh", False))
     return entries, fresh
 
@@ -200,25 +214,33 @@ def _summary(split: Split, kept: list[int], entries: list[dict], skipped: list, 
     for i in kept:
         pixels += np.asarray(entries[i]["counts"], np.int64)
     return LayoutSummary(
-        folder=str(split.folder), num_images=len(kept),
+        folder=str(split.folder),
+        num_images=len(kept),
         image_size=sizes.most_common(1)[0][0] if sizes else (0, 0),
         files=[str(split.samples[i].image.relative_to(split.folder)) for i in kept],
-        class_pixels=pixels, distance_histogram=np.zeros(256, np.int64), skipped=skipped, seconds=seconds,
-        cached=False, layout=split.layout, classes=split.classes, sizes=dict(sizes), labelled=split.labelled,
+        class_pixels=pixels,
+        distance_histogram=np.zeros(256, np.int64),
+        skipped=skipped,
+        seconds=seconds,
+        cached=False,
+        layout=split.layout,
+        classes=split.classes,
+        sizes=dict(sizes),
+        labelled=split.labelled,
     )
 
 
 def _scan_pairs(split: Split, cache_dir, skip_bad: bool, workers, progress: bool) -> tuple[Split, SplitSummary]:
     from pspnet.data.cache import summarize_split
 
-    summary = summarize_split(split.folder, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers,
-                              progress=progress)
+    summary = summarize_split(split.folder, cache_dir=cache_dir, skip_bad=skip_bad, workers=workers, progress=progress)
     bad = {Path(name).name for name, _ in summary.skipped}
     return replace(split, samples=[s for s in split.samples if s.image.name not in bad]), summary
 
 
-def scan_split(split: Split, cache_dir=None, skip_bad: bool = False, workers: int | None = None,
-               progress: bool = True) -> tuple[Split, SplitSummary]:
+def scan_split(
+    split: Split, cache_dir=None, skip_bad: bool = False, workers: int | None = None, progress: bool = True
+) -> tuple[Split, SplitSummary]:
     """Checks every sample of a split once and counts its pixels per class.
 
     Args:
@@ -252,8 +274,11 @@ def scan_split(split: Split, cache_dir=None, skip_bad: bool = False, workers: in
         raise DataError(entries[bad[0]]["problem"])
     skipped = [(str(split.samples[i].image), entries[i]["problem"]) for i in bad]
     if skipped:
-        warnings.warn(f"skipped {len(bad)} of {len(split)} samples of {split.folder}; first: {skipped[0][1]}",
-                      PspnetWarning, stacklevel=2)
+        warnings.warn(
+            f"skipped {len(bad)} of {len(split)} samples of {split.folder}; first: {skipped[0][1]}",
+            PspnetWarning,
+            stacklevel=2,
+        )
     kept = [i for i in range(len(split)) if not entries[i]["problem"]]
     if not kept:
         raise DataError(f"no usable sample in {split.folder}; first problem: {skipped[0][1]}")
@@ -262,14 +287,15 @@ def scan_split(split: Split, cache_dir=None, skip_bad: bool = False, workers: in
     return replace(split, samples=[split.samples[i] for i in kept]), summary
 
 
-def _read_sample(split: Split, index: int, photo_out: np.ndarray, target_out: np.ndarray, target: str
-                 ) -> np.ndarray:
+def _read_sample(split: Split, index: int, photo_out: np.ndarray, target_out: np.ndarray, target: str) -> np.ndarray:
     """Decodes sample ``index`` into its slots of a cache entry; returns its train ids (for the class counts)."""
     photo, ids = split.read(index)
     if photo.shape[:2] != photo_out.shape[:2]:  # changed since the scan
         sample, (height, width) = split.samples[index], photo_out.shape[:2]
-        raise DataError(f"{sample.image.name} is {photo.shape[1]}x{photo.shape[0]} pixels but the other images "
-                        f"of the split are {width}x{height} (changed since it was scanned?): {sample.image}")
+        raise DataError(
+            f"{sample.image.name} is {photo.shape[1]}x{photo.shape[0]} pixels but the other images "
+            f"of the split are {width}x{height} (changed since it was scanned?): {sample.image}"
+        )
     photo_out[...] = photo
     target_out[...] = ids
     return ids
@@ -281,8 +307,9 @@ def _entry_files(split: Split) -> tuple[list[Path], list[str]]:
     return paths, [path.relative_to(split.root).as_posix() for path in paths]
 
 
-def _cached_arrays(split: Split, summary: SplitSummary, cache_dir, workers: int | None, progress: bool,
-                   limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _cached_arrays(
+    split: Split, summary: SplitSummary, cache_dir, workers: int | None, progress: bool, limit: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The checked split decoded into the split cache and memory-mapped, or None where it stays lazy.
 
     It stays lazy without a cache (``cache_dir=False``), for images of more
@@ -295,21 +322,45 @@ def _cached_arrays(split: Split, summary: SplitSummary, cache_dir, workers: int 
     if len(split) * height * width * _BYTES_PER_PIXEL > limit:
         return None
     names = [str(sample.image.relative_to(split.folder)) for sample in split.samples]
-    source = cache._Source(split.folder, list(range(len(split))), names, functools.partial(_read_sample, split),
-                           size=(height, width), num_classes=split.classes.num_classes)
+    source = cache._Source(
+        split.folder,
+        list(range(len(split))),
+        names,
+        functools.partial(_read_sample, split),
+        size=(height, width),
+        num_classes=split.classes.num_classes,
+    )
     keyed = time.time()  # before the files are looked at again (see pspnet.data.cache)
     paths, relative = _entry_files(split)
-    key, _ = cache._file_key(paths, "train_ids", relative,
-                             extra={"layout": split.layout, "classes": split.classes.to_json()})
+    key, _ = cache._file_key(
+        paths, "train_ids", relative, extra={"layout": split.layout, "classes": split.classes.to_json()}
+    )
     # The layout in the prefix: a folders split read as pairs (its images folder) is another entry.
     prefix = cache._entry_prefix(split.folder, f"{split.layout}-train_ids")
-    found = cache._cached_entry(source, cache._cache_root(cache_dir), key, prefix, keyed, "train_ids", False,
-                                cache._workers(workers), progress, fallback=f"reading {split.folder} on the fly")
+    found = cache._cached_entry(
+        source,
+        cache._cache_root(cache_dir),
+        key,
+        prefix,
+        keyed,
+        "train_ids",
+        False,
+        cache._workers(workers),
+        progress,
+        fallback=f"reading {split.folder} on the fly",
+    )
     return None if found is None else found[:2]
 
 
-def load_arrays(split: Split, cache_dir=None, target: str = "train_ids", skip_bad: bool = False,
-                workers: int | None = None, progress: bool = True, cache_limit: int | None = None):
+def load_arrays(
+    split: Split,
+    cache_dir=None,
+    target: str = "train_ids",
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    cache_limit: int | None = None,
+):
     """The photos and training targets of a split, with its summary.
 
     Args:
@@ -337,8 +388,11 @@ def load_arrays(split: Split, cache_dir=None, target: str = "train_ids", skip_ba
     if split.layout == "pairs":
         return cache._load(split.folder, cache_dir, target, skip_bad, workers, progress)
     if target != "train_ids":
-        raise ConfigError(f"target={target!r}: only the pairs have the seed's colour target; the {split.layout} "
-                          f"layout trains on train ids", flags={"target=": "--head "})
+        raise ConfigError(
+            f"target={target!r}: only the pairs have the seed's colour target; the {split.layout} "
+            f"layout trains on train ids",
+            flags={"target=": "--head "},
+        )
     if not split.labelled:
         raise DataError(f"the {split.name} split has no labels (no gtFine/masks files): {split.folder}")
     split, summary = scan_split(split, cache_dir, skip_bad, workers, progress)

@@ -58,8 +58,7 @@ _SPLIT_CODES = {"train": 0, "val": 1}
 
 
 def write_pairs(
-    folder: str | os.PathLike, count: int, seed: int = 0, size: int = 256, split: str = "train",
-    thickness: float = 1.0,
+    folder: str | os.PathLike, count: int, seed: int = 0, size: int = 256, split: str = "train", thickness: float = 1.0
 ) -> Path:
     """Writes ``count`` composites 1.jpg..count.jpg straight into ``folder`` (created).
 
@@ -86,8 +85,9 @@ def write_pairs(
     return folder
 
 
-def _write_split(folder: Path, count: int, split: str, seed: int, size: int, workers: int, progress: bool,
-                 thickness: float = 1.0) -> Path:
+def _write_split(
+    folder: Path, count: int, split: str, seed: int, size: int, workers: int, progress: bool, thickness: float = 1.0
+) -> Path:
     """Writes count composites 1.jpg..count.jpg into a temporary sibling of folder; returns it.
 
     The caller renames it into place (``_put_in_place``), or removes it.
@@ -165,8 +165,16 @@ def write_synthetic_set(
     workers = max(1, int(workers or os.cpu_count() or 1))
     counts = {"train": int(train), "val": int(val)}
     _write_splits(out_dir, counts, int(seed), int(size), workers, progress, thickness)
-    info = {"synth_version": SYNTH_VERSION, "train": int(train), "val": int(val), "seed": int(seed),
-            "size": int(size), "thickness": thickness, "jpeg_quality": JPEG_QUALITY, "classes": list(SYNTH_CLASSES)}
+    info = {
+        "synth_version": SYNTH_VERSION,
+        "train": int(train),
+        "val": int(val),
+        "seed": int(seed),
+        "size": int(size),
+        "thickness": thickness,
+        "jpeg_quality": JPEG_QUALITY,
+        "classes": list(SYNTH_CLASSES),
+    }
     (out_dir / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
     return out_dir
 
@@ -184,13 +192,16 @@ def _check_set_arguments(out_dir: Path, train, val, seed, size, thickness, overw
     for split in ("train", "val"):
         folder = out_dir / split
         if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise DataError(f"{folder} already holds files; pass overwrite=True or choose another folder",
-                            flags={"overwrite=True": "--overwrite"})
+            raise DataError(
+                f"{folder} already holds files; pass overwrite=True or choose another folder",
+                flags={"overwrite=True": "--overwrite"},
+            )
     return thickness
 
 
-def _write_splits(out_dir: Path, counts: dict[str, int], seed: int, size: int, workers: int, progress: bool,
-                  thickness: float) -> None:
+def _write_splits(
+    out_dir: Path, counts: dict[str, int], seed: int, size: int, workers: int, progress: bool, thickness: float
+) -> None:
     """Writes every split of counts into out_dir, all drawn before any replaces its folder."""
     # Both splits are drawn before either replaces anything: a failure leaves the old set whole.
     written: list[tuple[Path, Path]] = []
@@ -207,7 +218,11 @@ def _write_splits(out_dir: Path, counts: dict[str, int], seed: int, size: int, w
 
 
 def ensure_demo_set(
-    root: str | os.PathLike | None = None, train: int = 200, val: int = 40, seed: int = 0, size: int = 256,
+    root: str | os.PathLike | None = None,
+    train: int = 200,
+    val: int = 40,
+    seed: int = 0,
+    size: int = 256,
     thickness: float = 1.0,
 ) -> Path:
     """The demo data set, written once and then reused.

@@ -13,7 +13,14 @@ import numpy as np
 from pspnet.palette import CLASS_NAMES
 
 __all__ = [
-    "VOID_ROW", "Canvas", "box_mask", "ellipse_mask", "fine_noise", "jitter_color", "polygon_mask", "smooth_noise",
+    "VOID_ROW",
+    "Canvas",
+    "box_mask",
+    "ellipse_mask",
+    "fine_noise",
+    "jitter_color",
+    "polygon_mask",
+    "smooth_noise",
     "tint",
 ]
 

@@ -31,9 +31,14 @@ def encode_jpeg(composite_rgb: np.ndarray) -> bytes:
     sky), which no model can predict. 4:4:4 keeps them out.
     """
     ok, data = cv2.imencode(
-        ".jpg", cv2.cvtColor(composite_rgb, cv2.COLOR_RGB2BGR),
-        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY,
-         cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+        ".jpg",
+        cv2.cvtColor(composite_rgb, cv2.COLOR_RGB2BGR),
+        [
+            cv2.IMWRITE_JPEG_QUALITY,
+            JPEG_QUALITY,
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+        ],
     )
     if not ok:  # pragma: no cover - cv2 fails only on invalid arrays
         raise DataError("JPEG encoding failed")

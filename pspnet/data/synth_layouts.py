@@ -33,8 +33,7 @@ from pspnet.data.synth_scene import render_scene
 from pspnet.errors import ConfigError, DataError
 from pspnet.palette import IGNORE_INDEX, train_id_to_label_id
 
-__all__ = ["FOLDERS_CLASSES", "FOLDERS_GROUPS", "render_frame", "write_cityscapes", "write_folders",
-           "write_layout"]
+__all__ = ["FOLDERS_CLASSES", "FOLDERS_GROUPS", "render_frame", "write_cityscapes", "write_folders", "write_layout"]
 
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 _LAYOUT_CODES = {"cityscapes": 10, "folders": 20}  # the layouts draw other scenes than the pairs
@@ -115,9 +114,17 @@ def _each(jobs: list, work, workers: int | None) -> None:
 
 
 def write_cityscapes(
-    root: str | os.PathLike, train: int = 4, val: int = 2, test: int = 0, seed: int = 0, height: int = 64,
-    width: int = 128, cities: tuple[str, ...] = ("aachen", "bochum"), train_ids_files: bool = False,
-    thickness: float = 1.0, workers: int | None = None,
+    root: str | os.PathLike,
+    train: int = 4,
+    val: int = 2,
+    test: int = 0,
+    seed: int = 0,
+    height: int = 64,
+    width: int = 128,
+    cities: tuple[str, ...] = ("aachen", "bochum"),
+    train_ids_files: bool = False,
+    thickness: float = 1.0,
+    workers: int | None = None,
 ) -> Path:
     """Writes a synthetic set in the official Cityscapes layout (files straight into ``root``).
 
@@ -145,8 +152,9 @@ def write_cityscapes(
         split, number = job
         city = cities[(number - 1) % len(cities)]
         stem = f"{city}_000000_{number:06d}"
-        photo, train_ids = render_frame([int(seed), _LAYOUT_CODES["cityscapes"], _SPLIT_CODES[split], number],
-                                        height, width, thickness)
+        photo, train_ids = render_frame(
+            [int(seed), _LAYOUT_CODES["cityscapes"], _SPLIT_CODES[split], number], height, width, thickness
+        )
         _write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", photo)
         if split == "test":
             return
@@ -155,15 +163,26 @@ def write_cityscapes(
         if train_ids_files:
             _write_png(labels / f"{stem}_gtFine_labelTrainIds.png", train_ids)
 
-    jobs = [(split, number) for split, count in (("train", train), ("val", val), ("test", test))
-            for number in range(1, int(count) + 1)]
+    jobs = [
+        (split, number)
+        for split, count in (("train", train), ("val", val), ("test", test))
+        for number in range(1, int(count) + 1)
+    ]
     _each(jobs, one, workers)
     return root
 
 
 def write_folders(
-    root: str | os.PathLike, train: int = 4, val: int = 2, seed: int = 0, height: int = 48, width: int = 80,
-    rgb_masks: bool = False, ignore_index: int = IGNORE_INDEX, suffix: str = ".jpg", thickness: float = 1.0,
+    root: str | os.PathLike,
+    train: int = 4,
+    val: int = 2,
+    seed: int = 0,
+    height: int = 48,
+    width: int = 80,
+    rgb_masks: bool = False,
+    ignore_index: int = IGNORE_INDEX,
+    suffix: str = ".jpg",
+    thickness: float = 1.0,
     workers: int | None = None,
 ) -> Path:
     """Writes a synthetic set in the image/mask folders layout with five classes of its own.
@@ -195,16 +214,20 @@ def write_folders(
 
     def one(job: tuple[str, int]) -> None:
         split, number = job
-        photo, train_ids = render_frame([int(seed), _LAYOUT_CODES["folders"], _SPLIT_CODES[split], number],
-                                        height, width, thickness)
+        photo, train_ids = render_frame(
+            [int(seed), _LAYOUT_CODES["folders"], _SPLIT_CODES[split], number], height, width, thickness
+        )
         _write_photo(root / "images" / split / f"scene_{number:03d}{suffix}", photo)
         mask = lut[train_ids]
         _write_png(root / "masks" / split / f"scene_{number:03d}.png", palette[mask] if rgb_masks else mask)
 
     root.mkdir(parents=True, exist_ok=True)
     (root / DATASET_JSON).write_text(json.dumps(table.to_json(), indent=2) + "\n")
-    _each([(split, n) for split, count in (("train", train), ("val", val)) for n in range(1, int(count) + 1)],
-          one, workers)
+    _each(
+        [(split, n) for split, count in (("train", train), ("val", val)) for n in range(1, int(count) + 1)],
+        one,
+        workers,
+    )
     return root
 
 
@@ -212,8 +235,15 @@ _LAYOUT_FOLDERS = {"cityscapes": ("leftImg8bit", "gtFine"), "folders": ("images"
 
 
 def write_layout(
-    out: str | os.PathLike, layout: str, train: int = 200, val: int = 40, seed: int = 0, size: int = 256,
-    overwrite: bool = False, thickness: float = 1.0, workers: int | None = None,
+    out: str | os.PathLike,
+    layout: str,
+    train: int = 200,
+    val: int = 40,
+    seed: int = 0,
+    size: int = 256,
+    overwrite: bool = False,
+    thickness: float = 1.0,
+    workers: int | None = None,
 ) -> tuple[Path, tuple[int, int]]:
     """Writes a synthetic set in ``layout`` ("cityscapes" or "folders") for ``pspnet-data synth``.
 
@@ -234,8 +264,10 @@ def write_layout(
         raise DataError(f"not a folder: {out}")
     existing = [out / name for name in _LAYOUT_FOLDERS[layout] if (out / name).exists()]
     if existing and not overwrite:
-        raise DataError(f"{existing[0]} already exists; pass overwrite=True or choose another folder",
-                        flags={"overwrite=True": "--overwrite"})
+        raise DataError(
+            f"{existing[0]} already exists; pass overwrite=True or choose another folder",
+            flags={"overwrite=True": "--overwrite"},
+        )
     height, width = int(size), int(size) * 2 if layout == "cityscapes" else int(size) * 5 // 3
     from pspnet.fileio import temporary_name
 
@@ -243,11 +275,13 @@ def write_layout(
     temporary = temporary_name(out / layout)
     try:
         if layout == "cityscapes":
-            write_cityscapes(temporary, train, val, seed=seed, height=height, width=width, thickness=thickness,
-                             workers=workers)
+            write_cityscapes(
+                temporary, train, val, seed=seed, height=height, width=width, thickness=thickness, workers=workers
+            )
         else:
-            write_folders(temporary, train, val, seed=seed, height=height, width=width, thickness=thickness,
-                          workers=workers)
+            write_folders(
+                temporary, train, val, seed=seed, height=height, width=width, thickness=thickness, workers=workers
+            )
         for name in _LAYOUT_FOLDERS[layout]:
             if (out / name).exists():
                 shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()

@@ -28,14 +28,35 @@ from pspnet.data.synth_canvas import (
 from pspnet.palette import CLASS_NAMES
 
 __all__ = [
-    "CLASS_ROWS", "SYNTH_CLASSES", "draw_building", "draw_car", "draw_ego_vehicle", "draw_hedge", "draw_person",
-    "draw_pole", "draw_road", "draw_sidewalk", "draw_sign", "draw_sky", "draw_terrain", "draw_traffic_light",
+    "CLASS_ROWS",
+    "SYNTH_CLASSES",
+    "draw_building",
+    "draw_car",
+    "draw_ego_vehicle",
+    "draw_hedge",
+    "draw_person",
+    "draw_pole",
+    "draw_road",
+    "draw_sidewalk",
+    "draw_sign",
+    "draw_sky",
+    "draw_terrain",
+    "draw_traffic_light",
     "draw_tree",
 ]
 
 SYNTH_CLASSES = (
-    "road", "sidewalk", "building", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "car",
+    "road",
+    "sidewalk",
+    "building",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "car",
 )
 CLASS_ROWS = {name: CLASS_NAMES.index(name) for name in SYNTH_CLASSES}  # train id == palette row
 
@@ -255,8 +276,15 @@ def draw_traffic_light(rng, canvas: Canvas, cx: int, top: int, width: int) -> No
 
 
 _CAR_COLORS = (
-    (235, 235, 235), (190, 192, 195), (30, 30, 35), (25, 45, 110), (165, 25, 30),
-    (60, 110, 70), (120, 115, 105), (200, 170, 40), (90, 90, 95),
+    (235, 235, 235),
+    (190, 192, 195),
+    (30, 30, 35),
+    (25, 45, 110),
+    (165, 25, 30),
+    (60, 110, 70),
+    (120, 115, 105),
+    (200, 170, 40),
+    (90, 90, 95),
 )
 
 
@@ -296,8 +324,14 @@ def draw_car(rng, canvas: Canvas, cx: float, base_y: float, height: float) -> No
 
 
 _CLOTHES = (
-    (30, 35, 60), (25, 25, 28), (110, 110, 115), (170, 150, 110),
-    (150, 30, 40), (40, 90, 150), (220, 220, 215), (90, 60, 110),
+    (30, 35, 60),
+    (25, 25, 28),
+    (110, 110, 115),
+    (170, 150, 110),
+    (150, 30, 40),
+    (40, 90, 150),
+    (220, 220, 215),
+    (90, 60, 110),
 )
 _SKIN = ((235, 200, 170), (200, 150, 110), (140, 95, 65), (95, 65, 45))
 
@@ -328,7 +362,7 @@ def draw_person(rng, canvas: Canvas, cx: float, base_y: float, height: float, th
         x0 = int(width / 2 + offset * (width * 0.16 + stride / 2) - leg_w / 2)
         mask[leg_top:, max(x0, 0) : max(x0, 0) + leg_w] = 1
     texture[leg_top:] = trousers
-    texture[-max(height // 20, 1):] = (30, 28, 26)  # shoes
+    texture[-max(height // 20, 1) :] = (30, 28, 26)  # shoes
     texture += fine_noise(rng, height, width, 4)
     canvas.paint(int(base_y - height), int(cx - width / 2), mask, texture, CLASS_ROWS["person"])
 
@@ -341,4 +375,3 @@ def draw_ego_vehicle(rng, canvas: Canvas) -> None:
     cv2.ellipse(mask, (side // 2, height), (int(side * 0.75), height), 0, 180, 360, 1, -1)
     texture = tint(jitter_color(rng, (35, 38, 45), 10), height, side) + fine_noise(rng, height, side, 3)
     canvas.paint(side - height, 0, mask, texture, VOID_ROW)
-

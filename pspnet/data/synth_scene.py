@@ -44,8 +44,7 @@ from pspnet.data.synth_parts import (
 from pspnet.errors import ConfigError
 from pspnet.palette import LABEL_COLORS, LABEL_TRAIN_IDS
 
-__all__ = ["as_generator", "check_size", "check_thickness", "draw_scene", "make_composite", "render",
-           "render_scene"]
+__all__ = ["as_generator", "check_size", "check_thickness", "draw_scene", "make_composite", "render", "render_scene"]
 
 
 def draw_scene(rng: np.random.Generator, side: int, thickness: float = 1.0) -> Canvas:
@@ -158,8 +157,9 @@ def _standing_objects(rng, side: int, ground: int) -> list[tuple[str, float]]:
     return objects
 
 
-def _draw_object(rng, canvas: Canvas, kind: str, base_y: float, distance: float, road: np.ndarray,
-                 thickness: float) -> None:
+def _draw_object(
+    rng, canvas: Canvas, kind: str, base_y: float, distance: float, road: np.ndarray, thickness: float
+) -> None:
     """One standing object; distance below the horizon sets its apparent size."""
     side = canvas.side
     if kind == "tree":
@@ -176,8 +176,9 @@ def _draw_object(rng, canvas: Canvas, kind: str, base_y: float, distance: float,
         draw_person(rng, canvas, x, base_y, max(distance * rng.uniform(1.05, 1.25), side * 0.08), thickness)
 
 
-def _draw_pole_with_fixture(rng, canvas: Canvas, base_y: float, distance: float, road: np.ndarray,
-                            thickness: float) -> None:
+def _draw_pole_with_fixture(
+    rng, canvas: Canvas, base_y: float, distance: float, road: np.ndarray, thickness: float
+) -> None:
     """A pole on the sidewalk, most carrying a traffic sign or a traffic light."""
     side = canvas.side
     # Signs and lights grow with the square root of the thickness:

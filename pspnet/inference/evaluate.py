@@ -108,8 +108,10 @@ def check_classes(info, split, model: str | Path):
         raise ConfigError(f"{error}: {model}") from None
     difference = table.difference(split.classes)
     if difference is not None:
-        raise ConfigError(f"the model was trained on other classes than the data set's ({difference}, the "
-                          f"model's first): {model} against {classes_file(split)}")
+        raise ConfigError(
+            f"the model was trained on other classes than the data set's ({difference}, the "
+            f"model's first): {model} against {classes_file(split)}"
+        )
     return table
 
 
@@ -167,11 +169,13 @@ def _check_out_dir(out_dir: Path, model: Path, split: Path) -> None:
         scored = Path(before.get("model_file", before["model"])).resolve()
         data = Path(before.get("data_folder", before["data"])).resolve()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise ConfigError(f"{out_dir} holds a metrics.json that pspnet-evaluate did not write; "
-                          f"choose another --out: {metrics}") from None
+        raise ConfigError(
+            f"{out_dir} holds a metrics.json that pspnet-evaluate did not write; choose another --out: {metrics}"
+        ) from None
     if (scored, data) != (model.resolve(), split.resolve()):
-        raise ConfigError(f"{out_dir} holds the scores of {scored} on {data}; choose another --out "
-                          f"(nothing was replaced): {metrics}")
+        raise ConfigError(
+            f"{out_dir} holds the scores of {scored} on {data}; choose another --out (nothing was replaced): {metrics}"
+        )
 
 
 def _check_config(config: EvalConfig) -> None:
@@ -207,7 +211,9 @@ def _write_results(out_dir: Path, results: dict, confusion, classes) -> None:
         ("confusion_matrix.png", plot_confusion(confusion.matrix, classes, normalize=True)),
         ("per_class_iou.png", plot_per_class_iou(results["per_class_iou"], results["mean_iou"], classes=classes)),
     ):
-        atomic_write(out_dir / name, lambda tmp: figure.savefig(tmp, format="png", dpi=110), suffix=".png")
+        atomic_write(
+            out_dir / name, lambda tmp, figure=figure: figure.savefig(tmp, format="png", dpi=110), suffix=".png"
+        )
 
 
 def _results(config: EvalConfig, split, segmenter: Segmenter, confusion, classes, count: int, seconds: float) -> dict:
@@ -258,12 +264,23 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """
     _check_config(config)
     split = resolve_split(config.data, config.split, config.layout)  # before the (slow) model load
-    out_dir = Path(config.out) if config.out is not None else default_out_dir(
-        config.model, split.folder, config.tta_flip, config.slide is not None, len(parse_scales(config.scales)) > 1)
+    out_dir = (
+        Path(config.out)
+        if config.out is not None
+        else default_out_dir(
+            config.model, split.folder, config.tta_flip, config.slide is not None, len(parse_scales(config.scales)) > 1
+        )
+    )
     _check_out_dir(out_dir, Path(config.model), split.folder)
     segmenter = Segmenter.load(
-        config.model, image_size=config.image_size, head=config.head, batch_size=config.batch_size,
-        tta_flip=config.tta_flip, slide=config.slide, scales=config.scales, keep_aspect=config.keep_aspect,
+        config.model,
+        image_size=config.image_size,
+        head=config.head,
+        batch_size=config.batch_size,
+        tta_flip=config.tta_flip,
+        slide=config.slide,
+        scales=config.scales,
+        keep_aspect=config.keep_aspect,
     )
     classes = check_classes(segmenter.info, split, config.model)  # before the (slow) scan of the files
 
@@ -271,8 +288,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
     if len(split) == 0:
         raise DataError(f"no images in {split.folder}")
-    photos, truths, _ = load_arrays(split, cache_dir=config.cache_dir, skip_bad=config.skip_bad,
-                                    progress=config.verbose)
+    photos, truths, _ = load_arrays(
+        split, cache_dir=config.cache_dir, skip_bad=config.skip_bad, progress=config.verbose
+    )
     if len(photos) == 0:
         raise DataError(f"no images in {split.folder}")
     confusion, seconds = _score(segmenter, photos, truths, config.verbose)
@@ -286,7 +304,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
 
 def _describe(segmenter: Segmenter) -> str:
-    """"whole image fitted into 256x256", "512x1024 windows every 341x683 at scales 0.75, 1" and the like."""
+    """ "whole image fitted into 256x256", "512x1024 windows every 341x683 at scales 0.75, 1" and the like."""
     base = ("fitted into " if segmenter.keep_aspect else "resized to ") + "x".join(map(str, segmenter.input_size))
     if segmenter.slide is not None:
         crop, stride = segmenter.slide

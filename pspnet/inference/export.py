@@ -108,8 +108,10 @@ def export(
 
     description, check = _in_work_folder(out.parent, write)
     if verbose:
-        print(f"pspnet-export: wrote {out} and {description_path(out).name} ({format}"
-              f"{', int8' if quantize else ''}, {size[0]}x{size[1]}); {_check_text(check)}")
+        print(
+            f"pspnet-export: wrote {out} and {description_path(out).name} ({format}"
+            f"{', int8' if quantize else ''}, {size[0]}x{size[1]}); {_check_text(check)}"
+        )
     return {**description, "path": str(out)}
 
 
@@ -132,8 +134,9 @@ def _in_work_folder(folder: Path, write):
         work = Path(tempfile.mkdtemp(prefix=".pspnet-export-", dir=folder))
     except OSError as error:
         _remove_empty(made)
-        raise ConfigError(f"cannot write in the output folder ({error.strerror or first_line(error)}): "
-                          f"{folder}") from None
+        raise ConfigError(
+            f"cannot write in the output folder ({error.strerror or first_line(error)}): {folder}"
+        ) from None
     try:
         result = write(work)
     except BaseException:
@@ -182,8 +185,9 @@ def _make_folder(folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the output folder ({error.strerror or first_line(error)}): "
-                          f"{folder}") from None
+        raise ConfigError(
+            f"cannot create the output folder ({error.strerror or first_line(error)}): {folder}"
+        ) from None
     return made
 
 
@@ -229,8 +233,9 @@ def _serving_model(model, size: tuple[int, int], source):
         inputs = keras.Input((*size, 3), name="photos", dtype="float32")
         return keras.Model(inputs, main_output(model(inputs)), name="pspnet_export")
     except Exception as error:  # shape errors of any layer
-        raise ConfigError(f"cannot build the model at {size[0]}x{size[1]} ({first_line(error)}); "
-                          f"try another --image-size: {source}") from None
+        raise ConfigError(
+            f"cannot build the model at {size[0]}x{size[1]} ({first_line(error)}); try another --image-size: {source}"
+        ) from None
 
 
 def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray:
@@ -241,10 +246,12 @@ def check_photos(size: tuple[int, int], count: int = CHECK_PHOTOS) -> np.ndarray
 
     height, width = size
     side = max(64, height, width)
-    return np.stack([
-        cv2.resize(render_scene(seed, size=side)[0], (width, height), interpolation=cv2.INTER_AREA)
-        for seed in range(count)
-    ]).astype(np.float32)
+    return np.stack(
+        [
+            cv2.resize(render_scene(seed, size=side)[0], (width, height), interpolation=cv2.INTER_AREA)
+            for seed in range(count)
+        ]
+    ).astype(np.float32)
 
 
 def _listed(folder: str | os.PathLike, flag: str) -> list:
@@ -263,8 +270,7 @@ def _listed(folder: str | os.PathLike, flag: str) -> list:
     path = Path(folder)
     if not path.exists():
         raise ConfigError(f"{flag} folder not found: {folder}")
-    if path.is_dir() and not any(entry.suffix.lower() in IMAGE_SUFFIXES for entry in path.iterdir()
-                                 if entry.is_file()):
+    if path.is_dir() and not any(entry.suffix.lower() in IMAGE_SUFFIXES for entry in path.iterdir() if entry.is_file()):
         from pspnet.data.layouts import resolve_split
 
         split = resolve_split(path)
@@ -287,8 +293,7 @@ def _convert(serving, format: str, work: Path, size: tuple[int, int], calibratio
             path = work / "model.onnx"
             _quietly(lambda: serving.export(str(path), format="onnx", verbose=False, input_signature=signature))
             return path
-        _quietly(lambda: serving.export(str(saved), format="tf_saved_model", verbose=False,
-                                        input_signature=signature))
+        _quietly(lambda: serving.export(str(saved), format="tf_saved_model", verbose=False, input_signature=signature))
         if format == "saved_model":
             return saved
         path = work / "model.tflite"
@@ -298,8 +303,9 @@ def _convert(serving, format: str, work: Path, size: tuple[int, int], calibratio
         raise
     except ImportError as error:
         package = {"onnx": "tf2onnx and onnx"}.get(format, "tensorflow")
-        raise ConfigError(f"--format {format} needs {package} ({error}): "
-                          f"pip install {package.replace(' and ', ' ')}") from None
+        raise ConfigError(
+            f"--format {format} needs {package} ({error}): pip install {package.replace(' and ', ' ')}"
+        ) from None
     except Exception as error:  # converters raise their own types
         raise ConfigError(f"cannot convert the model to {format}: {first_line(error)}") from None
 
@@ -309,6 +315,7 @@ def _to_litert(saved: Path, calibration) -> bytes:
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     if calibration is not None:
+
         def representative():
             for photo in calibration:
                 yield [photo[None]]
@@ -323,15 +330,19 @@ def _folder_photos(readers: list, size: tuple[int, int]) -> np.ndarray:
     """The photos of ``_listed`` readers at the export size: float32 (N, H, W, 3) in 0-255."""
     import cv2
 
-    return np.stack([
-        cv2.resize(read(), (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32) for read in readers
-    ])
+    return np.stack(
+        [cv2.resize(read(), (size[1], size[0]), interpolation=cv2.INTER_AREA).astype(np.float32) for read in readers]
+    )
 
 
 def _scores(runner, photos: np.ndarray, batch_size: int = 3) -> np.ndarray:
     """``runner.predict_on_batch`` over ``photos`` in batches of 3 and the rest (the batch is dynamic)."""
-    return np.concatenate([np.asarray(runner.predict_on_batch(photos[start : start + batch_size]), np.float32)
-                           for start in range(0, len(photos), batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(runner.predict_on_batch(photos[start : start + batch_size]), np.float32)
+            for start in range(0, len(photos), batch_size)
+        ]
+    )
 
 
 def _check(path: Path, format: str, quantized: bool, photos: np.ndarray, expected: np.ndarray) -> dict:
@@ -342,28 +353,37 @@ def _check(path: Path, format: str, quantized: bool, photos: np.ndarray, expecte
     scale = max(1.0, float(np.abs(expected).max()))
     difference = float(np.abs(got - expected).max())
     agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
-    check = {"photos": len(photos), "max_abs_difference": difference, "score_scale": scale,
-             "class_agreement": agreement}
+    check = {
+        "photos": len(photos),
+        "max_abs_difference": difference,
+        "score_scale": scale,
+        "class_agreement": agreement,
+    }
     if quantized:
         check["min_class_agreement"] = INT8_AGREEMENT
         if agreement < INT8_AGREEMENT:
-            raise ConfigError(f"the int8 {format} export agrees with the float model on {agreement:.1%} of pixels, "
-                              f"less than {INT8_AGREEMENT:.0%}; calibrate on photos like the real ones")
+            raise ConfigError(
+                f"the int8 {format} export agrees with the float model on {agreement:.1%} of pixels, "
+                f"less than {INT8_AGREEMENT:.0%}; calibrate on photos like the real ones"
+            )
     else:
         check["tolerance"] = TOLERANCE[format] * scale
         if not difference <= TOLERANCE[format] * scale:
-            raise ConfigError(f"the {format} export differs from the Keras model by {difference:.3g} "
-                              f"(allowed {TOLERANCE[format] * scale:.3g}); not written")
+            raise ConfigError(
+                f"the {format} export differs from the Keras model by {difference:.3g} "
+                f"(allowed {TOLERANCE[format] * scale:.3g}); not written"
+            )
     return check
 
 
 def _check_text(check: dict) -> str:
-    """"checked on 4 generated street scenes: max |difference| 4e-06 <= 0.00025"."""
+    """ "checked on 4 generated street scenes: max |difference| 4e-06 <= 0.00025"."""
     if "tolerance" in check:
-        return (f"checked on {check['photos']} {check['images']}: max |difference| "
-                f"{check['max_abs_difference']:.2g} <= {check['tolerance']:.2g}")
-    return (f"checked on {check['photos']} {check['images']}: {check['class_agreement']:.1%} of pixels "
-            "agree with float")
+        return (
+            f"checked on {check['photos']} {check['images']}: max |difference| "
+            f"{check['max_abs_difference']:.2g} <= {check['tolerance']:.2g}"
+        )
+    return f"checked on {check['photos']} {check['images']}: {check['class_agreement']:.1%} of pixels agree with float"
 
 
 def _class_table(info, model_path):
@@ -378,20 +398,26 @@ def _class_table(info, model_path):
         raise ConfigError(f"{error}; export a model saved by pspnet-train: {model_path}") from None
 
 
-def _description(info, table, format: str, quantized: bool, size, model_path, channels: int,
-                 check: dict) -> dict:
+def _description(info, table, format: str, quantized: bool, size, model_path, channels: int, check: dict) -> dict:
     from pspnet import __version__
 
     classes = info.head == "classes"
     return {
         "format": format,
         "quantized": "int8" if quantized else None,
-        "input": {"name": "photos", "shape": [1 if format == "litert" else None, size[0], size[1], 3],
-                  "dtype": "float32",
-                  "layout": "NHWC", "values": "RGB 0-255 (normalised inside the model)"},
-        "output": {"shape": [1 if format == "litert" else None, size[0], size[1], channels],
-                   "values": "class logits: argmax over the last axis is the train id" if classes
-                   else "RGB colours in 0-1 (the seed's head): snap to the nearest class colour"},
+        "input": {
+            "name": "photos",
+            "shape": [1 if format == "litert" else None, size[0], size[1], 3],
+            "dtype": "float32",
+            "layout": "NHWC",
+            "values": "RGB 0-255 (normalised inside the model)",
+        },
+        "output": {
+            "shape": [1 if format == "litert" else None, size[0], size[1], channels],
+            "values": "class logits: argmax over the last axis is the train id"
+            if classes
+            else "RGB colours in 0-1 (the seed's head): snap to the nearest class colour",
+        },
         "head": info.head,
         "num_classes": info.num_classes,
         # The class table, flat: the names and colours in train-id order (argmax i is classes[i]).

@@ -143,9 +143,7 @@ def _write_rgb(path: Path, image: np.ndarray) -> None:
     _write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def _save_outputs(
-    out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig, classes
-) -> list[Path]:
+def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig, classes) -> list[Path]:
     """Writes the pictures of one image in the colours of ``classes``; returns their paths."""
     from pspnet.inference.viz import colorize, overlay, three_panel
 
@@ -153,22 +151,32 @@ def _save_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     pictures = [
         (out_dir / f"{name}_color.png", lambda path: _write_rgb(path, colorize(train_ids, classes=classes))),
-        (out_dir / f"{name}_overlay.png",
-         lambda path: _write_rgb(path, overlay(photo, train_ids, alpha=config.alpha, classes=classes))),
+        (
+            out_dir / f"{name}_overlay.png",
+            lambda path: _write_rgb(path, overlay(photo, train_ids, alpha=config.alpha, classes=classes)),
+        ),
         (out_dir / f"{name}_ids.png", lambda path: _write_png(path, np.ascontiguousarray(train_ids, np.uint8))),
     ]
     if config.label_ids:
         from pspnet.palette import train_id_to_label_id
 
         (out_dir / LABEL_IDS_FOLDER).mkdir(exist_ok=True)
-        pictures.append((out_dir / LABEL_IDS_FOLDER / f"{name}_labelIds.png",
-                         lambda path: _write_png(path, train_id_to_label_id()[train_ids])))
+        pictures.append(
+            (
+                out_dir / LABEL_IDS_FOLDER / f"{name}_labelIds.png",
+                lambda path: _write_png(path, train_id_to_label_id()[train_ids]),
+            )
+        )
     if config.with_truth:
         from pspnet.data import decode_labels
 
         truth = decode_labels(truth_rgb) if truth_rgb is not None else None
-        pictures.append((out_dir / f"{name}_panel.png",
-                         lambda path: three_panel(photo, truth, train_ids, classes=classes).savefig(path, dpi=100)))
+        pictures.append(
+            (
+                out_dir / f"{name}_panel.png",
+                lambda path: three_panel(photo, truth, train_ids, classes=classes).savefig(path, dpi=100),
+            )
+        )
     for path, write in pictures:
         write(path)
     return [path for path, _ in pictures]
@@ -196,12 +204,14 @@ def _check_owner(out_dir: Path, model: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"unreadable {MANIFEST} ({error}); choose another --out: {manifest}") from None
         if owner != model.resolve():
-            raise ConfigError(f"{out_dir} holds the predictions of {owner}; choose another --out "
-                              f"(nothing was replaced): {manifest}")
+            raise ConfigError(
+                f"{out_dir} holds the predictions of {owner}; choose another --out (nothing was replaced): {manifest}"
+            )
         return
     if out_dir.is_dir() and any(next(out_dir.glob(pattern), None) for pattern in PREDICTION_FILES):
-        raise ConfigError(f"{out_dir} holds predictions of an unknown model (no {MANIFEST}); "
-                          f"choose another --out: {out_dir}")
+        raise ConfigError(
+            f"{out_dir} holds predictions of an unknown model (no {MANIFEST}); choose another --out: {out_dir}"
+        )
 
 
 def _claim(out_dir: Path, model: Path) -> None:
@@ -240,21 +250,31 @@ def _load(config: PredictConfig):
     from pspnet.data.classes import CITYSCAPES
 
     model_path = Path(config.model)
-    loaded = Segmenter.load(model_path, image_size=config.image_size, head=config.head, batch_size=config.batch_size,
-                            tta_flip=config.tta_flip, slide=config.slide, scales=config.scales,
-                            keep_aspect=None if config.native else False)  # native: as the model trained
+    loaded = Segmenter.load(
+        model_path,
+        image_size=config.image_size,
+        head=config.head,
+        batch_size=config.batch_size,
+        tta_flip=config.tta_flip,
+        slide=config.slide,
+        scales=config.scales,
+        keep_aspect=None if config.native else False,
+    )  # native: as the model trained
     if config.native and loaded.fixed_size is not None and loaded.slide is None:
         height, width = loaded.fixed_size
-        raise ConfigError(f"--native needs a model that takes any size; this one takes {height}x{width} images: "
-                          f"{model_path}")
+        raise ConfigError(
+            f"--native needs a model that takes any size; this one takes {height}x{width} images: {model_path}"
+        )
     try:
         classes = loaded.info.class_table()
     except ConfigError as error:
         raise ConfigError(f"{error}: {model_path}") from None
     difference = classes.difference(CITYSCAPES)
     if config.label_ids and difference is not None:
-        raise ConfigError(f"--label-ids writes official Cityscapes label ids, but the model predicts other classes "
-                          f"({difference}, the model's first): {model_path}")
+        raise ConfigError(
+            f"--label-ids writes official Cityscapes label ids, but the model predicts other classes "
+            f"({difference}, the model's first): {model_path}"
+        )
     return loaded, classes
 
 
@@ -265,14 +285,21 @@ def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
     from pspnet.inference.video import predict_video  # here only: image inputs never need it
 
     if config.label_ids or config.with_truth:
-        warnings.warn("--label-ids and --with-truth apply to images only; ignored for a video",
-                      PspnetWarning, stacklevel=3)
+        warnings.warn(
+            "--label-ids and --with-truth apply to images only; ignored for a video", PspnetWarning, stacklevel=3
+        )
     segmenter, classes = _load(config)
     out_dir = Path(config.out)
     try:
         result = predict_video(
-            segmenter, path, out_dir, every=config.every, colour_video=config.colour_video,
-            alpha=config.alpha, verbose=config.verbose, classes=classes,
+            segmenter,
+            path,
+            out_dir,
+            every=config.every,
+            colour_video=config.colour_video,
+            alpha=config.alpha,
+            verbose=config.verbose,
+            classes=classes,
         )
     finally:
         if out_dir.is_dir():  # predict_video wrote something, maybe before a truncated video's error
@@ -286,10 +313,11 @@ def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
 
 
 def _counts(read_as: dict[str, str], skipped: int) -> str:
-    """"2 composites, 1 photo, 1 skipped"."""
+    """ "2 composites, 1 photo, 1 skipped"."""
     counts = Counter(read_as.values())
-    parts = [f"{counts[kind]} {kind}{'s' if counts[kind] != 1 else ''}" for kind in ("composite", "photo")
-             if counts[kind]]
+    parts = [
+        f"{counts[kind]} {kind}{'s' if counts[kind] != 1 else ''}" for kind in ("composite", "photo") if counts[kind]
+    ]
     if skipped:
         parts.append(f"{skipped} skipped")
     return ", ".join(parts)
@@ -315,8 +343,11 @@ class _Predictions:
             for (path, item), ids in zip(group, train_ids):
                 if not self.written:
                     _claim(self.out_dir, Path(self.config.model))
-                self.written.extend(_save_outputs(self.out_dir, self.names[path], item.photo, ids, item.label_rgb,
-                                                  self.config, self.classes))
+                self.written.extend(
+                    _save_outputs(
+                        self.out_dir, self.names[path], item.photo, ids, item.label_rgb, self.config, self.classes
+                    )
+                )
                 self.read_as[path] = (item.read_as, item.notes)
                 self.run_sizes[path] = self.segmenter.run_size(size)
         if self.progress is not None:
@@ -329,13 +360,18 @@ class _Predictions:
             self.progress.update(1)
 
     def sizes_line(self) -> str:
-        """"ran at 128x256 (each photo fitted into 256x256 ...)": what the model saw."""
+        """ "ran at 128x256 (each photo fitted into 256x256 ...)": what the model saw."""
         counts = Counter(self.run_sizes.values())
-        sizes = ", ".join(f"{height}x{width}" + (f" ({count} images)" if len(counts) > 1 else "")
-                          for (height, width), count in counts.items())
+        sizes = ", ".join(
+            f"{height}x{width}" + (f" ({count} images)" if len(counts) > 1 else "")
+            for (height, width), count in counts.items()
+        )
         base = "x".join(map(str, self.segmenter.input_size))
-        how = (f"each photo fitted into {base} keeping its aspect ratio: the scale the model was trained at"
-               if self.segmenter.keep_aspect else f"each photo resized to {base}")
+        how = (
+            f"each photo fitted into {base} keeping its aspect ratio: the scale the model was trained at"
+            if self.segmenter.keep_aspect
+            else f"each photo resized to {base}"
+        )
         if self.segmenter.slide is not None:
             (crop_height, crop_width), (stride_height, stride_width) = self.segmenter.slide
             how += f"; {crop_height}x{crop_width} windows every {stride_height}x{stride_width}"
@@ -396,8 +432,9 @@ def predict(config: PredictConfig) -> dict[str, Any]:
         return _predict_video(config, Path(config.input))
     paths = list_inputs(config.input)  # check the input before the (slow) model load
     if config.every != 1 or config.colour_video:
-        warnings.warn("--every and --colour-video apply to videos only; ignored for images",
-                      PspnetWarning, stacklevel=2)
+        warnings.warn(
+            "--every and --colour-video apply to videos only; ignored for images", PspnetWarning, stacklevel=2
+        )
     if config.with_truth and config.pairs == "never":
         warnings.warn("--with-truth with --pairs never: panels show no truth", PspnetWarning, stacklevel=2)
     segmenter, classes = _load(config)
@@ -413,8 +450,9 @@ def predict(config: PredictConfig) -> dict[str, Any]:
         if progress is not None:
             progress.close()
     if not predictions.read_as:
-        raise DataError(f"none of the {len(paths)} images could be read; first: "
-                        f"{next(iter(predictions.skipped.values()))}")
+        raise DataError(
+            f"none of the {len(paths)} images could be read; first: {next(iter(predictions.skipped.values()))}"
+        )
     return _finish(config, paths, predictions)
 
 
@@ -422,7 +460,8 @@ def _finish(config: PredictConfig, paths: list[Path], predictions: _Predictions)
     """Writes inputs.csv, prints the closing lines and returns ``predict``'s result."""
     read_as, skipped, out_dir = predictions.read_as, predictions.skipped, predictions.out_dir
     rows = [
-        (str(path), read_as[path][0], "; ".join(read_as[path][1])) if path in read_as
+        (str(path), read_as[path][0], "; ".join(read_as[path][1]))
+        if path in read_as
         else (str(path), "skipped", skipped[path])
         for path in paths
     ]

@@ -57,8 +57,9 @@ def read_description(path: str | os.PathLike) -> dict:
         if not isinstance(description, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
-        raise ConfigError(f"no description {json_path.name} beside the exported model "
-                          f"(pspnet-export writes it): {json_path}") from None
+        raise ConfigError(
+            f"no description {json_path.name} beside the exported model (pspnet-export writes it): {json_path}"
+        ) from None
     except (OSError, ValueError) as error:
         raise ConfigError(f"unreadable export description ({error}): {json_path}") from None
     return description
@@ -67,10 +68,13 @@ def read_description(path: str | os.PathLike) -> dict:
 def info_of(description: dict, source: str | os.PathLike = "") -> ModelInfo:
     """The ``ModelInfo`` an export description holds (``source``: its file, for the error)."""
     try:
-        info = ModelInfo(head=description["head"], num_classes=int(description["num_classes"]),
-                         preset=description.get("preset"),
-                         image_size=parse_size(description.get("trained_image_size"), "trained_image_size"),
-                         pspnet_version=description.get("pspnet_version"))
+        info = ModelInfo(
+            head=description["head"],
+            num_classes=int(description["num_classes"]),
+            preset=description.get("preset"),
+            image_size=parse_size(description.get("trained_image_size"), "trained_image_size"),
+            pspnet_version=description.get("pspnet_version"),
+        )
     except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise ConfigError(f"export description lacks or garbles {error}: {source}") from None
     info.classes = _class_table_of(description, info, source)
@@ -88,8 +92,9 @@ def _class_table_of(description: dict, info: ModelInfo, source) -> dict | None:
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(f"export description garbles its class table ({error}): {source}") from None
     if info.head == "classes" and table.num_classes != info.num_classes:
-        raise ConfigError(f"export description has {info.num_classes} classes but a table of "
-                          f"{table.num_classes}: {source}")
+        raise ConfigError(
+            f"export description has {info.num_classes} classes but a table of {table.num_classes}: {source}"
+        )
     return table.to_json()
 
 
@@ -155,7 +160,9 @@ def _interpreter_class():
     try:
         import tensorflow as tf
     except ImportError:
-        raise ConfigError("running a LiteRT model needs ai-edge-litert or tensorflow: pip install ai-edge-litert") from None
+        raise ConfigError(
+            "running a LiteRT model needs ai-edge-litert or tensorflow: pip install ai-edge-litert"
+        ) from None
     return tf.lite.Interpreter
 
 

@@ -29,20 +29,19 @@ test modes, and its multi-scale and flip test-time augmentation):
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
-from pspnet.models.presets import HEADS
-
 from pspnet.checks import check_choice, parse_size
 from pspnet.data.geometry import fit_size, pad_rows, padded_photos, scaled_size
 from pspnet.errors import ConfigError
+from pspnet.inference.runtimes import RUNTIMES, exported_format, load_exported
 from pspnet.metrics import ConfusionMatrix
 from pspnet.models.modelfile import ModelInfo, load_model
+from pspnet.models.presets import HEADS
 from pspnet.palette import NUM_CLASSES
-from pspnet.inference.runtimes import RUNTIMES, exported_format, load_exported
 
 DEFAULT_IMAGE_SIZE = 256  # for models that take any size and do not say what they were trained at
 
@@ -150,8 +149,10 @@ def parse_slide(slide) -> tuple[tuple[int, int], tuple[int, int]] | None:
         raise ConfigError(f"slide must be (crop, stride), got {slide!r}") from None
     crop, stride = parse_size(crop, "slide crop"), parse_size(stride, "slide stride")
     if stride[0] > crop[0] or stride[1] > crop[1]:
-        raise ConfigError(f"the slide stride {stride[0]}x{stride[1]} exceeds the crop {crop[0]}x{crop[1]}: "
-                          "windows would leave pixels unscored")
+        raise ConfigError(
+            f"the slide stride {stride[0]}x{stride[1]} exceeds the crop {crop[0]}x{crop[1]}: "
+            "windows would leave pixels unscored"
+        )
     return crop, stride
 
 
@@ -209,9 +210,19 @@ class Segmenter:
         >>> train_ids = segmenter.predict_ids(photos)  # (B, H, W) uint8
     """
 
-    def __init__(self, model, info: ModelInfo, input_size=None, batch_size: int = 8, tta_flip: bool = False,
-                 source: str | os.PathLike = "", pad_batch: bool | None = None, slide=None, scales=None,
-                 keep_aspect: bool | None = None):
+    def __init__(
+        self,
+        model,
+        info: ModelInfo,
+        input_size=None,
+        batch_size: int = 8,
+        tta_flip: bool = False,
+        source: str | os.PathLike = "",
+        pad_batch: bool | None = None,
+        slide=None,
+        scales=None,
+        keep_aspect: bool | None = None,
+    ):
         check_run_options(batch_size, info.head)
         self.model = model
         self.info = info
@@ -241,15 +252,28 @@ class Segmenter:
         height, width = self.fixed_size
         if self.slide is not None and self.slide[0] != self.fixed_size:
             crop = self.slide[0]
-            raise ConfigError(f"the model takes {height}x{width} images: sliding windows must be {height}x{width}, "
-                              f"not {crop[0]}x{crop[1]}: {self.source}")
+            raise ConfigError(
+                f"the model takes {height}x{width} images: sliding windows must be {height}x{width}, "
+                f"not {crop[0]}x{crop[1]}: {self.source}"
+            )
         if self.slide is None and self.scales != (1.0,):
-            raise ConfigError(f"multi-scale inference needs a model that takes any size, or sliding windows "
-                              f"of its {height}x{width}: {self.source}")
+            raise ConfigError(
+                f"multi-scale inference needs a model that takes any size, or sliding windows "
+                f"of its {height}x{width}: {self.source}"
+            )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, image_size=None, head: str | None = None, batch_size: int = 8,
-             tta_flip: bool = False, slide=None, scales=None, keep_aspect: bool | None = None) -> "Segmenter":
+    def load(
+        cls,
+        path: str | os.PathLike,
+        image_size=None,
+        head: str | None = None,
+        batch_size: int = 8,
+        tta_flip: bool = False,
+        slide=None,
+        scales=None,
+        keep_aspect: bool | None = None,
+    ) -> Segmenter:
         """Loads a ``.keras`` file (``pspnet.models.modelfile.load_model``) or an exported
         ``.onnx``/``.tflite``/SavedModel (``pspnet.inference.runtimes``) ready to predict.
 
@@ -268,13 +292,24 @@ class Segmenter:
             size = parse_size(image_size, "image size")
         else:
             size = model_input_size(model, info, image_size)
-        return cls(model, info, size, batch_size=batch_size, tta_flip=tta_flip, source=path, slide=slide,
-                   scales=scales, keep_aspect=keep_aspect)
+        return cls(
+            model,
+            info,
+            size,
+            batch_size=batch_size,
+            tta_flip=tta_flip,
+            source=path,
+            slide=slide,
+            scales=scales,
+            keep_aspect=keep_aspect,
+        )
 
     def mode(self) -> dict:
         """How this segmenter runs its model (``inference_mode``), with the base size."""
-        return {**inference_mode(self.slide, self.scales, self.tta_flip, self.keep_aspect),
-                "base_size": list(self.input_size)}
+        return {
+            **inference_mode(self.slide, self.scales, self.tta_flip, self.keep_aspect),
+            "base_size": list(self.input_size),
+        }
 
     def run_size(self, shape: tuple[int, ...], scale: float = 1.0) -> tuple[int, int]:
         """The (H, W) a photo of ``shape`` is rescaled to before the model (or its windows) sees it."""
@@ -313,8 +348,11 @@ class Segmenter:
         """(h, w, 3) float32 -> (h, w, K) scores averaged over the windows that cover each pixel."""
         (crop_height, crop_width), (stride_height, stride_width) = self.slide
         height, width = image.shape[:2]
-        boxes = [(top, left) for top in window_starts(height, crop_height, stride_height)
-                 for left in window_starts(width, crop_width, stride_width)]
+        boxes = [
+            (top, left)
+            for top in window_starts(height, crop_height, stride_height)
+            for left in window_starts(width, crop_width, stride_width)
+        ]
         total = np.zeros((height, width, self.channels), np.float32)
         count = np.zeros((height, width, 1), np.float32)
         for first in range(0, len(boxes), self.batch_size):

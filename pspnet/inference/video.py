@@ -19,8 +19,9 @@ import copy
 import itertools
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -114,9 +115,7 @@ def _open_writer(path: Path, temporary: Path, fourcc: str, fps: float, size: tup
     return writer
 
 
-def _write_all(
-    paths: Sequence[Path], write: Callable[[list[Path]], None], temporaries: tuple[Path, ...] = ()
-) -> None:
+def _write_all(paths: Sequence[Path], write: Callable[[list[Path]], None], temporaries: tuple[Path, ...] = ()) -> None:
     """``atomic_write`` of several files: ``write(temporaries)`` once, then each is renamed over its path.
 
     When ``write`` raises, every temporary is deleted and no final file is touched.
@@ -160,8 +159,16 @@ def _output_paths(out_dir: Path, video: Path, suffix: str, colour_video: bool) -
 class _Encoder:
     """``write`` for ``_write_all``: segments the frames into its temporaries and counts them."""
 
-    def __init__(self, paths: list[Path], frames: Iterator[tuple[np.ndarray, np.ndarray]], fourcc: str,
-                 source: _Source, alpha: float, classes, progress):
+    def __init__(
+        self,
+        paths: list[Path],
+        frames: Iterator[tuple[np.ndarray, np.ndarray]],
+        fourcc: str,
+        source: _Source,
+        alpha: float,
+        classes,
+        progress,
+    ):
         self.paths, self.frames, self.fourcc, self.source = paths, frames, fourcc, source
         self.alpha, self.classes, self.progress = alpha, classes, progress
         self.num_frames = 0
@@ -172,8 +179,7 @@ class _Encoder:
         writers = []
         try:
             for path, temporary in zip(self.paths, temporaries):
-                writers.append(_open_writer(path, temporary, self.fourcc, self.source.fps,
-                                            self.source.first.shape[:2]))
+                writers.append(_open_writer(path, temporary, self.fourcc, self.source.fps, self.source.first.shape[:2]))
             for rgb, train_ids in self.frames:
                 blended = overlay(rgb, train_ids, alpha=self.alpha, classes=self.classes)
                 writers[0].write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
@@ -197,8 +203,16 @@ def _check_options(every: int, alpha: float, video: Path) -> None:
         raise DataError(f"video not found: {video}")
 
 
-def _report(video: Path, num_frames: int, expected: int | None, every: int, start: float, files: list[str],
-            out_dir: Path, verbose: bool) -> dict:
+def _report(
+    video: Path,
+    num_frames: int,
+    expected: int | None,
+    every: int,
+    start: float,
+    files: list[str],
+    out_dir: Path,
+    verbose: bool,
+) -> dict:
     """``predict_video``'s result (and closing line); DataError when fewer frames came than the header said."""
     if expected is not None and num_frames < expected:
         raise DataError(
@@ -209,8 +223,10 @@ def _report(video: Path, num_frames: int, expected: int | None, every: int, star
     predicted = len(range(0, num_frames, every))
     frames_per_second = num_frames / seconds if seconds > 0 else float("inf")
     if verbose:
-        print(f"video {video.name}: {num_frames} frames ({predicted} predicted) in {seconds:.1f} s, "
-              f"{frames_per_second:.1f} frames/s; wrote {', '.join(files)}")
+        print(
+            f"video {video.name}: {num_frames} frames ({predicted} predicted) in {seconds:.1f} s, "
+            f"{frames_per_second:.1f} frames/s; wrote {', '.join(files)}"
+        )
     return {
         "num_frames": num_frames,
         "predicted_frames": predicted,
@@ -221,8 +237,16 @@ def _report(video: Path, num_frames: int, expected: int | None, every: int, star
     }
 
 
-def predict_video(segmenter, video_path, out_dir, every: int = 1, colour_video: bool = False,
-                  alpha: float = 0.5, verbose: bool = True, classes=None) -> dict:
+def predict_video(
+    segmenter,
+    video_path,
+    out_dir,
+    every: int = 1,
+    colour_video: bool = False,
+    alpha: float = 0.5,
+    verbose: bool = True,
+    classes=None,
+) -> dict:
     """Segments a video and writes the overlay video (and optionally the colour video).
 
     Args:

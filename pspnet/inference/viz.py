@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -198,8 +198,9 @@ def legend(
         class_names = list(classes)
     if colors is None:
         if len(class_names) > CITYSCAPES.num_classes:
-            raise ValueError(f"give colors (or a class table) for more names than the "
-                             f"{CITYSCAPES.num_classes} Cityscapes classes")
+            raise ValueError(
+                f"give colors (or a class table) for more names than the {CITYSCAPES.num_classes} Cityscapes classes"
+            )
         colors = CITYSCAPES.colors[: len(class_names)]
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     if len(colors) != len(class_names):
@@ -214,8 +215,7 @@ def legend(
     for index, (name, color) in enumerate(zip(class_names, colors)):
         row, col = divmod(index, columns)
         axis.add_patch(
-            Rectangle((col + 0.04, row + 0.15), 0.22, 0.7, facecolor=color / 255.0,
-                      edgecolor="black", linewidth=0.5)
+            Rectangle((col + 0.04, row + 0.15), 0.22, 0.7, facecolor=color / 255.0, edgecolor="black", linewidth=0.5)
         )
         axis.text(col + 0.3, row + 0.5, name, va="center", fontsize=10)
     return figure
@@ -290,9 +290,7 @@ def plot_history(history: str | Path | Mapping[str, Sequence[float]]) -> Figure:
 
 
 def plot_confusion(
-    confusion: np.ndarray,
-    class_names: ClassTable | Sequence[str] | None = None,
-    normalize: bool = True,
+    confusion: np.ndarray, class_names: ClassTable | Sequence[str] | None = None, normalize: bool = True
 ) -> Figure:
     """The confusion matrix as a heat map, truth on rows, prediction on columns.
 
@@ -313,8 +311,9 @@ def plot_confusion(
     if isinstance(class_names, ClassTable):
         class_names = class_names.names
     elif class_names is None:
-        class_names = (CITYSCAPES.names if num_classes == CITYSCAPES.num_classes
-                       else [str(index) for index in range(num_classes)])
+        class_names = (
+            CITYSCAPES.names if num_classes == CITYSCAPES.num_classes else [str(index) for index in range(num_classes)]
+        )
     if len(class_names) != num_classes:
         raise ValueError(f"{_count(len(class_names), 'class name')} for {num_classes} classes")
     values = confusion
@@ -338,8 +337,15 @@ def plot_confusion(
         for index in range(num_classes):
             value = values[index, index]
             text = f"{value:.2f}" if normalize else f"{int(value)}"
-            axis.text(index, index, text, ha="center", va="center", fontsize=6,
-                      color="white" if (value > 0.5 if normalize else False) else "black")
+            axis.text(
+                index,
+                index,
+                text,
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if (value > 0.5 if normalize else False) else "black",
+            )
     figure.tight_layout()
     return figure
 
@@ -360,9 +366,7 @@ def plot_per_class_iou(
         A Figure with one bar per class.
     """
     names = list(per_class_iou)
-    values = np.array(
-        [math.nan if v is None else float(v) for v in per_class_iou.values()], dtype=np.float64
-    )
+    values = np.array([math.nan if v is None else float(v) for v in per_class_iou.values()], dtype=np.float64)
     colors_by_name = {name: np.array(color) / 255.0 for name, color in zip(classes.names, classes.colors)}
     colors = [colors_by_name.get(name, (0.4, 0.4, 0.6)) for name in names]
 
@@ -372,8 +376,7 @@ def plot_per_class_iou(
     axis.barh(positions, np.nan_to_num(values), color=colors, edgecolor="black", linewidth=0.4)
     for position, value in zip(positions, values):
         label = "n/a" if math.isnan(value) else f"{value:.2f}"
-        axis.text((0 if math.isnan(value) else value) + 0.01, position, label,
-                  va="center", fontsize=8)
+        axis.text((0 if math.isnan(value) else value) + 0.01, position, label, va="center", fontsize=8)
     axis.set_yticks(positions, labels=names, fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0, 1.08)

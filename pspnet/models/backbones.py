@@ -61,8 +61,9 @@ BN_MOMENTUM = 0.99  # PyTorch's momentum 0.01
 
 def _conv_bn(x, filters: int, kernel_size: int, name: str, strides: int = 1, relu: bool = True):
     """Lite0's conv + BN (+ ReLU6); its batch norm has Keras's defaults, BN_EPSILON and BN_MOMENTUM."""
-    return conv_bn_relu(x, filters, kernel_size, name, strides=strides, kernel_initializer="glorot_uniform",
-                        max_value=6.0, relu=relu)
+    return conv_bn_relu(
+        x, filters, kernel_size, name, strides=strides, kernel_initializer="glorot_uniform", max_value=6.0, relu=relu
+    )
 
 
 def _block(x, expand: int, kernel_size: int, strides: int, dilation: int, filters: int, name: str):
@@ -71,8 +72,9 @@ def _block(x, expand: int, kernel_size: int, strides: int, dilation: int, filter
     y = x
     if expand != 1:
         y = _conv_bn(y, channels * expand, 1, f"{name}_expand")
-    y = layers.DepthwiseConv2D(kernel_size, strides=strides, padding="same", dilation_rate=dilation,
-                               use_bias=False, name=f"{name}_dw_conv")(y)
+    y = layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_dw_conv"
+    )(y)
     y = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(y)
     y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
     y = _conv_bn(y, filters, 1, f"{name}_project", relu=False)
@@ -109,8 +111,9 @@ def lite0_features(inputs, output_stride: int = 32) -> dict:
                     strides, dilation = 1, dilation * 2  # keep the resolution, widen the view
                 else:
                     stride *= 2
-            x = _block(x, expand, kernel_size, strides, dilation if strides == 1 else 1, filters,
-                       f"{PREFIX}block{index}")
+            x = _block(
+                x, expand, kernel_size, strides, dilation if strides == 1 else 1, filters, f"{PREFIX}block{index}"
+            )
             index += 1
     endpoints[stride] = x
     endpoints["last"] = x
@@ -162,17 +165,26 @@ def EfficientNetLite0(
 
 def _torch_names() -> dict[str, str]:
     """PyTorch module name -> Keras layer name, for every layer with weights."""
-    names = {"_conv_stem": f"{PREFIX}stem_conv", "_bn0": f"{PREFIX}stem_bn",
-             "_conv_head": f"{PREFIX}head_conv", "_bn1": f"{PREFIX}head_bn", "_fc": f"{PREFIX}classifier"}
+    names = {
+        "_conv_stem": f"{PREFIX}stem_conv",
+        "_bn0": f"{PREFIX}stem_bn",
+        "_conv_head": f"{PREFIX}head_conv",
+        "_bn1": f"{PREFIX}head_bn",
+        "_fc": f"{PREFIX}classifier",
+    }
     expansions = [expand for expand, *_, repeats in STAGES for _ in range(repeats)]
     for index, expand in enumerate(expansions):
         block, layer = f"_blocks.{index}.", f"{PREFIX}block{index}_"
         if expand != 1:
             names.update({block + "_expand_conv": layer + "expand_conv", block + "_bn0": layer + "expand_bn"})
-        names.update({
-            block + "_depthwise_conv": layer + "dw_conv", block + "_bn1": layer + "dw_bn",
-            block + "_project_conv": layer + "project_conv", block + "_bn2": layer + "project_bn",
-        })
+        names.update(
+            {
+                block + "_depthwise_conv": layer + "dw_conv",
+                block + "_bn1": layer + "dw_bn",
+                block + "_project_conv": layer + "project_conv",
+                block + "_bn2": layer + "project_bn",
+            }
+        )
     return names
 
 

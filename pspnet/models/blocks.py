@@ -54,9 +54,7 @@ def conv_bn_relu(
     return layers.ReLU(max_value, name=f"{name}_relu")(x) if relu else x
 
 
-def pyramid_pooling_module(
-    x, bin_sizes: Sequence[int] = (1, 2, 3, 6), channels: int = 512, name: str = "ppm"
-):
+def pyramid_pooling_module(x, bin_sizes: Sequence[int] = (1, 2, 3, 6), channels: int = 512, name: str = "ppm"):
     """PSPNet's pyramid pooling module, as named layers of a functional graph.
 
     For each bin size: adaptive average pool to bins x bins, 1x1 conv to
@@ -75,9 +73,7 @@ def pyramid_pooling_module(
     branches = []
     for bins in bin_sizes:
         y = AdaptiveAveragePooling2D(bins, name=f"{name}_pool_{bins}")(x)
-        y = layers.Conv2D(
-            channels, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv_{bins}"
-        )(y)
+        y = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv_{bins}")(y)
         y = layers.BatchNormalization(name=f"{name}_bn_{bins}")(y)
         y = layers.ReLU(name=f"{name}_relu_{bins}")(y)
         branches.append(ResizeToMatch(name=f"{name}_upsampling_{bins}")([y, x]))

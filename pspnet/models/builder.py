@@ -122,11 +122,7 @@ def _check_arguments(preset: str, num_classes, input_shape, head: str, dropout) 
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if head not in HEADS:
         raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-    if (
-        not isinstance(num_classes, numbers.Integral)
-        or isinstance(num_classes, bool)
-        or num_classes < 1
-    ):
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = _check_input_shape(input_shape, MIN_SIZE[preset], preset)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:

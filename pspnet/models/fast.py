@@ -33,9 +33,7 @@ def build_fast(inputs, channels: int, head: str, dropout: float, output_stride: 
     At 256x256 this costs about 3 GFLOPs per image forward, against 85 for the
     seed; docs/BENCHMARKS.md has the measured speeds.
     """
-    x = InputNormalization(
-        mean=_IMAGENET_MEAN_RGB, std=_IMAGENET_STD_RGB, name="normalization"
-    )(inputs)
+    x = InputNormalization(mean=_IMAGENET_MEAN_RGB, std=_IMAGENET_STD_RGB, name="normalization")(inputs)
     x = conv_bn_relu(x, 32, 3, "stem_1", strides=2)  # (B, H/2, W/2, 32)
     x = conv_bn_relu(x, 64, 3, "stem_2", strides=2)  # (B, H/4, W/4, 64)
     if output_stride == 8:

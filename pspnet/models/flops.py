@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -61,29 +61,19 @@ _FREE = (
     layers.SpatialDropout2D,
     layers.GaussianNoise,
 )
-_NORMALIZATIONS = (
-    layers.BatchNormalization,
-    layers.LayerNormalization,
-    layers.GroupNormalization,
-    InputNormalization,
-)
+_NORMALIZATIONS = (layers.BatchNormalization, layers.LayerNormalization, layers.GroupNormalization, InputNormalization)
 _ACTIVATIONS = (layers.ReLU, layers.LeakyReLU, layers.ELU, layers.PReLU, layers.Softmax)
-_MERGES = (
-    layers.Add,
-    layers.Subtract,
-    layers.Multiply,
-    layers.Average,
-    layers.Maximum,
-    layers.Minimum,
-)
+_MERGES = (layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum, layers.Minimum)
 _WINDOW_POOLS = (layers.MaxPooling2D, layers.AveragePooling2D)
 _GLOBAL_POOLS = tuple(
-    pool for pool in (
+    pool
+    for pool in (
         layers.GlobalAveragePooling2D,
         layers.GlobalMaxPooling2D,
         getattr(layers, "AdaptiveAveragePooling2D", None),  # Keras's own, from Keras 3.13
         AdaptiveAveragePooling2D,
-    ) if pool is not None
+    )
+    if pool is not None
 )
 _BILINEAR_FLOPS = 7  # per output element: 4 multiplies and 3 adds
 
@@ -103,21 +93,17 @@ def layer_flops(model: keras.Model, input_size: Sequence[int] | None = None) -> 
         ConfigError: the size is unknown or the model has several inputs.
     """
     if len(model.inputs) != 1:
-        raise ConfigError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; expected one image input"
-        )
+        raise ConfigError(f"model {model.name!r} has {len(model.inputs)} inputs; expected one image input")
     shape = tuple(model.inputs[0].shape)
     if input_size is not None:
         height, width = (int(v) for v in input_size)
         if (height, width) != tuple(shape[1:3]):
             # Rebuild the graph at this size (same layer configs, fresh weights).
-            input_name = next(l.name for l in model.layers if isinstance(l, layers.InputLayer))
+            input_name = next(layer.name for layer in model.layers if isinstance(layer, layers.InputLayer))
             new_input = keras.Input(shape=(height, width, *shape[3:]), name=input_name)
             model = keras.models.clone_model(model, input_tensors=new_input)
     elif None in shape[1:]:
-        raise ConfigError(
-            f"model {model.name!r} has input shape {shape}; pass input_size=(height, width)"
-        )
+        raise ConfigError(f"model {model.name!r} has input shape {shape}; pass input_size=(height, width)")
 
     counts = {}
     unknown = set()
@@ -132,11 +118,7 @@ def layer_flops(model: keras.Model, input_size: Sequence[int] | None = None) -> 
             flops = 0
         counts[layer.name] = int(flops)
     if unknown:
-        warnings.warn(
-            f"FLOPs of layer types {', '.join(sorted(unknown))} are not counted",
-            PspnetWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"FLOPs of layer types {', '.join(sorted(unknown))} are not counted", PspnetWarning, stacklevel=2)
     return counts
 
 

@@ -40,9 +40,7 @@ def _floats(value, argument: str) -> list[float]:
     try:
         values = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{argument} must be a number or a sequence of numbers, got {value!r}"
-        ) from None
+        raise ConfigError(f"{argument} must be a number or a sequence of numbers, got {value!r}") from None
     if not values:
         raise ConfigError(f"{argument} must not be empty")
     return values
@@ -64,18 +62,17 @@ def bilinear_resize_matrix(in_size, out_size, dtype="float32"):
         Tensor (out_size, in_size); ``matrix @ x`` resizes ``x`` along its first axis.
     """
     in_float = ops.cast(in_size, "float32")
-    source = (ops.arange(out_size, dtype="float32") + 0.5) * (
-        in_float / ops.cast(out_size, "float32")
-    ) - 0.5
+    source = (ops.arange(out_size, dtype="float32") + 0.5) * (in_float / ops.cast(out_size, "float32")) - 0.5
     source = ops.minimum(ops.maximum(source, 0.0), in_float - 1.0)
     lower = ops.floor(source)
     fraction = source - lower  # weight of the upper neighbour
     lower = ops.cast(lower, "int32")
     upper = ops.minimum(lower + 1, ops.cast(in_size, "int32") - 1)
     positions = ops.arange(in_size, dtype="int32")[None, :]  # (1, in)
-    matrix = ops.cast(ops.equal(lower[:, None], positions), "float32") * (1.0 - fraction)[
-        :, None
-    ] + ops.cast(ops.equal(upper[:, None], positions), "float32") * fraction[:, None]
+    matrix = (
+        ops.cast(ops.equal(lower[:, None], positions), "float32") * (1.0 - fraction)[:, None]
+        + ops.cast(ops.equal(upper[:, None], positions), "float32") * fraction[:, None]
+    )
     return ops.cast(matrix, dtype)
 
 
@@ -99,9 +96,7 @@ def adaptive_pooling_matrix(in_size, bins: int, dtype="float32"):
     starts = ops.floor_divide(cells * size, bins)
     ends = ops.floor_divide((cells + 1) * size + bins - 1, bins)
     positions = ops.arange(in_size, dtype="int32")[None, :]  # (1, n)
-    inside = ops.logical_and(
-        ops.greater_equal(positions, starts[:, None]), ops.less(positions, ends[:, None])
-    )
+    inside = ops.logical_and(ops.greater_equal(positions, starts[:, None]), ops.less(positions, ends[:, None]))
     counts = ops.cast(ends - starts, "float32")[:, None]
     return ops.cast(ops.cast(inside, "float32") / counts, dtype)
 
@@ -140,8 +135,7 @@ class ResizeToMatch(keras.layers.Layer):
                 return x
             # In float32 whatever the policy: precise, and Keras < 3.10 cannot resize bfloat16 on TensorFlow.
             resized = ops.image.resize(
-                ops.cast(x, "float32"), (out_height, out_width), interpolation="bilinear",
-                data_format="channels_last",
+                ops.cast(x, "float32"), (out_height, out_width), interpolation="bilinear", data_format="channels_last"
             )
             return ops.cast(resized, self.compute_dtype)
         # Sizes known only at run time (TensorFlow graph with None dims).
@@ -211,11 +205,7 @@ class InputNormalization(keras.layers.Layer):
     """
 
     def __init__(
-        self,
-        mean: float | Sequence[float] = 0.0,
-        std: float | Sequence[float] = 255.0,
-        to_bgr: bool = False,
-        **kwargs,
+        self, mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 255.0, to_bgr: bool = False, **kwargs
     ):
         super().__init__(**kwargs)
         self.mean = _floats(mean, "mean")
@@ -228,9 +218,7 @@ class InputNormalization(keras.layers.Layer):
         channels = input_shape[-1]
         for argument, values in (("mean", self.mean), ("std", self.std)):
             if channels is not None and len(values) not in (1, channels):
-                raise ConfigError(
-                    f"{argument} has {len(values)} values for {channels} input channels"
-                )
+                raise ConfigError(f"{argument} has {len(values)} values for {channels} input channels")
 
     def call(self, inputs):
         x = ops.flip(inputs, axis=-1) if self.to_bgr else inputs

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pspnet.models.presets import HEADS
-
 from pspnet.checks import parse_size
 from pspnet.data.classes import ClassTable
 from pspnet.errors import ConfigError, first_line
 from pspnet.fileio import atomic_write
+from pspnet.models.presets import HEADS
 
 INFO_NAME = "pspnet.json"  # the member of the .keras archive that describes the model
 
@@ -67,10 +66,12 @@ class ModelInfo:
         return json.dumps(values, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
+    def from_json(cls, text: str) -> ModelInfo:
         values = json.loads(text)
         if not isinstance(values, dict):  # any JSON value parses; only an object describes a model
-            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(values), "a number")
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(values), "a number"
+            )
             raise ValueError(f"not a JSON object but {kind}")
         known = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in values.items() if key in known}  # newer files may say more

@@ -17,12 +17,7 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 # ResNet-50 stages after the stem: (name, bottleneck filters, blocks, stride, dilation).
 # Output stride 8 as in the PSPNet paper: conv4 and conv5 keep the resolution and
 # dilate their 3x3 convolutions by 2 and 4 instead of striding.
-_RESNET50_STAGES = (
-    ("conv2", 64, 3, 1, 1),
-    ("conv3", 128, 4, 2, 1),
-    ("conv4", 256, 6, 1, 2),
-    ("conv5", 512, 3, 1, 4),
-)
+_RESNET50_STAGES = (("conv2", 64, 3, 1, 1), ("conv3", 128, 4, 2, 1), ("conv4", 256, 6, 1, 2), ("conv5", 512, 3, 1, 4))
 
 
 def bottleneck(x, filters: int, stride: int, dilation: int, shortcut_conv: bool, name: str):
@@ -41,9 +36,7 @@ def bottleneck(x, filters: int, stride: int, dilation: int, shortcut_conv: bool,
     x = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv", **conv)(x)
     x = layers.BatchNormalization(name=f"{name}_1_bn", **bn)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu")(x)
-    x = layers.Conv2D(
-        filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv", **conv
-    )(x)
+    x = layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv", **conv)(x)
     x = layers.BatchNormalization(name=f"{name}_2_bn", **bn)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv", **conv)(x)

@@ -23,22 +23,18 @@ def load_resnet50(backbone_weights) -> keras.Model:
         except Exception as error:  # offline: urllib/HTTP errors, wrapped by Keras
             raise ConfigError(
                 "backbone_weights 'imagenet': could not download Keras's ResNet50 ImageNet weights "
-                f"({first_line(error)}); on a machine with a network, run python -c \"import keras; "
-                "keras.applications.ResNet50(include_top=False)\" to fetch them into ~/.keras/models, "
+                f'({first_line(error)}); on a machine with a network, run python -c "import keras; '
+                'keras.applications.ResNet50(include_top=False)" to fetch them into ~/.keras/models, '
                 "or pass the downloaded file "
                 "(resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) as --backbone-weights FILE"
             ) from None
     path = os.fspath(backbone_weights)
     if not os.path.isfile(path):
-        raise ConfigError(
-            f"backbone_weights: no such weights file (expected 'imagenet' or a file): {path}"
-        )
+        raise ConfigError(f"backbone_weights: no such weights file (expected 'imagenet' or a file): {path}")
     try:
         return keras.applications.ResNet50(include_top=False, weights=path)
     except Exception as error:  # Keras raises ValueError, KeyError or OSError here
-        raise ConfigError(
-            f"backbone_weights: not weights of ResNet50(include_top=False) ({error}): {path}"
-        ) from None
+        raise ConfigError(f"backbone_weights: not weights of ResNet50(include_top=False) ({error}): {path}") from None
 
 
 def copy_backbone_weights(source: keras.Model, target: keras.Model) -> int:
@@ -65,14 +61,11 @@ def copy_backbone_weights(source: keras.Model, target: keras.Model) -> int:
             continue  # the ImageNet classifier of an include_top model
         destination = target_layers.get(layer.name)
         if destination is None:
-            raise ConfigError(
-                f"backbone layer {layer.name!r} is missing from model {target.name!r}"
-            )
+            raise ConfigError(f"backbone layer {layer.name!r} is missing from model {target.name!r}")
         shapes = [tuple(w.shape) for w in destination.get_weights()]
         if shapes != [tuple(w.shape) for w in weights]:
             raise ConfigError(
-                f"backbone layer {layer.name!r}: weight shapes {shapes} differ from "
-                f"{[tuple(w.shape) for w in weights]}"
+                f"backbone layer {layer.name!r}: weight shapes {shapes} differ from {[tuple(w.shape) for w in weights]}"
             )
         destination.set_weights(weights)
         copied += 1

@@ -27,24 +27,15 @@ def seed_block(x, filters: Sequence[int], block: str):
     prefix = f"block_{block}_"
     filters_a, filters_b, filters_c = filters
     shortcut = x
-    x = layers.Conv2D(
-        filters_a, 1, padding="same", kernel_initializer="he_normal", name=prefix + "a"
-    )(x)
+    x = layers.Conv2D(filters_a, 1, padding="same", kernel_initializer="he_normal", name=prefix + "a")(x)
     x = layers.BatchNormalization(name=prefix + "batch_norm_a")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name=prefix + "leakyrelu_a")(x)
-    x = layers.Conv2D(
-        filters_b,
-        3,
-        dilation_rate=2,
-        padding="same",
-        kernel_initializer="he_normal",
-        name=prefix + "b",
-    )(x)
+    x = layers.Conv2D(filters_b, 3, dilation_rate=2, padding="same", kernel_initializer="he_normal", name=prefix + "b")(
+        x
+    )
     x = layers.BatchNormalization(name=prefix + "batch_norm_b")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name=prefix + "leakyrelu_b")(x)
-    x = layers.Conv2D(
-        filters_c, 1, padding="same", kernel_initializer="he_normal", name=prefix + "c"
-    )(x)
+    x = layers.Conv2D(filters_c, 1, padding="same", kernel_initializer="he_normal", name=prefix + "c")(x)
     x = layers.BatchNormalization(name=prefix + "batch_norm_c")(x)
     # The notebook leaves the shortcut conv at Keras' default (glorot_uniform) init.
     shortcut = layers.Conv2D(filters_c, 3, padding="same", name=prefix + "skip_conv")(shortcut)
@@ -96,9 +87,7 @@ def build_seed(inputs, channels: int, head: str):
         y = layers.AveragePooling2D(pool_size=pool, name=f"{colour}_pool")(base)
         y = layers.Conv2D(64, 1, name=f"{colour}_1_by_1")(y)
         if fixed_upsampling:
-            y = layers.UpSampling2D(
-                size=pool, interpolation="bilinear", name=f"{colour}_upsampling"
-            )(y)
+            y = layers.UpSampling2D(size=pool, interpolation="bilinear", name=f"{colour}_upsampling")(y)
         else:
             y = ResizeToMatch(name=f"{colour}_upsampling")([y, base])
         branches.append(y)

@@ -102,8 +102,7 @@ class _StateDictUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it names {module}.{name}, which a state dict never needs")
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise pickle.UnpicklingError(f"an unknown persistent id {pid!r:.80}")
         _, storage_type, key, _location, count = pid[:5]
         if len(pid) > 5 and pid[5] is not None:
@@ -214,8 +213,10 @@ def _view_problem(spec: _TensorSpec, stored: int) -> str | None:
     if count == 0:
         return None
     if count > stored - offset:
-        return (f"of shape {text} has more elements than its storage holds after offset {offset} "
-                f"({count} > {stored - offset})")
+        return (
+            f"of shape {text} has more elements than its storage holds after offset {offset} "
+            f"({count} > {stored - offset})"
+        )
     span = 0  # the elements the smaller strides reach beyond the first
     for size, step in sorted((pair for pair in zip(shape, stride) if pair[0] > 1), key=lambda pair: pair[1]):
         if step <= span:

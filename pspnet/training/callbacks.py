@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 
@@ -47,8 +48,14 @@ class Checkpoint(keras.callbacks.Callback):
             file that a kill after the last commit left stale.
     """
 
-    def __init__(self, path: str | Path, info: ModelInfo, monitor: str | None = None, best: float | None = None,
-                 save_on_train_begin: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        info: ModelInfo,
+        monitor: str | None = None,
+        best: float | None = None,
+        save_on_train_begin: bool = False,
+    ):
         super().__init__()
         self.path = Path(path)
         self.info = info
@@ -105,14 +112,18 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, self.monitor: (logs or {}).get(self.monitor)}
-        self.best, self.best_epoch, self.wait = patience_count([row], self.monitor,
-                                                               start=(self.best, self.best_epoch, self.wait))
+        self.best, self.best_epoch, self.wait = patience_count(
+            [row], self.monitor, start=(self.best, self.best_epoch, self.wait)
+        )
         if self.exhausted:
             self.model.stop_training = True
             if self.verbose:
                 epochs = "epoch" if self.patience == 1 else "epochs"
-                print(f"early stopping: {self.patience} {epochs} without a better {self.monitor} "
-                      f"(best {self.best:.4f}, epoch {self.best_epoch + 1})", flush=True)
+                print(
+                    f"early stopping: {self.patience} {epochs} without a better {self.monitor} "
+                    f"(best {self.best:.4f}, epoch {self.best_epoch + 1})",
+                    flush=True,
+                )
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -227,8 +238,11 @@ class TimeLimit(TrainingTime):
         # After Keras's progress line, whose count is the epoch's length, not the steps run.
         if self.verbose and self._stop is not None:
             done, steps, epoch = self._stop
-            print(f"pspnet-train: time limit of {self.limit:g} minutes reached after {done} of {steps} steps "
-                  f"of epoch {epoch}", flush=True)
+            print(
+                f"pspnet-train: time limit of {self.limit:g} minutes reached after {done} of {steps} steps "
+                f"of epoch {epoch}",
+                flush=True,
+            )
 
 
 class PolyLearningRate(keras.callbacks.Callback):
@@ -296,7 +310,7 @@ class RenameOutputLogs(keras.callbacks.Callback):
         for key in list(logs):
             for split in ("", "val_"):
                 if key.startswith(split + self.prefix) and not key.endswith("loss"):
-                    logs[split + key[len(split + self.prefix):]] = logs.pop(key)
+                    logs[split + key[len(split + self.prefix) :]] = logs.pop(key)
 
 
 class ColourScores(keras.callbacks.Callback):

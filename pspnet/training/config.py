@@ -12,7 +12,7 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pspnet.checks import check_choice, flag_name, parse_size
 from pspnet.errors import ConfigError
@@ -141,6 +141,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None or name in ("preset", "head", "optimizer", "precision"):  # others: None is a default
                 check_choice(name, value, choices)
+        self._check_numbers()
+        self._check_combinations()
+
+    def _check_numbers(self) -> None:
+        """Each numeric field in its range (one ConfigError naming the flag)."""
         for name in ("batch_size", "epochs", "steps_per_epoch", "early_stopping", "workers", "val_images",
                      "steps_per_execution", "num_processes"):
             value = getattr(self, name)
@@ -169,6 +174,9 @@ class TrainConfig:
                               f"got {self.output_stride!r} for {self.preset}")
         if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ConfigError(f"--dropout must lie in [0, 1), got {self.dropout!r}")
+
+    def _check_combinations(self) -> None:
+        """Flags that only make sense together (one ConfigError naming both)."""
         if self.head == "rgb" and self.class_weighting not in (None, "none"):
             raise ConfigError("--class-weighting needs --head classes (the rgb head is trained with MSE)")
         if self.optimizer != "sgd" and self.head_lr_multiplier not in (None, 1):
@@ -192,7 +200,7 @@ class TrainConfig:
         """Whether the run trains on the built-in synthetic demo set."""
         return self.data == "demo"
 
-    def resolved(self, layout: str | None = None) -> "TrainConfig":
+    def resolved(self, layout: str | None = None) -> TrainConfig:
         """Returns a copy with every ``None`` default filled in (what config.json records).
 
         Args:
@@ -253,7 +261,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         """Reads a config written by ``to_json``.
 
         Args:
@@ -280,7 +288,7 @@ class TrainConfig:
         except TypeError as error:
             raise ConfigError(f"invalid config: {error}") from error
 
-    def changes_from(self, saved: "TrainConfig") -> list[str]:
+    def changes_from(self, saved: TrainConfig) -> list[str]:
         """The fields that make this config another run than ``saved`` (both resolved).
 
         Returns:
@@ -295,7 +303,7 @@ class TrainConfig:
         ]
 
 
-def _from_before_layouts(saved: "TrainConfig") -> "TrainConfig":
+def _from_before_layouts(saved: TrainConfig) -> TrainConfig:
     """A resolved config.json written before layouts and crops: a pairs run on crops of its image size."""
     return dataclasses.replace(saved, layout=saved.layout or "pairs", crop_size=saved.crop_size or saved.image_size)
 

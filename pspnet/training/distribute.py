@@ -35,8 +35,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import keras
 
@@ -85,31 +85,39 @@ def join_processes(config, environ: Mapping[str, str] | None = None) -> Placemen
     """
     environ = os.environ if environ is None else environ
     backend = keras.backend.backend()
-    flags = {"--coordinator": config.coordinator, "--num-processes": config.num_processes,
-             "--process-id": config.process_id}
+    flags = {
+        "--coordinator": config.coordinator,
+        "--num-processes": config.num_processes,
+        "--process-id": config.process_id,
+    }
     given = [flag for flag, value in flags.items() if value is not None]
     if not config.distribute:
         if given:
             raise ConfigError(f"{given[0]} needs --distribute")
         return Placement()
     if backend not in ("tensorflow", "jax"):
-        raise ConfigError(f"--distribute needs the tensorflow or jax backend, not {backend} "
-                          "(set KERAS_BACKEND=tensorflow or jax)")
+        raise ConfigError(
+            f"--distribute needs the tensorflow or jax backend, not {backend} (set KERAS_BACKEND=tensorflow or jax)"
+        )
     if backend == "tensorflow":
         if given:
             raise ConfigError(f"{given[0]} is for the jax backend; on tensorflow, TF_CONFIG describes the workers")
         placement = _tf_config_placement(environ.get("TF_CONFIG"))
     else:
         if not config.sync_batch_norm:
-            raise ConfigError("--no-sync-batch-norm is for the tensorflow backend: on jax, --distribute runs one "
-                              "program over the global batch, whose batch norm always sees every replica")
+            raise ConfigError(
+                "--no-sync-batch-norm is for the tensorflow backend: on jax, --distribute runs one "
+                "program over the global batch, whose batch norm always sees every replica"
+            )
         placement = _join_jax(config.coordinator, config.num_processes, config.process_id, environ)
     if placement.processes > 1 and config.head == "rgb":
         raise ConfigError("--head rgb trains in one process; several processes need --head classes")
     if placement.processes > 1 and config.time_limit is not None:
         # Each process would stop by its own clock, at a different step, and the rest would wait forever.
-        raise ConfigError("--time-limit needs one process (each would stop by its own clock, at a different "
-                          "step); bound a multi-process run with --epochs")
+        raise ConfigError(
+            "--time-limit needs one process (each would stop by its own clock, at a different "
+            "step); bound a multi-process run with --epochs"
+        )
     return placement
 
 
@@ -132,8 +140,9 @@ def _tf_config_placement(text: str | None) -> Placement:
 
 def _join_jax(coordinator, num_processes, process_id, environ) -> Placement:
     """Starts ``jax.distributed`` when the job has several processes."""
-    coordinator = coordinator or environ.get("JAX_COORDINATOR_ADDRESS") or environ.get(
-        "KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    coordinator = (
+        coordinator or environ.get("JAX_COORDINATOR_ADDRESS") or environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    )
     count = num_processes if num_processes is not None else _int_env(environ, "KERAS_DISTRIBUTION_NUM_PROCESSES")
     index = process_id if process_id is not None else _int_env(environ, "KERAS_DISTRIBUTION_PROCESS_ID")
     slurm = _int_env(environ, "SLURM_NTASKS") or 1
@@ -216,7 +225,8 @@ def distribution(enabled: bool, placement: Placement = Placement()) -> Iterator[
         previous = keras.distribution.distribution()
         # Several processes: each feeds its own part of the batch (SegmentationDataset's part).
         keras.distribution.set_distribution(
-            keras.distribution.DataParallel(devices=devices, auto_shard_dataset=placement.processes == 1))
+            keras.distribution.DataParallel(devices=devices, auto_shard_dataset=placement.processes == 1)
+        )
         try:
             yield len(devices)
         finally:
@@ -286,7 +296,8 @@ def _is_peer_failure(error: BaseException) -> bool:
     # JAX's: its runtime errors, or a ValueError from a host all-gather, naming the transport's failure.
     text = str(error)[:2000]
     return type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError", "ValueError", "RuntimeError") and any(
-        code in text for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "Gloo", "gloo"))
+        code in text for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "Gloo", "gloo")
+    )
 
 
 def _multi_worker_strategy(tf):
@@ -327,4 +338,3 @@ def synchronize_batch_norm(model, replicas: int) -> int:
     for layer in layers:
         layer.synchronized = True
     return len(layers)
-

@@ -25,9 +25,10 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -86,8 +87,10 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         complete = is_complete(run.state, config)
         finished_metrics = run.metrics() if complete else None
         if finished_metrics is not None:
-            _say(config, f"pspnet-train: run {run.path} is already complete; its metrics are in "
-                         f"{run.path / 'metrics.json'}")
+            _say(
+                config,
+                f"pspnet-train: run {run.path} is already complete; its metrics are in {run.path / 'metrics.json'}",
+            )
             return finished_metrics
         start = time.time()
         splits = _load_splits(config, data_folder)
@@ -95,11 +98,12 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         with peers_watched(placement), distribution(config.distribute, placement) as replicas:
             keras.utils.set_random_seed(config.seed)
             if config.batch_size % replicas:
-                raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the "
-                                  f"{replicas} devices (it is the global batch)")
+                raise ConfigError(
+                    f"--batch-size {config.batch_size} must be a multiple of the "
+                    f"{replicas} devices (it is the global batch)"
+                )
             train_data, val_data = _batches(config, splits, replicas, placement.part(config.batch_size))
-            model, aux_head = build_and_compile(config, splits.class_weights, any_size=True,
-                                                classes=splits.classes)
+            model, aux_head = build_and_compile(config, splits.class_weights, any_size=True, classes=splits.classes)
             if config.sync_batch_norm:
                 synchronize_batch_norm(model, replicas)
             run.write_config(config)  # every flag has now proved itself
@@ -113,8 +117,15 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             fit_callbacks = _callbacks(config, run, resume, splits, len(train_data), aux_head, extra=callbacks)
             if finished:
                 _say(config, f"pspnet-train: resuming after epoch {finished} of {config.epochs}")
-            _fit(model, train_data, val_data, fit_callbacks, config, initial_epoch=finished,
-                 epochs=finished if complete else config.epochs)
+            _fit(
+                model,
+                train_data,
+                val_data,
+                fit_callbacks,
+                config,
+                initial_epoch=finished,
+                epochs=finished if complete else config.epochs,
+            )
         if not placement.is_chief:
             return {}
         # Scored outside the distribution (from best.keras): the other processes have finished.
@@ -164,7 +175,9 @@ def _data_folder(config: TrainConfig) -> Path:
         return folder  # open_split names what a cityscapes or folders root lacks
     missing = [name for name in ("train", "val") if not (folder / name).is_dir()]
     if missing:
-        raise ConfigError(f"data folder {folder} has no {' or '.join(s + '/' for s in missing)} (it needs train/ and val/)")
+        raise ConfigError(
+            f"data folder {folder} has no {' or '.join(s + '/' for s in missing)} (it needs train/ and val/)"
+        )
     return folder
 
 
@@ -175,8 +188,9 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
     train_split, val_split = (open_split(folder, name, config.layout) for name in ("train", "val"))
 
     def load(split, target: str, progress: bool = progress):
-        return load_arrays(split, cache_dir=config.cache_dir, target=target, skip_bad=config.skip_bad,
-                           progress=progress)
+        return load_arrays(
+            split, cache_dir=config.cache_dir, target=target, skip_bad=config.skip_bad, progress=progress
+        )
 
     train_photos, train_targets, train_summary = load(train_split, target)
     val_photos, val_targets, val_summary = load(val_split, target)
@@ -193,8 +207,9 @@ def _load_splits(config: TrainConfig, folder: Path) -> _Splits:
         weights = class_weights_from_counts(train_summary.class_pixels[: classes.num_classes], config.class_weighting)
     if len(train_photos) < config.batch_size:
         noun = "pairs" if config.layout == "pairs" else "images"
-        raise ConfigError(f"{train_split.folder} has {len(train_photos)} {noun}, fewer than one batch of "
-                          f"{config.batch_size}")
+        raise ConfigError(
+            f"{train_split.folder} has {len(train_photos)} {noun}, fewer than one batch of {config.batch_size}"
+        )
     return _Splits(train_photos, train_targets, val_photos, val_targets, val_ids, weights, classes)
 
 
@@ -206,39 +221,73 @@ def _batches(config: TrainConfig, splits: _Splits, replicas: int, part: tuple[in
     # Threads, not processes: a lazy split decodes its images in them (cv2 releases the GIL).
     pipeline = {"workers": config.workers or min(4, os.cpu_count() or 1), "use_multiprocessing": False}
     train_data = SegmentationDataset(
-        splits.train_photos, splits.train_targets, config.batch_size, image_size=config.crop_size,
-        base_size=config.image_size, augment=True, scale_range=(0.5, 2.0) if config.scale else (1.0, 1.0),
-        flip=config.flip, jitter=config.jitter, shuffle=True, seed=config.seed, drop_remainder=True,
-        steps_per_epoch=config.steps_per_epoch, part=part, **pipeline,
+        splits.train_photos,
+        splits.train_targets,
+        config.batch_size,
+        image_size=config.crop_size,
+        base_size=config.image_size,
+        augment=True,
+        scale_range=(0.5, 2.0) if config.scale else (1.0, 1.0),
+        flip=config.flip,
+        jitter=config.jitter,
+        shuffle=True,
+        seed=config.seed,
+        drop_remainder=True,
+        steps_per_epoch=config.steps_per_epoch,
+        part=part,
+        **pipeline,
     )
     count = config.val_images or len(splits.val_photos)  # per-epoch validation on a prefix; metrics.json uses all
     val_data = SegmentationDataset(  # each image fit into the base size and padded to it
-        prefix(splits.val_photos, count), prefix(splits.val_targets, count), config.batch_size,
-        image_size=config.crop_size, base_size=config.image_size, augment=False, shuffle=False,
-        drop_remainder=replicas > 1 and config.head == "rgb", part=part, **pipeline,
+        prefix(splits.val_photos, count),
+        prefix(splits.val_targets, count),
+        config.batch_size,
+        image_size=config.crop_size,
+        base_size=config.image_size,
+        augment=False,
+        shuffle=False,
+        drop_remainder=replicas > 1 and config.head == "rgb",
+        part=part,
+        **pipeline,
     )
     if replicas > 1 and config.head == "classes":
         val_data = PaddedBatches(val_data, part[1] - part[0])  # keeps every val image
     return train_data, val_data
 
 
-def _callbacks(config: TrainConfig, run: Run, resume: ResumeState, splits: _Splits, steps_per_epoch: int,
-               aux_head: bool, extra: Sequence[keras.callbacks.Callback]) -> list[keras.callbacks.Callback]:
+def _callbacks(
+    config: TrainConfig,
+    run: Run,
+    resume: ResumeState,
+    splits: _Splits,
+    steps_per_epoch: int,
+    aux_head: bool,
+    extra: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
     """fit's callbacks, in the order that keeps every file behind the epoch's commit."""
     history = resume.history
     best_epoch, best_value = best_of(history)
     minutes = float(history[-1].get("train_minutes", 0.0)) if history else 0.0
     info = model_info(config, splits.classes)
-    clock = cb.TrainingTime(minutes) if config.time_limit is None else cb.TimeLimit(
-        config.time_limit, minutes, verbose=config.verbose)
+    clock = (
+        cb.TrainingTime(minutes)
+        if config.time_limit is None
+        else cb.TimeLimit(config.time_limit, minutes, verbose=config.verbose)
+    )
     callbacks: list[keras.callbacks.Callback] = [clock]  # first: the epoch ends after it see the stop and the time
     if config.schedule == "poly":  # before the extra callbacks: they see each step's rate
-        callbacks.append(cb.PolyLearningRate(config.learning_rate, config.epochs * steps_per_epoch,
-                                             clock=clock if isinstance(clock, cb.TimeLimit) else None))
+        callbacks.append(
+            cb.PolyLearningRate(
+                config.learning_rate,
+                config.epochs * steps_per_epoch,
+                clock=clock if isinstance(clock, cb.TimeLimit) else None,
+            )
+        )
     if config.head == "rgb":
         count = config.val_images or len(splits.val_photos)
-        callbacks.append(cb.ColourScores(prefix(splits.val_photos, count), prefix(splits.val_ids, count), info,
-                                         config.batch_size))
+        callbacks.append(
+            cb.ColourScores(prefix(splits.val_photos, count), prefix(splits.val_ids, count), info, config.batch_size)
+        )
     if aux_head:
         callbacks.append(cb.RenameOutputLogs("main"))
     callbacks += list(extra)
@@ -249,8 +298,13 @@ def _callbacks(config: TrainConfig, run: Run, resume: ResumeState, splits: _Spli
         resume,  # the commit point: before every file derived from it
         keras.callbacks.CSVLogger(str(run.folder / "history.csv"), append=True),
         cb.Checkpoint(run.folder / "last.keras", info, save_on_train_begin=resume.epochs_done > 0),
-        cb.Checkpoint(run.folder / "best.keras", info, monitor=MONITOR, best=best_value,
-                      save_on_train_begin=best_epoch is not None and best_epoch == resume.epochs_done - 1),
+        cb.Checkpoint(
+            run.folder / "best.keras",
+            info,
+            monitor=MONITOR,
+            best=best_value,
+            save_on_train_begin=best_epoch is not None and best_epoch == resume.epochs_done - 1,
+        ),
     ]
     if _has_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(run.folder / "logs"), write_graph=False))
@@ -273,8 +327,12 @@ def _fit(model, train_data, val_data, callbacks, config: TrainConfig, initial_ep
             # Keras's MeanIoU asks JAX for int64 counts; without x64 it uses int32, enough here.
             warnings.filterwarnings("ignore", message="Explicitly requested dtype int64", category=UserWarning)
             model.fit(
-                train_data, validation_data=val_data, epochs=epochs, initial_epoch=initial_epoch,
-                callbacks=callbacks, verbose=config.verbose,
+                train_data,
+                validation_data=val_data,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                verbose=config.verbose,
                 shuffle=False,  # the dataset shuffles itself from (seed, epoch): resumable
             )
     except BaseException:
@@ -299,21 +357,26 @@ def _finish(config: TrainConfig, run: Run, model, splits: _Splits, state: dict, 
     segmenter = Segmenter(model, info, info.image_size, batch_size=config.batch_size)
     scores = segmenter.confusion(splits.val_photos, splits.val_ids).result(info.class_table().names)
     best_epoch = state.get("best_epoch")
-    results = to_jsonable({
-        **scores,
-        "epochs": int(state.get("epoch", 0)),
-        "best_epoch": None if best_epoch is None else best_epoch + 1,
-        "model": source,
-        "run": str(run.path),
-    })
+    results = to_jsonable(
+        {
+            **scores,
+            "epochs": int(state.get("epoch", 0)),
+            "best_epoch": None if best_epoch is None else best_epoch + 1,
+            "model": source,
+            "run": str(run.path),
+        }
+    )
     if (run.path / "history.csv").is_file():
         figure = plot_history(run.path / "history.csv")
         atomic_write(run.path / "curves.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100), suffix=".png")
     atomic_write_text(run.path / "metrics.json", json.dumps(results, indent=2) + "\n")
     epochs = _count(results["epochs"], "epoch")
-    _say(config, f"pspnet-train: val mean IoU {scores['mean_iou']:.3f}, pixel accuracy "
-                 f"{scores['pixel_accuracy']:.3f} ({source}, {epochs}, {train_seconds:.0f} s); "
-                 f"run folder {run.path.resolve()}")
+    _say(
+        config,
+        f"pspnet-train: val mean IoU {scores['mean_iou']:.3f}, pixel accuracy "
+        f"{scores['pixel_accuracy']:.3f} ({source}, {epochs}, {train_seconds:.0f} s); "
+        f"run folder {run.path.resolve()}",
+    )
     return results
 
 

@@ -6,7 +6,7 @@ trains on); targets are train ids 0 to C-1 with 255 for ignored pixels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -31,8 +31,13 @@ class WeightedSparseCrossentropy(keras.losses.Loss):
         ignore_class: truth id left out of the loss.
     """
 
-    def __init__(self, class_weights: Sequence[float], ignore_class: int = IGNORE_INDEX,
-                 name: str = "weighted_sparse_crossentropy", **kwargs):
+    def __init__(
+        self,
+        class_weights: Sequence[float],
+        ignore_class: int = IGNORE_INDEX,
+        name: str = "weighted_sparse_crossentropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.class_weights = [float(w) for w in class_weights]
         self.ignore_class = int(ignore_class)

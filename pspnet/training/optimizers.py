@@ -10,7 +10,7 @@ faster than the backbone (``PaperSGD``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -39,8 +39,15 @@ class PaperSGD(keras.optimizers.SGD):
         **kwargs: ``keras.optimizers.SGD``'s.
     """
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.9, head_lr_multiplier: float = 1.0,
-                 backbone_prefixes: Sequence[str] = (), name="paper_sgd", **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum: float = 0.9,
+        head_lr_multiplier: float = 1.0,
+        backbone_prefixes: Sequence[str] = (),
+        name="paper_sgd",
+        **kwargs,
+    ):
         super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
         self.head_lr_multiplier = float(head_lr_multiplier)
         self.backbone_prefixes = tuple(backbone_prefixes)
@@ -109,7 +116,9 @@ def build_optimizer(config: TrainConfig, backbone_prefixes: Sequence[str] = ()):
     learning_rate = config.learning_rate  # the base rate (a poly run's callback lowers it)
     if config.optimizer == "sgd":
         return PaperSGD(
-            learning_rate, momentum=config.momentum, head_lr_multiplier=config.head_lr_multiplier,
+            learning_rate,
+            momentum=config.momentum,
+            head_lr_multiplier=config.head_lr_multiplier,
             backbone_prefixes=backbone_prefixes,
         )
     optimizer = keras.optimizers.Adam(learning_rate, weight_decay=config.weight_decay or None)

@@ -29,14 +29,22 @@ def model_info(config: TrainConfig, classes: ClassTable = CITYSCAPES) -> ModelIn
             the classes the model learned.
     """
     return ModelInfo(
-        head=config.head, num_classes=classes.num_classes if config.head == "classes" else 3,
-        preset=config.preset, image_size=tuple(config.image_size), classes=classes.to_json(), layout=config.layout,
+        head=config.head,
+        num_classes=classes.num_classes if config.head == "classes" else 3,
+        preset=config.preset,
+        image_size=tuple(config.image_size),
+        classes=classes.to_json(),
+        layout=config.layout,
     )
 
 
-def build_and_compile(config: TrainConfig, weights: np.ndarray | None,
-                      aux_head: bool | None = None, any_size: bool = False,
-                      classes: ClassTable = CITYSCAPES):
+def build_and_compile(
+    config: TrainConfig,
+    weights: np.ndarray | None,
+    aux_head: bool | None = None,
+    any_size: bool = False,
+    classes: ClassTable = CITYSCAPES,
+):
     """Builds and compiles the model of a resolved config (call it inside the distribution scope).
 
     The targets are train ids 0 to C-1 with 255 for every ignored pixel (a

@@ -13,8 +13,9 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -161,8 +162,9 @@ def best_of(history: Sequence[dict[str, Any]], monitor: str = MONITOR) -> tuple[
     return best_epoch, None if best_epoch is None else best_value
 
 
-def patience_count(rows: Sequence[dict[str, Any]], monitor: str = MONITOR,
-                   start: tuple[float, int | None, int] = (-math.inf, None, 0)) -> tuple[float, int | None, int]:
+def patience_count(
+    rows: Sequence[dict[str, Any]], monitor: str = MONITOR, start: tuple[float, int | None, int] = (-math.inf, None, 0)
+) -> tuple[float, int | None, int]:
     """Early stopping's count over rows, continued from ``start``.
 
     Returns:

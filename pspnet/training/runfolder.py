@@ -27,9 +27,10 @@ import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pspnet.errors import ConfigError
 from pspnet.fileio import FolderLock, atomic_write_text, remove_temporaries

@@ -43,16 +43,34 @@ def _conv_block(X, filters, block):
     b = "block_" + str(block) + "_"
     f1, f2, f3 = filters
     X_skip = X
-    X = Convolution2D(filters=f1, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
-                      kernel_initializer="he_normal", name=b + "a")(X)
+    X = Convolution2D(
+        filters=f1,
+        kernel_size=(1, 1),
+        dilation_rate=(1, 1),
+        padding="same",
+        kernel_initializer="he_normal",
+        name=b + "a",
+    )(X)
     X = BatchNormalization(name=b + "batch_norm_a")(X)
     X = LeakyReLU(negative_slope=0.2, name=b + "leakyrelu_a")(X)
-    X = Convolution2D(filters=f2, kernel_size=(3, 3), dilation_rate=(2, 2), padding="same",
-                      kernel_initializer="he_normal", name=b + "b")(X)
+    X = Convolution2D(
+        filters=f2,
+        kernel_size=(3, 3),
+        dilation_rate=(2, 2),
+        padding="same",
+        kernel_initializer="he_normal",
+        name=b + "b",
+    )(X)
     X = BatchNormalization(name=b + "batch_norm_b")(X)
     X = LeakyReLU(negative_slope=0.2, name=b + "leakyrelu_b")(X)
-    X = Convolution2D(filters=f3, kernel_size=(1, 1), dilation_rate=(1, 1), padding="same",
-                      kernel_initializer="he_normal", name=b + "c")(X)
+    X = Convolution2D(
+        filters=f3,
+        kernel_size=(1, 1),
+        dilation_rate=(1, 1),
+        padding="same",
+        kernel_initializer="he_normal",
+        name=b + "c",
+    )(X)
     X = BatchNormalization(name=b + "batch_norm_c")(X)
     X_skip = Convolution2D(filters=f3, kernel_size=(3, 3), padding="same", name=b + "skip_conv")(X_skip)
     X_skip = BatchNormalization(name=b + "batch_norm_skip_conv")(X_skip)
