@@ -30,6 +30,28 @@ def test_notebook_is_stored_without_outputs():
     assert "info.class_table()" in source and "pspnet.palette" not in source
 
 
+def test_every_pspnet_import_of_the_notebook_resolves():
+    """Each `from pspnet... import name` of the notebook names a module or attribute that exists:
+    the quick check of the modules' moves, without starting a kernel."""
+    import importlib
+    import importlib.util
+    import re
+
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    imports = re.findall(r"^from (pspnet[\w.]*) import ([\w, ]+)$", source, flags=re.M)
+    assert imports
+    missing = []
+    for module_name, names in imports:
+        module = importlib.import_module(module_name)
+        for name in (n.strip() for n in names.split(",")):
+            if not hasattr(module, name) and importlib.util.find_spec(f"{module_name}.{name}") is None:
+                missing.append(f"{module_name}.{name}")
+    assert missing == []
+
+
 def _notebook_env(patch: pytest.MonkeyPatch, root: Path) -> None:
     """Quick mode, caches under root, and a kernel spec that starts this very interpreter."""
     spec_dir = root / "jupyter" / "kernels" / KERNEL

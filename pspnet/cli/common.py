@@ -213,3 +213,10 @@ def _slide_sizes(slide: Sequence[str] | None) -> tuple | None:
     if slide is None:
         return None
     return parse_size(slide[0], "--slide CROP"), parse_size(slide[1], "--slide STRIDE")
+
+
+def _add_mode_arguments(parser: argparse.ArgumentParser, slide_help: str, scales_help: str) -> None:
+    """How the Segmenter runs (evaluate, predict): flip averaging, sliding windows, scales."""
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    parser.add_argument("--slide", nargs=2, metavar=("CROP", "STRIDE"), default=None, help=slide_help)
+    parser.add_argument("--scales", nargs="+", type=float, metavar="S", default=None, help=scales_help)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pspnet.cli.common import _add_model_arguments, _Parser, _run, _slide_sizes
+from pspnet.cli.common import _add_mode_arguments, _add_model_arguments, _Parser, _run, _slide_sizes
 
 
 def _parser() -> _Parser:
@@ -35,22 +35,12 @@ def _parser() -> _Parser:
         help="output folder (default: RUN/eval-<model>-<split>, -slide, -ms and -tta with those "
         "modes, beside the model)",
     )
-    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    parser.add_argument(
-        "--slide",
-        nargs=2,
-        metavar=("CROP", "STRIDE"),
-        default=None,
-        help="score sliding windows of CROP (N or HxW) every STRIDE pixels of the rescaled photo, "
+    _add_mode_arguments(
+        parser,
+        slide_help="score sliding windows of CROP (N or HxW) every STRIDE pixels of the rescaled photo, "
         "averaged where they overlap (default: the whole photo)",
-    )
-    parser.add_argument(
-        "--scales",
-        nargs="+",
-        type=float,
-        metavar="S",
-        default=None,
-        help="run at these multiples of the base size and average the probabilities, e.g. 0.75 1.0 1.25 (default: 1.0)",
+        scales_help="run at these multiples of the base size and average the probabilities, e.g. 0.75 1.0 1.25 "
+        "(default: 1.0)",
     )
     parser.add_argument(
         "--base-size",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pspnet.cli.common import _add_model_arguments, _Parser, _positive, _run, _slide_sizes
+from pspnet.cli.common import _add_mode_arguments, _add_model_arguments, _Parser, _positive, _run, _slide_sizes
 
 
 def _parser() -> _Parser:
@@ -38,23 +38,12 @@ def _parser() -> _Parser:
         help="also write labelIds/NAME_labelIds.png, the official Cityscapes label ids at the "
         "photo's size, for cityscapesscripts' evaluation and the benchmark server",
     )
-    parser.add_argument(
-        "--slide",
-        nargs=2,
-        metavar=("CROP", "STRIDE"),
-        default=None,
-        help="predict sliding windows of CROP (N or HxW) every STRIDE pixels, as pspnet-evaluate's "
+    _add_mode_arguments(
+        parser,
+        slide_help="predict sliding windows of CROP (N or HxW) every STRIDE pixels, as pspnet-evaluate's "
         "(with --native: of the photo at the trained scale)",
+        scales_help="average the probabilities at these multiples of the model's size (default: 1.0)",
     )
-    parser.add_argument(
-        "--scales",
-        nargs="+",
-        type=float,
-        metavar="S",
-        default=None,
-        help="average the probabilities at these multiples of the model's size (default: 1.0)",
-    )
-    parser.add_argument("--tta", action="store_true", help="average with the mirrored image")
     parser.add_argument(
         "--pairs",
         choices=("auto", "always", "never"),
