@@ -7,8 +7,10 @@ import keras
 import pytest
 
 import pspnet.bench.models
+import pspnet.bench.peaks
 import pspnet.bench.training
 import pspnet.errors
+import pspnet.hardware
 from pspnet.bench.models import benchmark_model, format_models_table
 from pspnet.cli import bench_main
 from pspnet.models.builder import build_pspnet
@@ -34,7 +36,7 @@ def test_benchmark_model_row(row):
     assert (row.image_size, row.batch_size, row.steps) == ((32, 32), 1, 1)
     assert (row.backend, row.dtype_policy) == (keras.backend.backend(), "mixed_bfloat16")
     table = format_models_table([row]).splitlines()
-    assert len(table) == 3 and table[2].startswith(f"| seed | {row.parameters:,} | ")
+    assert len(table) == 3 and table[2].startswith(f"| seed | mixed_bfloat16 | {row.parameters:,} | ")
 
 
 def test_bench_models_command(row, tmp_path, capsys, monkeypatch):
@@ -52,12 +54,48 @@ def test_bench_models_command(row, tmp_path, capsys, monkeypatch):
     assert calls[0][1] == dict(image_size=(32, 48), batch_size=4, steps=5, warmup=1, num_classes=3, dtype_policy=None)
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert lines[0].startswith("| preset | parameters |")
+    assert lines[0].startswith("| preset | policy | parameters |")
     assert lines[2].startswith("| fast |") and lines[3].startswith("| seed |")
     assert "| 32x48 |" in lines[2]
-    assert "fast: " in captured.err and "images/s" in captured.err
+    assert "fast, " in captured.err and "images/s" in captured.err
     rows = json.loads(out.read_text())
     assert [r["preset"] for r in rows] == ["fast", "seed"] and rows[0]["image_size"] == [32, 48]
+
+
+def test_each_row_is_shared_against_the_peak_of_its_own_precision(row, capsys, monkeypatch):
+    from pspnet.models.precision import auto_precision
+
+    calls = []
+
+    def fake_benchmark(preset, dtype_policy=None, **kwargs):
+        calls.append((preset, dtype_policy))
+        return dataclasses.replace(row, preset=preset, dtype_policy=dtype_policy or "float32")
+
+    peaks = {"float32": (1.0, "fake float32"), "bfloat16": (4.0, "fake bfloat16")}
+    monkeypatch.setattr(pspnet.bench.models, "benchmark_model", fake_benchmark)
+    monkeypatch.setattr(pspnet.bench.peaks, "peak_tflops", lambda machine, dtype: peaks[dtype])
+    machine = {"kind": "cpu", "bfloat16": True, "device": "a CPU with AMX"}
+    monkeypatch.setattr(pspnet.hardware, "describe_machine", lambda: machine)
+    argv = ["models", "--presets", "fast", "lite", "--dtype-policy", "float32", "mixed_bfloat16", "auto"]
+    assert bench_main(argv) == 0
+    auto = {preset: auto_precision(machine, preset)[0] for preset in ("fast", "lite")}
+    policies = {preset: ("float32", "mixed_bfloat16", auto[preset]) for preset in ("fast", "lite")}
+    assert calls == [(preset, policy) for preset in ("fast", "lite") for policy in policies[preset]]
+    captured = capsys.readouterr()
+    table = [line.split(" | ") for line in captured.out.splitlines()[2:]]
+    assert [(cells[0], cells[1]) for cells in table] == [
+        ("| fast", "float32"),
+        ("| fast", "mixed_bfloat16"),
+        ("| fast", f"auto: {auto['fast']}"),
+        ("| lite", "float32"),
+        ("| lite", "mixed_bfloat16"),
+        ("| lite", f"auto: {auto['lite']}"),
+    ]
+    tflops = 3 * row.gflops * row.train_images_per_s / 1e3
+    for cells in table:
+        peak = 4.0 if cells[1].endswith("bfloat16") else 1.0
+        assert cells[7] == f"{100 * tflops / peak:.1f} %"
+    assert "peak bfloat16 4.00 TFLOP/s (fake bfloat16), float32 1.00 TFLOP/s (fake float32)" in captured.err
 
 
 def test_bad_values_exit_1_with_one_line(capsys):
@@ -95,7 +133,7 @@ def speed():
     from pspnet.bench.training import speed_table
 
     seen = []
-    machine, peak, rows = speed_table(
+    machine, peaks, rows = speed_table(
         ["fast"],
         image_size=32,
         steps=1,
@@ -106,19 +144,25 @@ def speed():
         progress=seen.append,
     )
     assert seen == rows
-    return machine, peak, rows
+    return machine, peaks, rows
 
 
 def test_speed_table_rows_and_ratios(speed):
-    machine, (peak, source), rows = speed
+    from pspnet.bench.peaks import compute_dtype
+    from pspnet.models.precision import auto_precision
+
+    machine, peaks, rows = speed
     assert [row.name for row in rows] == ["seed recipe", "fast", "input pipeline"]
     recipe, fast, pipeline = rows
     assert (recipe.batch_size, recipe.precision, recipe.speedup) == (10, "float32", 1.0)
+    # On a CPU the machine's settings train in --precision auto's policy, which the row names.
+    policy = auto_precision(machine, "fast")[0] if machine["kind"] == "cpu" else "mixed_bfloat16"
     assert (fast.batch_size, fast.precision, fast.jit_compile) == (
         2,
-        "float32",
+        policy,
         "on" if keras.backend.backend() == "jax" else "off",
     )
+    assert sorted(peaks) == sorted({"float32", compute_dtype(policy)})
     from pspnet.training.seed_recipe import notebook_model
 
     assert recipe.gflops == pytest.approx(count_flops(notebook_model(32)) / 1e9)
@@ -126,11 +170,12 @@ def test_speed_table_rows_and_ratios(speed):
     for row in (recipe, fast):
         assert row.train_images_per_s > 0 and row.infer_images_per_s > 0
         assert row.train_tflops == pytest.approx(3 * row.gflops * row.train_images_per_s / 1e3)
-        assert row.share_of_peak == pytest.approx(row.train_tflops / peak)
+        assert row.share_of_peak == pytest.approx(row.train_tflops / peaks[compute_dtype(row.precision)][0])
     assert fast.speedup == pytest.approx(fast.train_images_per_s / recipe.train_images_per_s)
     assert pipeline.train_images_per_s > 0 and pipeline.speedup is None and pipeline.gflops is None
     assert machine["kind"] in ("cpu", "gpu") and machine["backend"] == keras.backend.backend()
-    assert peak > 0 and source in ("nominal", "measured matmul")
+    for dtype, (peak, source) in peaks.items():
+        assert peak > 0 and source in ("nominal", f"measured {dtype} matmul")
 
 
 def test_rate_counts_the_images_after_warmup():

@@ -311,6 +311,34 @@ def test_a_larger_epoch_count_extends_a_finished_run(data_dir, tmp_path):
     assert train(longer) == metrics  # and then it is complete again
 
 
+def test_precision_auto_is_settled_printed_stored_and_kept_when_the_run_resumes(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    import pspnet.training.loop
+
+    def machine(bfloat16: bool):
+        return lambda: {"kind": "cpu", "device": "a CPU", "bfloat16": bfloat16}
+
+    monkeypatch.setattr(pspnet.training.loop, "describe_machine", machine(True))
+    config = TrainConfig(data=str(data_dir), out=str(tmp_path / "run"), precision="auto", **{**TINY, "verbose": 2})
+    train(config)
+    said = capsys.readouterr().out
+    assert "pspnet-train: precision mixed_bfloat16 (auto: this CPU has bfloat16 matrix instructions)" in said
+    run = Path(config.out)
+    assert TrainConfig.from_json((run / "config.json").read_text()).precision == "mixed_bfloat16"
+    model, _ = load_model(run / "best.keras")
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in model.layers if layer.weights}
+    # Resumed (extended) on a machine without bfloat16 units: auto keeps the run's own policy.
+    monkeypatch.setattr(pspnet.training.loop, "describe_machine", machine(False))
+    assert train(dataclasses.replace(config, epochs=2))["epochs"] == 2
+    assert "pspnet-train: precision mixed_bfloat16 (auto: the run's own)" in capsys.readouterr().out
+    # An explicit other policy is another run; a new run there gets float32.
+    with pytest.raises(ConfigError, match=r"holds another run \(--precision 'mixed_bfloat16' -> 'float32'\)"):
+        train(dataclasses.replace(config, epochs=2, precision="float32"))
+    train(dataclasses.replace(config, out=str(tmp_path / "other")))
+    assert "precision float32 (auto: this CPU has no bfloat16 matrix instructions)" in capsys.readouterr().out
+
+
 def _iterations(path: Path) -> int:
     model, _ = load_model(path, compile=True)
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))

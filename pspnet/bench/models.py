@@ -22,6 +22,7 @@ from pspnet.bench.timing import images_per_second
 from pspnet.errors import ConfigError
 from pspnet.models.builder import build_pspnet
 from pspnet.models.flops import count_flops
+from pspnet.models.precision import check_policy, policy_scope, resolve_policy
 from pspnet.models.presets import PRESETS
 
 __all__ = ["ModelBenchmark", "benchmark_model", "benchmark_models", "check_presets", "format_models_table"]
@@ -40,7 +41,12 @@ class ModelBenchmark:
     batch_size: int
     steps: int
     backend: str
-    dtype_policy: str
+    dtype_policy: str  # the policy the model ran in ("auto" settled)
+    requested_policy: str | None = None  # as asked: a policy, "auto", or None (the global one)
+    train_tflops: float | None = None  # achieved: 3 x forward FLOPs x training images/s
+    share_of_peak: float | None = None  # train_tflops / peak_tflops
+    peak_tflops: float | None = None  # the machine's peak in the policy's compute dtype
+    peak_source: str | None = None  # "nominal" or "measured DTYPE matmul"
 
 
 def benchmark_model(
@@ -62,8 +68,9 @@ def benchmark_model(
         steps: timed steps of each kind.
         warmup: untimed steps before timing (compilation happens here).
         num_classes: classes of the logits head.
-        dtype_policy: a Keras dtype policy such as ``"mixed_float16"``; ``None``
-            keeps the current global policy. Restored afterwards.
+        dtype_policy: a Keras dtype policy such as ``"mixed_float16"``, ``"auto"``
+            (``pspnet.models.precision.auto_precision`` for the preset), or
+            ``None``: the current global policy. Restored afterwards.
         seed: seed of the random photos, labels and weights.
 
     Returns:
@@ -72,12 +79,14 @@ def benchmark_model(
     height, width = (int(v) for v in image_size)
     if batch_size < 1 or steps < 1 or warmup < 0:
         raise ConfigError(f"batch_size and steps must be >= 1 and warmup >= 0, got {batch_size}, {steps}, {warmup}")
-    previous_policy = keras.config.dtype_policy()
-    if dtype_policy is not None:
-        try:
-            keras.config.set_dtype_policy(dtype_policy)
-        except ValueError as error:
-            raise ConfigError(f"invalid dtype policy {dtype_policy!r}: {error}") from None
+    with policy_scope(resolve_policy(dtype_policy, preset)):
+        row = _measure(preset, height, width, batch_size, steps, warmup, num_classes, seed)
+    row.requested_policy = dtype_policy
+    return row
+
+
+def _measure(preset, height, width, batch_size, steps, warmup, num_classes, seed) -> ModelBenchmark:
+    """``benchmark_model``'s measurement under the global policy."""
     try:
         keras.utils.set_random_seed(seed)
         model = build_pspnet(preset, num_classes=num_classes, input_shape=(height, width, 3))
@@ -103,7 +112,6 @@ def benchmark_model(
             dtype_policy=keras.config.dtype_policy().name,
         )
     finally:
-        keras.config.set_dtype_policy(previous_policy)
         keras.backend.clear_session()
 
 
@@ -115,40 +123,63 @@ def check_presets(presets: Sequence[str]) -> None:
 
 
 def benchmark_models(
-    presets: Sequence[str] = PRESETS, progress: Callable[[ModelBenchmark], None] | None = None, **kwargs
+    presets: Sequence[str] = PRESETS,
+    progress: Callable[[ModelBenchmark], None] | None = None,
+    dtype_policies: Sequence[str | None] = (None,),
+    machine: dict | None = None,
+    **kwargs,
 ) -> list[ModelBenchmark]:
-    """Runs ``benchmark_model`` for each preset.
+    """Runs ``benchmark_model`` for each preset in each dtype policy, and each row's share of peak.
 
     Args:
         presets: preset names, in table order.
         progress: called with each row as soon as it is measured.
+        dtype_policies: the policies of each preset, in row order (``"auto"``
+            allowed; None: the global policy).
+        machine: ``describe_machine()`` (None: described here), whose peak in
+            each row's compute dtype is measured once, after the rows.
         **kwargs: passed to ``benchmark_model``.
 
     Returns:
-        One ``ModelBenchmark`` per preset.
+        One ``ModelBenchmark`` per preset and policy.
     """
+    from pspnet.bench.peaks import compute_dtype, peaks_by_dtype, share_of_peak
+    from pspnet.hardware import describe_machine
+
     check_presets(presets)
+    for policy in dtype_policies:  # a bad name fails before anything is measured
+        check_policy(policy)
+    machine = machine or describe_machine()
     rows = []
     for preset in presets:
-        row = benchmark_model(preset, **kwargs)
-        rows.append(row)
-        if progress is not None:
-            progress(row)
+        for policy in dtype_policies:
+            row = benchmark_model(preset, dtype_policy=resolve_policy(policy, preset, machine), **kwargs)
+            row.requested_policy = policy
+            row.train_tflops = 3 * row.gflops * row.train_images_per_s / 1e3
+            rows.append(row)
+            if progress is not None:
+                progress(row)
+    peaks = peaks_by_dtype(machine, [row.dtype_policy for row in rows])
+    for row in rows:
+        row.peak_tflops, row.peak_source = peaks[compute_dtype(row.dtype_policy)]
+        row.share_of_peak = share_of_peak(row.train_tflops, row.dtype_policy, peaks)
     return rows
 
 
 def format_models_table(rows: Sequence[ModelBenchmark]) -> str:
-    """A Markdown table of benchmark rows, one line per preset."""
+    """A Markdown table of benchmark rows, one line per preset and policy."""
     lines = [
-        "| preset | parameters | GFLOPs / image (forward) | training images/s | inference images/s "
-        "| input | batch | timed steps | backend, policy |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+        "| preset | policy | parameters | GFLOPs / image (forward) | training images/s | inference images/s "
+        "| achieved TFLOP/s (training) | share of peak | input | batch | timed steps | backend |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for row in rows:
+        policy = row.dtype_policy if row.requested_policy != "auto" else f"auto: {row.dtype_policy}"
+        tflops = "-" if row.train_tflops is None else f"{row.train_tflops:.3f}"
+        share = "-" if row.share_of_peak is None else f"{100 * row.share_of_peak:.1f} %"
         lines.append(
-            f"| {row.preset} | {row.parameters:,} | {row.gflops:.1f} "
-            f"| {row.train_images_per_s:.2f} | {row.infer_images_per_s:.2f} "
-            f"| {row.image_size[0]}x{row.image_size[1]} | {row.batch_size} | {row.steps} "
-            f"| {row.backend}, {row.dtype_policy} |"
+            f"| {row.preset} | {policy} | {row.parameters:,} | {row.gflops:.1f} "
+            f"| {row.train_images_per_s:.2f} | {row.infer_images_per_s:.2f} | {tflops} | {share} "
+            f"| {row.image_size[0]}x{row.image_size[1]} | {row.batch_size} | {row.steps} | {row.backend} |"
         )
     return "\n".join(lines)

@@ -9,7 +9,7 @@ It times ``model.fit`` itself: the seed notebook's recipe
 float16 arrays) against each preset built, compiled and fed as ``pspnet-train``
 does, with this machine's settings (``machine_settings``). Training FLOPs are
 counted as 3x the forward FLOPs (forward, and a backward pass of about twice
-its cost); the peak is ``pspnet.hardware.peak_tflops``. ``--num-classes C``
+its cost); each row's peak is ``pspnet.hardware.peak_tflops`` in its compute dtype. ``--num-classes C``
 times a model of C classes (labels drawn from C numbered classes) instead of
 the 19 Cityscapes ones.
 """
@@ -26,9 +26,11 @@ import keras
 import numpy as np
 
 from pspnet.bench.models import check_presets
+from pspnet.bench.peaks import peaks_by_dtype, share_of_peak
 from pspnet.bench.timing import StepClock, images_per_second, marks_rate
 from pspnet.errors import ConfigError
 from pspnet.models.flops import count_flops
+from pspnet.models.precision import resolve_policy
 from pspnet.models.presets import PRESETS
 
 __all__ = [
@@ -58,14 +60,15 @@ class SpeedRow:
     gflops: float | None = None  # forward GFLOPs per image
     speedup: float | None = None  # training images/s over the seed recipe's
     train_tflops: float | None = None  # achieved: 3 x forward FLOPs x training images/s
-    share_of_peak: float | None = None  # train_tflops / the machine's peak
+    share_of_peak: float | None = None  # train_tflops / the machine's peak in the row's compute dtype
 
 
 def machine_settings(preset: str, kind: str, backend: str) -> dict:
     """The training settings the benchmark (and a user) should use on a machine.
 
-    CPU (measured on a 2-core CPU, docs/BENCHMARKS.md): float32, XLA off on
-    TensorFlow (it was slower there), one step per execution, batch 8. GPU
+    CPU (measured on a 2-core CPU, docs/BENCHMARKS.md): ``--precision auto``'s
+    policy (``pspnet.models.precision``), XLA off on TensorFlow (it was slower
+    there), one step per execution, batch 8. GPU
     (not yet measured here: no GPU was lent): bfloat16 mixed precision, XLA,
     8 steps per execution, batch 16 (``seed`` and ``pspnet50``) or 32 (``fast``).
 
@@ -84,7 +87,7 @@ def machine_settings(preset: str, kind: str, backend: str) -> dict:
             "jit_compile": True,
             "steps_per_execution": 8,
         }
-    return {"batch_size": 8, "precision": "float32", "jit_compile": backend == "jax", "steps_per_execution": 1}
+    return {"batch_size": 8, "precision": "auto", "jit_compile": backend == "jax", "steps_per_execution": 1}
 
 
 def benchmark_seed_recipe(
@@ -177,6 +180,7 @@ def benchmark_package_training(
     from pspnet.training.recipe import build_and_compile
 
     classes = bench_classes(num_classes)
+    precision = resolve_policy(precision, preset)  # the row names the policy it ran in
     executions = warmup + steps
     config = TrainConfig(
         data="bench",
@@ -256,9 +260,10 @@ def benchmark_pipeline(
     return SpeedRow("input pipeline", batch_size, "-", "-", 1, train_images_per_s=rate)
 
 
-def add_ratios(rows: Sequence[SpeedRow], peak_tflops: float | None) -> None:
+def add_ratios(rows: Sequence[SpeedRow], peaks: dict[str, tuple[float, str]]) -> None:
     """Fills in each row's speed-up over the seed recipe, achieved TFLOP/s
-    (training = 3 x the forward FLOPs per image) and share of ``peak_tflops``."""
+    (training = 3 x the forward FLOPs per image) and share of the peak of its
+    compute dtype (``peaks``: ``pspnet.bench.peaks.peaks_by_dtype``)."""
     seed_rate = next((r.train_images_per_s for r in rows if r.name == "seed recipe"), None)
     for row in rows:
         if row.gflops is None or row.train_images_per_s is None:
@@ -266,8 +271,7 @@ def add_ratios(rows: Sequence[SpeedRow], peak_tflops: float | None) -> None:
         if seed_rate:
             row.speedup = row.train_images_per_s / seed_rate
         row.train_tflops = 3 * row.gflops * row.train_images_per_s / 1e3
-        if peak_tflops:
-            row.share_of_peak = row.train_tflops / peak_tflops
+        row.share_of_peak = share_of_peak(row.train_tflops, row.precision, peaks)
 
 
 def format_speed_table(rows: Sequence[SpeedRow]) -> str:
@@ -303,7 +307,7 @@ def speed_table(
     overrides: dict | None = None,
     progress: Callable[[SpeedRow], None] | None = None,
     num_classes: int = 19,
-) -> tuple[dict, tuple[float, str], list[SpeedRow]]:
+) -> tuple[dict, dict[str, tuple[float, str]], list[SpeedRow]]:
     """Measures the whole training-speed table on this machine.
 
     Args:
@@ -320,9 +324,9 @@ def speed_table(
             (the seed recipe's colour head has none).
 
     Returns:
-        (``describe_machine()``, (peak TFLOP/s, its source), rows).
+        (``describe_machine()``, {compute dtype: (peak TFLOP/s, its source)}, rows).
     """
-    from pspnet.hardware import describe_machine, peak_tflops
+    from pspnet.hardware import describe_machine
 
     check_presets(presets)
     bench_classes(num_classes)  # a bad count fails before anything is measured
@@ -351,8 +355,6 @@ def speed_table(
                 image_size, max(batch_sizes or [8]), pipeline_batches, workers=workers, num_classes=num_classes
             )
         )
-    policies = {row.precision for row in rows if row.precision != "-"}
-    compute = "bfloat16" if "mixed_bfloat16" in policies else "float16" if "mixed_float16" in policies else "float32"
-    peak = peak_tflops(machine, compute)
-    add_ratios(rows, peak[0])
-    return machine, peak, rows
+    peaks = peaks_by_dtype(machine, [row.precision for row in rows if row.precision != "-"])
+    add_ratios(rows, peaks)
+    return machine, peaks, rows

@@ -35,10 +35,12 @@ def _bench_models(args) -> int:
     import keras
 
     from pspnet.bench.models import benchmark_models, format_models_table
+    from pspnet.bench.peaks import compute_dtype, describe_peaks
 
     def progress(row) -> None:
         print(
-            f"{row.preset}: {row.train_images_per_s:.2f} training, {row.infer_images_per_s:.2f} inference images/s",
+            f"{row.preset}, {row.dtype_policy}: {row.train_images_per_s:.2f} training, "
+            f"{row.infer_images_per_s:.2f} inference images/s",
             file=sys.stderr,
             flush=True,
         )
@@ -52,8 +54,10 @@ def _bench_models(args) -> int:
         steps=args.steps,
         warmup=args.warmup,
         num_classes=args.num_classes,
-        dtype_policy=args.dtype_policy,
+        dtype_policies=args.dtype_policy or [None],
     )
+    peaks = {compute_dtype(row.dtype_policy): (row.peak_tflops, row.peak_source) for row in rows}
+    print(describe_peaks(dict(sorted(peaks.items()))), file=sys.stderr)
     print(format_models_table(rows))
     if args.json:
         atomic_write_text(args.json, json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
@@ -90,7 +94,13 @@ def _add_bench_models_parser(sections, presets) -> None:
     models.add_argument("--steps", type=_positive, default=3, help="timed steps per measurement (3)")
     models.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (1)")
     models.add_argument("--num-classes", type=_positive, default=19, help="classes of the logits head (19)")
-    models.add_argument("--dtype-policy", default=None, help="a Keras dtype policy, e.g. mixed_bfloat16")
+    models.add_argument(
+        "--dtype-policy",
+        nargs="+",
+        default=None,
+        help="Keras dtype policies, each a row per preset: float32, mixed_bfloat16, mixed_float16, or auto "
+        "(what pspnet-train --precision auto picks for the preset here); default: the global policy",
+    )
     models.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
@@ -152,9 +162,9 @@ def _add_bench_train_parser(sections, presets) -> None:
     train.add_argument("--batch-size", type=_positive, default=None, help="override the machine's batch size")
     train.add_argument(
         "--precision",
-        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
         default=None,
-        help="override the machine's dtype policy",
+        help="override the machine's dtype policy (auto: what pspnet-train --precision auto picks per preset)",
     )
     train.add_argument(
         "--jit-compile", action=argparse.BooleanOptionalAction, default=None, help="override the machine's XLA setting"
@@ -170,6 +180,7 @@ def _bench_train(args) -> int:
     import dataclasses
     import json
 
+    from pspnet.bench.peaks import describe_peaks
     from pspnet.bench.training import format_speed_table, speed_table
 
     overrides = {
@@ -181,7 +192,7 @@ def _bench_train(args) -> int:
     def progress(row) -> None:
         print(f"{row.name}: {row.train_images_per_s:.2f} images/s", file=sys.stderr, flush=True)
 
-    machine, (peak, source), rows = speed_table(
+    machine, peaks, rows = speed_table(
         args.presets,
         args.image_size,
         steps=args.steps,
@@ -201,7 +212,7 @@ def _bench_train(args) -> int:
     )
     print(versions)
     print(
-        f"peak {peak:.2f} TFLOP/s ({source}); {args.image_size}x{args.image_size} images of "
+        f"{describe_peaks(peaks)}; {args.image_size}x{args.image_size} images of "
         f"{args.num_classes} classes, "
         f"{args.steps} timed steps after {args.warmup} untimed"
     )
@@ -212,8 +223,7 @@ def _bench_train(args) -> int:
             json.dumps(
                 {
                     "machine": machine,
-                    "peak_tflops": peak,
-                    "peak_source": source,
+                    "peaks": {dtype: {"tflops": tflops, "source": source} for dtype, (tflops, source) in peaks.items()},
                     "rows": [dataclasses.asdict(row) for row in rows],
                 },
                 indent=2,

@@ -21,7 +21,7 @@ from pspnet.models.presets import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRET
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTINGS = ("none", "inverse_sqrt_freq", "median_freq")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # The data layouts (the same tuple as pspnet.data.layouts.LAYOUTS, which a test
 # checks; kept here so that this module loads no data code).
 LAYOUTS = ("pairs", "cityscapes", "folders")
@@ -113,7 +113,7 @@ class TrainConfig:
     dropout: float = 0.1  # dropout before the classifier (fast, pspnet50, lite)
     output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input, None: 8 (demo: 4); lite: 16, 8 or 32, None: 16
     backbone_weights: str | None = None  # pspnet50, lite: none (random), imagenet, or a weights file (ResNet50 .h5; Lite0 .pth or .npz); None: imagenet for lite, none for pspnet50 (its download needs a network)
-    precision: str = "float32"  # dtype policy: float32, mixed_bfloat16 or mixed_float16
+    precision: str = "float32"  # dtype policy: float32, mixed_bfloat16, mixed_float16, or auto: mixed_bfloat16 where the machine has bfloat16 matrix instructions (a CPU with AMX or AVX-512 BF16, a GPU from Ampere on) and the preset gains (not lite on a CPU), else float32; a resumed run keeps its own
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
     seed: int = 0  # seeds the weights, the shuffling and the augmentation (0 or more)
@@ -300,6 +300,7 @@ class TrainConfig:
             f"{flag_name(name)} {before[name]!r} -> {after[name]!r}"
             for name in after
             if name not in RESUMABLE_CHANGES and before[name] != after[name]
+            and not (name == "precision" and after[name] == "auto")  # auto: whatever the run chose
         ]
 
 

@@ -26,7 +26,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,11 @@ from pspnet.data.pipeline import DictTargets, PaddedBatches, SegmentationDataset
 from pspnet.data.samples import MEMORY_BYTES, kept_in_memory, load_arrays, prefix
 from pspnet.errors import ConfigError, DataError, PspnetWarning
 from pspnet.fileio import atomic_write, atomic_write_text
+from pspnet.hardware import describe_machine
 from pspnet.inference.segmenter import Segmenter
 from pspnet.metrics import to_jsonable
 from pspnet.models.modelfile import load_model
+from pspnet.models.precision import AUTO, auto_precision
 from pspnet.training import callbacks as cb
 from pspnet.training.config import TrainConfig
 from pspnet.training.distribute import (
@@ -92,6 +94,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 f"pspnet-train: run {run.path} is already complete; its metrics are in {run.path / 'metrics.json'}",
             )
             return finished_metrics
+        config = _settled_precision(config, run.saved)  # "auto" -> a dtype policy, before it is written
         start = time.time()
         splits = _load_splits(config, data_folder)
         resume = ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
@@ -160,6 +163,18 @@ def _resolved(config: TrainConfig) -> TrainConfig:
             raise
         layout = "pairs"  # a pairs folder that lacks a split or its images: _data_folder names what is missing
     return config.resolved(layout=layout)
+
+
+def _settled_precision(config: TrainConfig, saved: TrainConfig | None) -> TrainConfig:
+    """``--precision auto`` settled: the run's own policy when it resumes, else this machine's choice."""
+    if config.precision != AUTO:
+        return config
+    if saved is not None and saved.precision != AUTO:
+        policy, reason = saved.precision, "the run's own"
+    else:
+        policy, reason = auto_precision(describe_machine(), config.preset)
+    _say(config, f"pspnet-train: precision {policy} (auto: {reason})")
+    return replace(config, precision=policy)
 
 
 def _data_folder(config: TrainConfig) -> Path:

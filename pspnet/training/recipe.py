@@ -12,6 +12,7 @@ import numpy as np
 from pspnet.data.classes import CITYSCAPES, ClassTable
 from pspnet.models.builder import BACKBONE_PREFIXES, build_pspnet
 from pspnet.models.modelfile import ModelInfo
+from pspnet.models.precision import policy_scope, resolve_policy
 from pspnet.palette import IGNORE_INDEX
 from pspnet.training.config import TrainConfig
 from pspnet.training.losses import WeightedSparseCrossentropy
@@ -66,9 +67,9 @@ def build_and_compile(
     """
     if aux_head is None:
         aux_head = config.preset == "pspnet50" and config.head == "classes" and config.aux_loss_weight > 0
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.precision)
-    try:
+    # "auto" is settled by pspnet.training.loop before the run is written; a
+    # config that reaches here unsettled (a benchmark's) is settled the same way.
+    with policy_scope(resolve_policy(config.precision, config.preset)):
         model = build_pspnet(
             preset=config.preset,
             num_classes=classes.num_classes,
@@ -79,8 +80,6 @@ def build_and_compile(
             dropout=config.dropout,
             **({} if config.output_stride is None else {"output_stride": config.output_stride}),
         )
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
     loss, metrics = _loss_and_metrics(config.head, weights, classes.num_classes)
     if config.optimizer == "sgd":
