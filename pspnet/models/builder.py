@@ -1,4 +1,4 @@
-"""The PSPNet builder and its four presets: the seed's network, the paper's, a fast one, a pretrained lite one.
+"""The PSPNet builder and its presets: the seed's network, the paper's, a fast one, pretrained lite ones.
 
 Every preset is a functional ``keras.Model`` built from ``keras.layers`` and the
 registered layers of ``pspnet.models.layers`` only, so it runs on TensorFlow, JAX and
@@ -12,7 +12,8 @@ Presets (``PRESETS``):
   stride 8 (``pspnet.models.fast``).
 - ``"seed"``: the Kaggle notebook's network, layer for layer (``pspnet.models.seed``).
 - ``"pspnet50"``: the PSPNet paper's dilated ResNet-50 network (``pspnet.models.pspnet50``).
-- ``"lite"``: an ImageNet-pretrained EfficientNet-Lite0 with a small pyramid head (``pspnet.models.lite``).
+- ``"lite"``: an ImageNet-pretrained EfficientNet-Lite0 with a small pyramid head (``pspnet.models.lite``);
+  ``"lite1"`` and ``"lite2"``: the same head on EfficientNet-Lite1 and Lite2.
 
 Example:
     >>> import pspnet
@@ -22,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 from collections.abc import Sequence
@@ -29,11 +31,10 @@ from collections.abc import Sequence
 import keras
 
 from pspnet.errors import ConfigError
-from pspnet.models.backbones import PREFIX as LITE0_PREFIX
-from pspnet.models.backbones import load_lite0_weights
+from pspnet.models.backbones import load_lite_weights, prefix
 from pspnet.models.fast import build_fast
 from pspnet.models.lite import build_lite
-from pspnet.models.presets import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
+from pspnet.models.presets import HEADS, LITE_VARIANTS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
 from pspnet.models.pspnet50 import build_pspnet50
 from pspnet.models.resnet_weights import copy_backbone_weights, load_resnet50
 from pspnet.models.seed import build_seed
@@ -44,7 +45,7 @@ BACKBONE_PREFIXES = {
     "fast": ("stem_", "block_"),
     "seed": ("block_",),
     "pspnet50": ("conv1_", "conv2_", "conv3_", "conv4_", "conv5_"),
-    "lite": (LITE0_PREFIX,),
+    **{preset: (prefix(variant),) for preset, variant in LITE_VARIANTS.items()},
 }
 
 # Each preset's graph builder, called as builder(inputs, channels, head, **options),
@@ -53,7 +54,10 @@ _BUILDERS = {
     "fast": (build_fast, ("dropout", "output_stride")),
     "seed": (build_seed, ()),
     "pspnet50": (build_pspnet50, ("dropout", "aux_head")),
-    "lite": (build_lite, ("dropout", "output_stride")),
+    **{
+        preset: (functools.partial(build_lite, variant=variant), ("dropout", "output_stride"))
+        for preset, variant in LITE_VARIANTS.items()
+    },
 }
 
 
@@ -71,14 +75,15 @@ def build_pspnet(
     """Builds a PSPNet segmentation model.
 
     Args:
-        preset: one of ``PRESETS``: ``"fast"``, ``"seed"``, ``"pspnet50"`` or ``"lite"``.
+        preset: one of ``PRESETS``: ``"fast"``, ``"seed"``, ``"pspnet50"``, ``"lite"``, ``"lite1"``
+            or ``"lite2"``.
         num_classes: number of classes of the ``"classes"`` head.
         input_shape: (height, width, 3); height and width may be ``None``.
         head: ``"classes"`` for per-pixel logits (B, H, W, num_classes), or ``"rgb"``
             for the seed's sigmoid colour image (B, H, W, 3). Both float32, also under
             mixed precision.
-        backbone_weights: ``"pspnet50"`` and ``"lite"``: ``None`` (random) or
-            ``"imagenet"``; for ``"lite"`` also a Lite0 ``.pth``/``.npz`` file
+        backbone_weights: ``"pspnet50"`` and the lite presets: ``None`` (random) or
+            ``"imagenet"``; for a lite preset also a ``.pth``/``.npz`` file of its Lite variant
             (``pspnet.models.backbones``); for ``"pspnet50"`` ``"imagenet"`` is Keras'
             ResNet50 weights, downloaded once into ``~/.keras/models``, or the path of a weights file of
             ``keras.applications.ResNet50(include_top=False)`` (Keras' own
@@ -89,7 +94,7 @@ def build_pspnet(
         dropout: dropout rate before the classifier (``"fast"``, ``"pspnet50"``; the
             seed has none).
         output_stride: input size / feature size: ``"fast"`` 8 (default) or 4;
-            ``"lite"`` 16 (default), 8 or 32.
+            the lite presets 16 (default), 8 or 32.
         name: model name; defaults to ``"pspnet_<preset>"``.
 
     Returns:
@@ -111,8 +116,8 @@ def build_pspnet(
     model = keras.Model(inputs, outputs, name=name or f"pspnet_{preset}")
     if source is not None:
         copy_backbone_weights(source, model)
-    if preset == "lite" and backbone_weights is not None:
-        load_lite0_weights(model, backbone_weights)
+    if preset in LITE_VARIANTS and backbone_weights is not None:
+        load_lite_weights(model, backbone_weights, LITE_VARIANTS[preset])
     return model
 
 

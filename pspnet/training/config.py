@@ -91,7 +91,7 @@ class TrainConfig:
     data: str = "demo"  # data folder (a root in one of the --layout layouts), or "demo" (synthetic pairs in the cache)
     layout: str | None = None  # pairs (ROOT/train, ROOT/val composites), cityscapes (ROOT/leftImg8bit + ROOT/gtFine) or folders (ROOT/images + ROOT/masks + ROOT/dataset.json); None: detected from the data folder
     out: str | None = None  # run folder; None: runs/<data name>-<preset>-<head> (same command, same folder)
-    preset: str | None = None  # model preset: fast, seed, pspnet50 or lite (pspnet.models.builder.build_pspnet); None: lite (demo: fast)
+    preset: str | None = None  # model preset: fast, seed, pspnet50, lite, lite1 or lite2 (pspnet.models.builder.build_pspnet); None: lite (demo: fast)
     head: str = "classes"  # classes (logits, cross-entropy) or rgb (the seed's sigmoid colours, MSE)
     image_size: int | tuple[int, int] | None = None  # base size, N or H W: each image is rescaled, keeping its aspect ratio, to fit it at scale 1 (validation batches are this size; the model file records it); None: 256 (demo: 64), 512x1024 on a cityscapes layout
     crop_size: int | tuple[int, int] | None = None  # training crop, N or H W, taken from each randomly scaled image (padded, labels ignored, where the image is smaller); None: the base size (512x512 on a cityscapes layout)
@@ -110,9 +110,9 @@ class TrainConfig:
     jitter: bool = False  # random brightness / contrast / saturation
     class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq; None: none
     aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
-    dropout: float = 0.1  # dropout before the classifier (fast, pspnet50, lite)
-    output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input, None: 8 (demo: 4); lite: 16, 8 or 32, None: 16
-    backbone_weights: str | None = None  # pspnet50, lite: none (random), imagenet, or a weights file (ResNet50 .h5; Lite0 .pth or .npz); None: imagenet for lite, none for pspnet50 (its download needs a network)
+    dropout: float = 0.1  # dropout before the classifier (fast, pspnet50, lite, lite1, lite2)
+    output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input, None: 8 (demo: 4); lite, lite1, lite2: 16, 8 or 32, None: 16
+    backbone_weights: str | None = None  # pspnet50, lite, lite1, lite2: none (random), imagenet, or a weights file (ResNet50 .h5; the Lite variant's .pth or .npz); None: imagenet for the lite presets, none for pspnet50 (its download needs a network)
     precision: str = "float32"  # dtype policy: float32, mixed_bfloat16, mixed_float16, or auto: mixed_bfloat16 where the machine has bfloat16 matrix instructions (a CPU with AMX or AVX-512 BF16, a GPU from Ampere on) and the preset gains (not lite on a CPU), else float32; a resumed run keeps its own
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
     steps_per_execution: int = 1  # batches per compiled call (fewer host round trips)
@@ -243,7 +243,7 @@ class TrainConfig:
             scale=defaults["scale"] if self.scale is None else self.scale,
             weight_decay=defaults["weight_decay"] if self.weight_decay is None else self.weight_decay,
             class_weighting=self.class_weighting or "none",
-            backbone_weights=self.backbone_weights or ("imagenet" if self.preset == "lite" else None),
+            backbone_weights=self.backbone_weights or ("imagenet" if self.preset.startswith("lite") else None),
             output_stride=self.output_stride or _default_stride(self.preset, defaults),
             verbose=(1 if _is_terminal() else 2) if self.verbose is None else self.verbose,
         )
