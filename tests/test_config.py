@@ -105,6 +105,9 @@ def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
         ({"process_id": -1}, "--process-id must be an integer 0 or more"),
         ({"coordinator": "host0"}, "--coordinator must be HOST:PORT, got 'host0'"),
         ({"coordinator": "host0:99999"}, "--coordinator must be HOST:PORT"),
+        ({"decoder": "fusion"}, "--decoder needs --preset lite or lite1 or lite2, not fast"),
+        ({"data": "somewhere", "decoder": "unet"}, "--decoder must be one of pyramid, fusion"),
+        ({"head": "rgb", "ohem": True}, "--ohem needs --head classes"),
     ],
 )
 def test_every_field_is_checked_when_the_config_is_made(fields, message):
@@ -169,13 +172,15 @@ def test_the_layout_decides_the_default_base_and_crop_sizes():
 def test_a_config_json_from_before_layouts_resumes_as_the_same_pairs_run():
     now = TrainConfig(data="somewhere", image_size=128).resolved(layout="pairs")
     values = now.to_dict()
-    del values["layout"], values["crop_size"]  # what config.json held before the fields existed
+    del values["layout"], values["crop_size"], values["decoder"]  # what config.json held before the fields existed
     import json
 
     saved = TrainConfig.from_json(json.dumps(values))
     assert now.changes_from(saved) == []
     assert dataclasses.replace(now, crop_size=(64, 64)).changes_from(saved) == ["--crop-size [128, 128] -> [64, 64]"]
     assert dataclasses.replace(now, layout="folders").changes_from(saved) == ["--layout 'pairs' -> 'folders'"]
+    assert now.decoder == "pyramid"
+    assert dataclasses.replace(now, decoder="fusion").changes_from(saved) == ["--decoder 'pyramid' -> 'fusion'"]
 
 
 @pytest.mark.parametrize(

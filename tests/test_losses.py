@@ -37,6 +37,28 @@ def test_weighted_crossentropy_ignores_255_and_weights_classes():
     assert float(WeightedSparseCrossentropy(weights)(truth, logits)) == pytest.approx(expected, rel=1e-5)
 
 
+def _entropy(logits, truth):
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_probs, np.where(truth == 255, 0, truth)[..., None], -1)[..., 0]
+
+
+def test_ohem_averages_the_hard_pixels_and_at_least_the_hardest_share():
+    rng = np.random.default_rng(1)
+    logits = (3 * rng.normal(size=(2, 8, 8, 4))).astype(np.float32)
+    truth = rng.integers(0, 4, size=(2, 8, 8)).astype(np.int32)
+    truth[1, :3] = 255
+    entropy, valid = _entropy(logits, truth), truth != 255
+    hard = valid & (entropy > -math.log(0.7))
+    assert 16 < hard.sum() < valid.sum()  # the threshold decides here
+    ohem = WeightedSparseCrossentropy(np.ones(4), ohem_threshold=0.7, ohem_min_kept=0.1)
+    assert float(ohem(truth, logits)) == pytest.approx(entropy[hard].mean(), rel=1e-5)
+    # A threshold no pixel passes: the hardest 10% of the 128 pixels (12), never an ignored one.
+    strict = WeightedSparseCrossentropy(np.ones(4), ohem_threshold=1e-6, ohem_min_kept=0.1)
+    assert float(strict(truth, logits)) == pytest.approx(np.sort(entropy[valid])[-12:].mean(), rel=1e-5)
+    restored = WeightedSparseCrossentropy.from_config(ohem.get_config())
+    assert (restored.ohem_threshold, restored.ohem_min_kept) == (0.7, 0.1)
+
+
 def test_class_weights_of_five_classes_from_maps_of_any_size_and_from_counts():
     # A split decoded on the fly: a list of maps of different sizes, not one array.
     maps = [np.array([[0, 0, 1, 255]], np.uint8), np.array([[0, 2], [2, 4], [9, 255]], np.uint8)]

@@ -109,6 +109,20 @@ def test_fast_output_stride():
     assert model4.get_layer("block_3_relu").output.shape == (None, 16, 16, 256)
 
 
+def test_the_fusion_decoder_classifies_the_pyramid_fused_with_the_quarter_resolution_features():
+    pyramid = build_pspnet("lite", num_classes=5, input_shape=(64, 64, 3))
+    fusion = build_pspnet("lite", num_classes=5, input_shape=(64, 64, 3), decoder="fusion")
+    assert fusion.get_layer("fusion_low_relu").output.shape == (None, 16, 16, 48)
+    assert fusion.get_layer("fusion_concat").output.shape == (None, 16, 16, 128 + 48)
+    assert fusion.get_layer("head_classifier").output.shape == (None, 16, 16, 5)
+    assert pyramid.get_layer("head_classifier").output.shape == (None, 4, 4, 5)
+    assert not any(layer.name.startswith("fusion") for layer in pyramid.layers)
+    # The same backbone and pyramid, layer for layer: ImageNet and trained weights load into both.
+    shared = [layer.name for layer in pyramid.layers if not layer.name.startswith("head_classifier")]
+    assert set(shared) <= {layer.name for layer in fusion.layers}
+    assert fusion.predict_on_batch(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 64, 64, 5)
+
+
 # --- the seed notebook's network ----------------------------------------------
 
 
@@ -264,10 +278,12 @@ def test_mixed_precision_outputs_float32(policy, name, preset, options):
         ({"aux_head": True}, "aux_head is for the pspnet50 preset only"),
         (
             {"preset": "seed", "backbone_weights": "imagenet"},
-            "backbone_weights is for the pspnet50 and lite presets only",
+            "backbone_weights is for the pspnet50, lite, lite1, lite2 presets only",
         ),
         ({"output_stride": 16}, "output_stride must be 4 or 8 for the fast preset"),
-        ({"preset": "seed", "output_stride": 8}, "output_stride is for the fast and lite presets only"),
+        ({"preset": "seed", "output_stride": 8}, "output_stride is for the fast, lite, lite1, lite2 presets only"),
+        ({"decoder": "fusion"}, "decoder is for the lite, lite1, lite2 presets only, not 'fast'"),
+        ({"preset": "lite", "decoder": "unet"}, "decoder must be pyramid or fusion, got 'unet'"),
     ],
 )
 def test_invalid_arguments_raise_config_error(kwargs, message):
@@ -327,7 +343,7 @@ def test_imagenet_weights_offline_are_an_error_not_random_weights(monkeypatch):
 
 def test_package_exports():
     assert pspnet.build_pspnet is build_pspnet
-    assert pspnet.PRESETS == ("fast", "seed", "pspnet50", "lite")
+    assert pspnet.PRESETS == ("fast", "seed", "pspnet50", "lite", "lite1", "lite2")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # building warns about nothing
         assert build_pspnet().name == "pspnet_fast"

@@ -68,3 +68,21 @@ def test_weights_for_another_class_count_are_refused():
     with pytest.raises(ValueError, match="^19 class weights for 5 classes$"):
         build_and_compile(_config(), np.ones(19, np.float32), classes=FARM)
     keras.backend.clear_session()
+
+
+def test_ohem_compiles_into_the_hard_pixel_loss_and_trains():
+    model, _ = build_and_compile(_config(ohem=True), None, classes=FARM)
+    assert isinstance(model.loss, WeightedSparseCrossentropy) and model.loss.ohem_threshold == 0.7
+    rng = np.random.default_rng(0)
+    photos = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    ids = rng.integers(0, 5, (2, 32, 32)).astype(np.uint8)
+    assert np.isfinite(model.train_on_batch(photos, ids, return_dict=True)["loss"])
+    plain, _ = build_and_compile(_config(), None, classes=FARM)
+    assert isinstance(plain.loss, keras.losses.SparseCategoricalCrossentropy)
+    keras.backend.clear_session()
+
+
+def test_the_fusion_decoder_is_built_from_the_config():
+    model, _ = build_and_compile(_config(preset="lite", decoder="fusion"), None, classes=FARM)
+    assert model.get_layer("fusion_concat").output.shape[-1] == 128 + 48
+    keras.backend.clear_session()

@@ -82,7 +82,11 @@ def pyramid_pooling_module(x, bin_sizes: Sequence[int] = (1, 2, 3, 6), channels:
 
 def fcn_head(x, filters: int, channels: int, dropout: float, name: str):
     """3x3 conv + BN + ReLU + dropout + 1x1 classifier (PSPNet's final and aux heads)."""
-    x = conv_bn_relu(x, filters, 3, name)
+    return classifier(conv_bn_relu(x, filters, 3, name), channels, dropout, name)
+
+
+def classifier(x, channels: int, dropout: float, name: str):
+    """Dropout + 1x1 classifier, named ``<name>_dropout`` and ``<name>_classifier``."""
     # A seed of its own, drawn from Python's generator as Keras draws a default
     # one (so set_random_seed fixes it, and TensorFlow and JAX draw the masks
     # they drew without it): unseeded, Keras's PyTorch backend draws the masks

@@ -34,7 +34,7 @@ from pspnet.errors import ConfigError
 from pspnet.models.backbones import load_lite_weights, prefix
 from pspnet.models.fast import build_fast
 from pspnet.models.lite import build_lite
-from pspnet.models.presets import HEADS, LITE_VARIANTS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
+from pspnet.models.presets import DECODERS, HEADS, LITE_VARIANTS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
 from pspnet.models.pspnet50 import build_pspnet50
 from pspnet.models.resnet_weights import copy_backbone_weights, load_resnet50
 from pspnet.models.seed import build_seed
@@ -55,7 +55,7 @@ _BUILDERS = {
     "seed": (build_seed, ()),
     "pspnet50": (build_pspnet50, ("dropout", "aux_head")),
     **{
-        preset: (functools.partial(build_lite, variant=variant), ("dropout", "output_stride"))
+        preset: (functools.partial(build_lite, variant=variant), ("dropout", "output_stride", "decoder"))
         for preset, variant in LITE_VARIANTS.items()
     },
 }
@@ -70,6 +70,7 @@ def build_pspnet(
     aux_head: bool = False,
     dropout: float = 0.1,
     output_stride: int | None = None,
+    decoder: str | None = None,
     name: str | None = None,
 ) -> keras.Model:
     """Builds a PSPNet segmentation model.
@@ -95,6 +96,9 @@ def build_pspnet(
             seed has none).
         output_stride: input size / feature size: ``"fast"`` 8 (default) or 4;
             the lite presets 16 (default), 8 or 32.
+        decoder: the lite presets: ``"pyramid"`` (default: the pyramid's output is
+            classified at the output stride) or ``"fusion"`` (DeepLabV3+'s decoder: fused
+            with the backbone's 1/4 features first, for sharper edges and thin classes).
         name: model name; defaults to ``"pspnet_<preset>"``.
 
     Returns:
@@ -105,11 +109,12 @@ def build_pspnet(
     """
     input_shape = _check_arguments(preset, num_classes, input_shape, head, dropout)
     output_stride = _check_preset_options(preset, backbone_weights, aux_head, output_stride)
+    decoder = _check_decoder(preset, decoder)
     # Load the ResNet-50 weights first: a bad path fails before the slow build.
     source = None if backbone_weights is None or preset != "pspnet50" else load_resnet50(backbone_weights)
 
     builder, option_names = _BUILDERS[preset]
-    options = {"dropout": float(dropout), "output_stride": output_stride, "aux_head": aux_head}
+    options = {"dropout": float(dropout), "output_stride": output_stride, "aux_head": aux_head, "decoder": decoder}
     inputs = keras.Input(shape=input_shape, name="input")
     channels = num_classes if head == "classes" else 3
     outputs = builder(inputs, channels, head, **{option: options[option] for option in option_names})
@@ -138,17 +143,30 @@ def _check_arguments(preset: str, num_classes, input_shape, head: str, dropout) 
 def _check_preset_options(preset: str, backbone_weights, aux_head: bool, output_stride) -> int | None:
     """Validates the options only some presets take; returns the output stride (None: no choice)."""
     if preset not in PRETRAINED and backbone_weights is not None:
-        raise ConfigError(f"backbone_weights is for the {' and '.join(PRETRAINED)} presets only, not {preset!r}")
+        raise ConfigError(f"backbone_weights is for the {', '.join(PRETRAINED)} presets only, not {preset!r}")
     if preset != "pspnet50" and aux_head:
         raise ConfigError(f"aux_head is for the pspnet50 preset only, not {preset!r}")
     if output_stride is not None and preset not in OUTPUT_STRIDES:
-        raise ConfigError(f"output_stride is for the {' and '.join(OUTPUT_STRIDES)} presets only, not {preset!r}")
+        raise ConfigError(f"output_stride is for the {', '.join(OUTPUT_STRIDES)} presets only, not {preset!r}")
     if preset in OUTPUT_STRIDES:
         output_stride = OUTPUT_STRIDES[preset][0] if output_stride is None else output_stride
         if output_stride not in OUTPUT_STRIDES[preset]:
             choices = " or ".join(map(str, sorted(OUTPUT_STRIDES[preset])))
             raise ConfigError(f"output_stride must be {choices} for the {preset} preset, got {output_stride!r}")
     return output_stride
+
+
+def _check_decoder(preset: str, decoder) -> str | None:
+    """Validates the decoder option; returns it (the lite presets' default: "pyramid"), None elsewhere."""
+    if preset not in LITE_VARIANTS:
+        if decoder is not None:
+            raise ConfigError(f"decoder is for the {', '.join(LITE_VARIANTS)} presets only, not {preset!r}")
+        return None
+    if decoder is None:
+        return DECODERS[0]
+    if decoder not in DECODERS:
+        raise ConfigError(f"decoder must be {' or '.join(DECODERS)}, got {decoder!r}")
+    return decoder
 
 
 def _check_input_shape(input_shape, min_size: int, preset: str) -> tuple:

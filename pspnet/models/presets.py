@@ -12,3 +12,5 @@ OUTPUT_STRIDES = {"fast": (8, 4), "lite": (16, 8, 32), "lite1": (16, 8, 32), "li
 PRETRAINED = ("pspnet50", "lite", "lite1", "lite2")  # the presets with an ImageNet backbone
 # The EfficientNet-Lite presets and their backbone (pspnet.models.backbones.VARIANTS).
 LITE_VARIANTS = {"lite": "lite0", "lite1": "lite1", "lite2": "lite2"}
+# The lite presets' decoders (pspnet.models.lite): default first.
+DECODERS = ("pyramid", "fusion")

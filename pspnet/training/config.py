@@ -16,7 +16,7 @@ from typing import Any
 
 from pspnet.checks import check_choice, flag_name, parse_size
 from pspnet.errors import ConfigError
-from pspnet.models.presets import HEADS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
+from pspnet.models.presets import DECODERS, HEADS, LITE_VARIANTS, MIN_SIZE, OUTPUT_STRIDES, PRESETS, PRETRAINED
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "poly")
@@ -67,6 +67,7 @@ CHOICES = {
     "class_weighting": CLASS_WEIGHTINGS,
     "precision": PRECISIONS,
     "layout": LAYOUTS,
+    "decoder": DECODERS,
 }
 
 # Fields a rerun may change: how long, how fast or how verbosely the run goes
@@ -108,10 +109,12 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips
     scale: bool | None = None  # random rescaling in [0.5, 2] of the image fit into the base size, then the crop (the paper's); None: on (demo: off)
     jitter: bool = False  # random brightness / contrast / saturation
+    ohem: bool = False  # online hard example mining (mmsegmentation's OHEMPixelSampler): the loss over the pixels whose true class has a probability under 0.7, and at least the hardest 10%
     class_weighting: str | None = None  # none, inverse_sqrt_freq or median_freq; None: none
     aux_loss_weight: float = 0.4  # pspnet50: weight of the auxiliary head's loss (the paper: 0.4); 0: no aux head
     dropout: float = 0.1  # dropout before the classifier (fast, pspnet50, lite, lite1, lite2)
     output_stride: int | None = None  # fast: features at 1/8 (8) or 1/4 (4) of the input, None: 8 (demo: 4); lite, lite1, lite2: 16, 8 or 32, None: 16
+    decoder: str | None = None  # lite, lite1, lite2: pyramid (the pyramid's output classified at the output stride) or fusion (DeepLabV3+'s decoder: fused with the backbone's 1/4 features first); None: pyramid
     backbone_weights: str | None = None  # pspnet50, lite, lite1, lite2: none (random), imagenet, or a weights file (ResNet50 .h5; the Lite variant's .pth or .npz); None: imagenet for the lite presets, none for pspnet50 (its download needs a network)
     precision: str = "float32"  # dtype policy: float32, mixed_bfloat16, mixed_float16, or auto: mixed_bfloat16 where the machine has bfloat16 matrix instructions (a CPU with AMX or AVX-512 BF16, a GPU from Ampere on) and the preset gains (not lite on a CPU), else float32; a resumed run keeps its own
     jit_compile: bool | None = None  # XLA compilation; None: Keras's "auto"
@@ -179,8 +182,12 @@ class TrainConfig:
         """Flags that only make sense together (one ConfigError naming both)."""
         if self.head == "rgb" and self.class_weighting not in (None, "none"):
             raise ConfigError("--class-weighting needs --head classes (the rgb head is trained with MSE)")
+        if self.head == "rgb" and self.ohem:
+            raise ConfigError("--ohem needs --head classes (the rgb head is trained with MSE)")
         if self.optimizer != "sgd" and self.head_lr_multiplier not in (None, 1):
             raise ConfigError("--head-lr-multiplier needs --optimizer sgd")
+        if self.decoder is not None and self.preset not in LITE_VARIANTS:
+            raise ConfigError(f"--decoder needs --preset {' or '.join(LITE_VARIANTS)}, not {self.preset}")
         if self.backbone_weights not in (None, "none") and self.preset not in PRETRAINED:
             raise ConfigError(f"--backbone-weights needs --preset {' or '.join(PRETRAINED)}, not {self.preset}")
         for name in ("image_size", "crop_size"):
@@ -212,7 +219,7 @@ class TrainConfig:
             A TrainConfig whose layout, out, image_size, crop_size,
             batch_size, epochs, learning_rate, schedule, weight_decay,
             head_lr_multiplier, scale, class_weighting, verbose, (lite)
-            backbone_weights and (fast) output_stride are set;
+            backbone_weights and decoder and (fast) output_stride are set;
             ``data`` is an absolute path (or "demo").
         """
         layout = "pairs" if self.is_demo else self.layout or layout or "pairs"
@@ -245,6 +252,7 @@ class TrainConfig:
             class_weighting=self.class_weighting or "none",
             backbone_weights=self.backbone_weights or ("imagenet" if self.preset.startswith("lite") else None),
             output_stride=self.output_stride or _default_stride(self.preset, defaults),
+            decoder=self.decoder or _default_decoder(self.preset),
             verbose=(1 if _is_terminal() else 2) if self.verbose is None else self.verbose,
         )
 
@@ -305,8 +313,13 @@ class TrainConfig:
 
 
 def _from_before_layouts(saved: TrainConfig) -> TrainConfig:
-    """A resolved config.json written before layouts and crops: a pairs run on crops of its image size."""
-    return dataclasses.replace(saved, layout=saved.layout or "pairs", crop_size=saved.crop_size or saved.image_size)
+    """A resolved config.json written before layouts, crops and decoders: a pairs run on crops of its image size, the pyramid decoder."""
+    return dataclasses.replace(saved, layout=saved.layout or "pairs", crop_size=saved.crop_size or saved.image_size,
+                               decoder=saved.decoder or _default_decoder(saved.preset))
+
+
+def _default_decoder(preset: str) -> str | None:
+    return DECODERS[0] if preset in LITE_VARIANTS else None
 
 
 def _default_stride(preset: str, defaults: dict) -> int | None:

@@ -15,7 +15,7 @@ from pspnet.models.modelfile import ModelInfo
 from pspnet.models.precision import policy_scope, resolve_policy
 from pspnet.palette import IGNORE_INDEX
 from pspnet.training.config import TrainConfig
-from pspnet.training.losses import WeightedSparseCrossentropy
+from pspnet.training.losses import OHEM_THRESHOLD, WeightedSparseCrossentropy
 from pspnet.training.optimizers import add_l2_penalty, build_optimizer
 from pspnet.training.pixel_accuracy import PixelAccuracy
 
@@ -79,9 +79,10 @@ def build_and_compile(
             aux_head=aux_head,
             dropout=config.dropout,
             **({} if config.output_stride is None else {"output_stride": config.output_stride}),
+            **({} if config.decoder is None else {"decoder": config.decoder}),
         )
 
-    loss, metrics = _loss_and_metrics(config.head, weights, classes.num_classes)
+    loss, metrics = _loss_and_metrics(config.head, weights, classes.num_classes, config.ohem)
     if config.optimizer == "sgd":
         add_l2_penalty(model, config.weight_decay)
     loss_weights = None
@@ -103,16 +104,17 @@ def build_and_compile(
     return model, aux_head
 
 
-def _loss_and_metrics(head: str, weights: np.ndarray | None, num_classes: int) -> tuple:
-    """The loss and per-epoch metrics of a head: cross-entropy and mean IoU over C classes, or MSE."""
+def _loss_and_metrics(head: str, weights: np.ndarray | None, num_classes: int, ohem: bool = False) -> tuple:
+    """The loss and per-epoch metrics of a head: cross-entropy (weighted, OHEM) and mean IoU over C classes, or MSE."""
     if head == "rgb":
         return keras.losses.MeanSquaredError(), []
-    if weights is None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX)
-    elif len(weights) != num_classes:
+    if weights is not None and len(weights) != num_classes:
         raise ValueError(f"{len(weights)} class weights for {num_classes} classes")
+    if weights is None and not ohem:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX)
     else:
-        loss = WeightedSparseCrossentropy(np.asarray(weights).tolist())
+        weights = np.ones(num_classes) if weights is None else np.asarray(weights)
+        loss = WeightedSparseCrossentropy(weights.tolist(), ohem_threshold=OHEM_THRESHOLD if ohem else None)
     metrics = [
         keras.metrics.MeanIoU(num_classes, ignore_class=IGNORE_INDEX, sparse_y_pred=False, name="mean_iou"),
         PixelAccuracy(name="pixel_accuracy"),
