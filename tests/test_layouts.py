@@ -127,6 +127,37 @@ def test_indexed_png_masks_give_their_indices(tmp_path):
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), indices)
 
 
+def _grey_png(samples: np.ndarray, depth: int, alpha: bool = False) -> bytes:
+    """A greyscale PNG (colour type 0, or 4 with alpha) of ``samples`` stored with ``depth`` bits each."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width = samples.shape
+    if alpha:  # 8-bit grey, alpha pairs
+        rows = b"".join(b"\x00" + np.stack([row, np.full_like(row, 200)], -1).tobytes() for row in samples)
+    else:  # samples packed big-endian into bytes, each row padded to a whole byte
+        bits = np.unpackbits(samples[..., None], axis=-1)[..., 8 - depth :].reshape(height, -1)
+        rows = b"".join(b"\x00" + np.packbits(row).tobytes() for row in bits)
+    header = struct.pack(">IIBBBBB", width, height, depth, 4 if alpha else 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_low_bit_depth_grey_masks_give_their_stored_values(tmp_path, depth):
+    # A binary mask saved as a 1-bit PNG (PIL's mode "1") holds 0 and 1; OpenCV
+    # scales the samples to 0-255, which made class 1 read as 255 (ignored).
+    indices = np.random.default_rng(0).integers(0, 2 if depth == 1 else 3, (5, 7)).astype(np.uint8)
+    (tmp_path / "m.png").write_bytes(_grey_png(indices, depth))
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), indices)
+
+
+def test_grey_and_alpha_masks_give_their_indices(tmp_path):
+    indices = np.random.default_rng(0).integers(0, 4, (5, 7)).astype(np.uint8)
+    (tmp_path / "m.png").write_bytes(_grey_png(indices, 8, alpha=True))
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), indices)
+
+
 def test_image_size_from_the_header(tmp_path):
     image = np.random.default_rng(0).integers(0, 255, (37, 53, 3)).astype(np.uint8)
     for name in ("a.jpg", "a.png"):

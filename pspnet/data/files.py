@@ -368,6 +368,13 @@ def _png_palette(data: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _png_grey_depth(data: np.ndarray) -> int | None:
+    """The bit depth of a greyscale PNG (colour type 0, or 4: grey and alpha); None for other PNGs."""
+    if len(data) < 26 or data[25] not in (0, 4):  # IHDR's colour type
+        return None
+    return int(data[24])
+
+
 def _palette_indices(image_bgr: np.ndarray, palette: np.ndarray, path: Path) -> np.ndarray:
     """An indexed PNG decoded to colours (BGR) -> its palette indices (H, W) uint8."""
     codes = palette.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])  # RGB code of each index
@@ -384,7 +391,7 @@ def _palette_indices(image_bgr: np.ndarray, palette: np.ndarray, path: Path) -> 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Reads one mask PNG strictly, as stored: class indices or class colours.
 
-    Single-channel (greyscale) PNGs and indexed-colour PNGs (a palette, as
+    Greyscale PNGs (1 to 8 bits, alpha dropped) and indexed-colour PNGs (a palette, as
     Pascal VOC's masks) give their indices; RGB (or RGBA, alpha dropped) PNGs
     give their colours. EXIF orientation is never applied.
 
@@ -401,9 +408,12 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"mask is not a PNG (JPEG compression changes the class values; save masks as PNG): {path}")
     if image.dtype != np.uint8:
         raise DataError(f"{image.dtype} mask, expected 8 bits per channel: {path}")
-    if image.ndim == 3 and image.shape[2] in (1, 2):  # grey, grey + alpha
+    depth = _png_grey_depth(data)
+    if image.ndim == 3 and (image.shape[2] in (1, 2) or depth is not None):  # grey + alpha (OpenCV: BGRA)
         image = image[..., 0]
     if image.ndim == 2:
+        if depth is not None and depth < 8:  # OpenCV scales 1/2/4-bit samples to 0-255; a mask holds the samples
+            image = image // (255 // ((1 << depth) - 1))
         return image
     palette = _png_palette(data)
     if palette is not None:
