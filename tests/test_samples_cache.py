@@ -106,6 +106,23 @@ def test_a_changed_class_table_invalidates_the_entry(tmp_path, monkeypatch):
     assert sorted(calls) == [0, 1]
 
 
+def test_scans_and_entries_of_an_older_label_reader_are_not_reused(tmp_path, monkeypatch):
+    # A change in how label files read (say, 1-bit masks) bumps LABELS_FORMAT:
+    # the train ids and pixel counts an older reader cached must not stay in use.
+    root = make_folders(tmp_path / "data", train=2, val=1)
+    with monkeypatch.context() as older:
+        older.setattr(samples, "LABELS_FORMAT", samples.LABELS_FORMAT - 1)
+        older.setattr(
+            samples, "read_label_file", lambda path, *args: np.full(cv2.imread(str(path)).shape[:2], 255, np.uint8)
+        )
+        older.setattr(Split, "read_label", lambda self, index: samples.read_label_file(self.samples[index].label))
+        _, stale, _ = _load(root, tmp_path / "c")
+        assert (np.asarray(stale) == 255).all()
+    photos, labels, summary = _load(root, tmp_path / "c")
+    assert summary.class_pixels[:-1].sum() > 0
+    _assert_equal_to_lazy(root, photos, labels)
+
+
 def test_split_over_the_limit_stays_lazy(tmp_path, monkeypatch):
     root = make_folders(tmp_path / "data", train=3, val=1)  # 3 x 48 x 80 pixels, 4 bytes each
     size = 3 * 48 * 80 * 4

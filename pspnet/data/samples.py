@@ -57,6 +57,9 @@ from pspnet.errors import ConfigError, DataError, PspnetWarning
 __all__ = ["LayoutSummary", "SplitLabels", "SplitPhotos", "load_arrays", "scan_split"]
 
 SCAN_FORMAT = 1  # bump when what a scan entry holds changes
+# Bump when a label file reads as other train ids (2: 1/2/4-bit and grey+alpha
+# PNG masks as stored); in the keys of the scans and of the decoded entries.
+LABELS_FORMAT = 2
 CACHE_LIMIT = 4 << 30  # bytes: a split of one image size whose decoded photos and labels fit is cached decoded
 _BYTES_PER_PIXEL = 4  # uint8 RGB photo + uint8 train id
 
@@ -147,7 +150,7 @@ def _cache_file(split: Split, cache_dir) -> Path | None:
     from pspnet.fileio import default_cache_dir
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "scans"
-    what = json.dumps([str(split.folder.resolve()), split.layout, split.classes.to_json(), SCAN_FORMAT])
+    what = json.dumps([str(split.folder.resolve()), split.layout, split.classes.to_json(), SCAN_FORMAT, LABELS_FORMAT])
     return root / f"scan-{split.layout}-{split.name}-{hashlib.sha1(what.encode()).hexdigest()[:16]}.json"
 
 
@@ -333,7 +336,10 @@ def _cached_arrays(
     keyed = time.time()  # before the files are looked at again (see pspnet.data.cache)
     paths, relative = _entry_files(split)
     key, _ = cache._file_key(
-        paths, "train_ids", relative, extra={"layout": split.layout, "classes": split.classes.to_json()}
+        paths,
+        "train_ids",
+        relative,
+        extra={"layout": split.layout, "classes": split.classes.to_json(), "labels": LABELS_FORMAT},
     )
     # The layout in the prefix: a folders split read as pairs (its images folder) is another entry.
     prefix = cache._entry_prefix(split.folder, f"{split.layout}-train_ids")
