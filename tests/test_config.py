@@ -98,6 +98,7 @@ def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
         ({"backbone_weights": "imagenet"}, "--backbone-weights needs --preset pspnet50"),
         ({"data": "somewhere", "preset": "seed", "backbone_weights": "x.h5"}, "--backbone-weights needs --preset"),
         ({"weight_decay": -1}, "--weight-decay must be >= 0"),
+        ({"optimizer": "sgd", "momentum": 1.5}, "--momentum must lie in [0, 1]"),  # Keras's SGD refuses it
         ({"time_limit": 0}, "--time-limit must be a positive number"),
         ({"steps_per_execution": 0}, "--steps-per-execution must be a positive integer"),
         ({"dropout": 1.0}, "--dropout must lie in [0, 1)"),

@@ -177,6 +177,8 @@ class TrainConfig:
                               f"got {self.output_stride!r} for {self.preset}")
         if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ConfigError(f"--dropout must lie in [0, 1), got {self.dropout!r}")
+        if not self.momentum <= 1:  # Keras's SGD refuses more, in a traceback after the data loaded
+            raise ConfigError(f"--momentum must lie in [0, 1], got {self.momentum!r}")
 
     def _check_combinations(self) -> None:
         """Flags that only make sense together (one ConfigError naming both)."""
