@@ -58,6 +58,13 @@ def test_config_json_round_trip_and_resolved_defaults():
         TrainConfig.from_json('{"colour": 1}')
 
 
+def test_a_home_relative_out_and_cache_folder_are_expanded_like_the_data_folder():
+    # --out=~/runs/a: the shell leaves the ~ after "=" alone; a folder named "~" would appear here.
+    resolved = TrainConfig(data="~/data", out="~/runs/a", cache_dir="~/cache").resolved()
+    assert resolved.data == str(Path("~/data").expanduser().resolve())
+    assert (resolved.out, resolved.cache_dir) == (str(Path.home() / "runs" / "a"), str(Path.home() / "cache"))
+
+
 def test_real_data_defaults_to_the_pretrained_lite_recipe_and_the_demo_to_fast():
     data = TrainConfig(data="somewhere").resolved()
     assert (data.preset, data.backbone_weights, data.output_stride) == ("lite", "imagenet", 16)

@@ -240,7 +240,9 @@ class TrainConfig:
             self,
             data=data,
             layout=layout,
-            out=self.out or str(Path("runs") / f"{data_name}-{self.preset}-{self.head}"),
+            # ~ expanded as in data: the shell leaves it alone after "=" (--out=~/runs/a).
+            out=str(Path(self.out or Path("runs") / f"{data_name}-{self.preset}-{self.head}").expanduser()),
+            cache_dir=None if self.cache_dir is None else str(Path(self.cache_dir).expanduser()),
             image_size=image_size,
             crop_size=parse_size(crop_size),
             batch_size=self.batch_size or defaults["batch_size"],
