@@ -58,6 +58,13 @@ def test_config_json_round_trip_and_resolved_defaults():
         TrainConfig.from_json('{"colour": 1}')
 
 
+def test_a_home_relative_out_and_cache_folder_are_expanded_like_the_data_folder():
+    # --out=~/runs/a: the shell leaves the ~ after "=" alone; a folder named "~" would appear here.
+    resolved = TrainConfig(data="~/data", out="~/runs/a", cache_dir="~/cache").resolved()
+    assert resolved.data == str(Path("~/data").expanduser().resolve())
+    assert (resolved.out, resolved.cache_dir) == (str(Path.home() / "runs" / "a"), str(Path.home() / "cache"))
+
+
 def test_real_data_defaults_to_the_pretrained_lite_recipe_and_the_demo_to_fast():
     data = TrainConfig(data="somewhere").resolved()
     assert (data.preset, data.backbone_weights, data.output_stride) == ("lite", "imagenet", 16)
@@ -98,6 +105,7 @@ def test_progress_is_one_line_per_epoch_when_output_is_not_a_terminal():
         ({"backbone_weights": "imagenet"}, "--backbone-weights needs --preset pspnet50"),
         ({"data": "somewhere", "preset": "seed", "backbone_weights": "x.h5"}, "--backbone-weights needs --preset"),
         ({"weight_decay": -1}, "--weight-decay must be >= 0"),
+        ({"optimizer": "sgd", "momentum": 1.5}, "--momentum must lie in [0, 1]"),  # Keras's SGD refuses it
         ({"time_limit": 0}, "--time-limit must be a positive number"),
         ({"steps_per_execution": 0}, "--steps-per-execution must be a positive integer"),
         ({"dropout": 1.0}, "--dropout must lie in [0, 1)"),

@@ -78,3 +78,10 @@ def test_a_model_compiled_with_it_loads_in_a_fresh_process_after_import_pspnet(t
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["PaperSGD", "10.0", "('block_',)"]
+
+
+def test_sgd_takes_any_momentum_the_config_accepts():
+    # An integer momentum (momentum=0 from Python or a config.json) is one Keras's SGD refuses.
+    for momentum in (0, 1, 0.5):
+        config = TrainConfig(data="x", optimizer="sgd", momentum=momentum).resolved()
+        assert build_optimizer(config).momentum == momentum

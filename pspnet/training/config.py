@@ -177,6 +177,8 @@ class TrainConfig:
                               f"got {self.output_stride!r} for {self.preset}")
         if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ConfigError(f"--dropout must lie in [0, 1), got {self.dropout!r}")
+        if not self.momentum <= 1:  # Keras's SGD refuses more, in a traceback after the data loaded
+            raise ConfigError(f"--momentum must lie in [0, 1], got {self.momentum!r}")
 
     def _check_combinations(self) -> None:
         """Flags that only make sense together (one ConfigError naming both)."""
@@ -238,7 +240,9 @@ class TrainConfig:
             self,
             data=data,
             layout=layout,
-            out=self.out or str(Path("runs") / f"{data_name}-{self.preset}-{self.head}"),
+            # ~ expanded as in data: the shell leaves it alone after "=" (--out=~/runs/a).
+            out=str(Path(self.out or Path("runs") / f"{data_name}-{self.preset}-{self.head}").expanduser()),
+            cache_dir=None if self.cache_dir is None else str(Path(self.cache_dir).expanduser()),
             image_size=image_size,
             crop_size=parse_size(crop_size),
             batch_size=self.batch_size or defaults["batch_size"],

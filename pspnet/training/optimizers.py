@@ -117,7 +117,7 @@ def build_optimizer(config: TrainConfig, backbone_prefixes: Sequence[str] = ()):
     if config.optimizer == "sgd":
         return PaperSGD(
             learning_rate,
-            momentum=config.momentum,
+            momentum=float(config.momentum),  # Keras's SGD refuses an int (momentum=0 from Python)
             head_lr_multiplier=config.head_lr_multiplier,
             backbone_prefixes=backbone_prefixes,
         )
