@@ -9,6 +9,7 @@ sets, checkpoints and metrics all go through it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
@@ -121,6 +122,9 @@ def remove_temporaries(folder: str | os.PathLike) -> None:
                 leftover.unlink()
 
 
+_HELD_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)  # what flock(LOCK_NB) gives when another holds it
+
+
 class FolderLock:
     """An exclusive lock on a folder for as long as this process holds it open.
 
@@ -154,7 +158,13 @@ class FolderLock:
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in _HELD_ERRNOS:  # no lock support (Lustre without -o flock, some NFS): say so
+                handle.close()
+                raise ConfigError(
+                    f"cannot lock {self.path}: {os.strerror(error.errno) if error.errno else error}"
+                    " (a file system without flock?); choose an --out on another disk"
+                ) from None
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()

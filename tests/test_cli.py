@@ -236,6 +236,35 @@ def test_any_os_error_is_one_line_naming_the_file_or_the_output(error, line, cap
     assert capsys.readouterr().err == f"pspnet-x: error: {line}\n"
 
 
+class ResourceExhaustedError(Exception):
+    """Stands in for TensorFlow's out-of-memory error (the class name is what identifies it)."""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        ResourceExhaustedError("OOM when allocating tensor with shape[8,64,128,128]\nmore detail"),
+        RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB."),
+    ],
+)
+def test_running_out_of_memory_is_one_line_that_says_what_to_lower(error, capsys):
+    def body():
+        raise error
+
+    assert cli._run("pspnet-x", body, backend=False) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("pspnet-x: error: out of memory") and "--batch-size" in err and err.count("\n") == 1
+
+
+def test_other_errors_still_surface(capsys):
+    def body():
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli._run("pspnet-x", body, backend=False)
+
+
 # --- the Keras backend ---------------------------------------------------------------
 
 # Each command with arguments it accepts: the backend is checked before anything is read.

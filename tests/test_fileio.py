@@ -91,3 +91,15 @@ def test_a_temporary_name_leads_back_to_its_final_name(tmp_path):
         assert final_name(temporary_name(final, suffix)) == final
     assert final_name(tmp_path / ".hidden") == tmp_path / ".hidden"
     assert final_name(tmp_path / "a.json") == tmp_path / "a.json"
+
+
+def test_a_file_system_without_flock_is_named_not_taken_for_a_holder(tmp_path, monkeypatch):
+    import fcntl
+
+    def unsupported(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    with pytest.raises(ConfigError, match=rf"cannot lock {tmp_path / '.lock'}: ") as caught:
+        FolderLock(tmp_path, what="another pspnet-train").acquire()
+    assert "in use" not in str(caught.value)

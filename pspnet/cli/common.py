@@ -131,6 +131,13 @@ def _os_error_line(error: OSError, out: str | os.PathLike | None = None) -> str:
     return f"{reason}: {name}" if name is not None else reason
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, or a backend's: TensorFlow's ResourceExhaustedError, torch's
+    OutOfMemoryError, JAX's RESOURCE_EXHAUSTED (matched by name: no backend is imported)."""
+    names = ("MemoryError", "ResourceExhaustedError", "OutOfMemoryError")
+    return type(error).__name__ in names or str(error).startswith("RESOURCE_EXHAUSTED")
+
+
 def _run(
     prog: str,
     body: Callable[[], int | None],
@@ -162,6 +169,11 @@ def _run(
         return EXIT_ERROR
     except OSError as error:  # a missing file, a read-only folder, a full disk, a denied permission...
         print(f"{prog}: error: {_os_error_line(error, out)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:
+        if not _out_of_memory(error):
+            raise
+        print(f"{prog}: error: out of memory ({first_line(error)}); lower --batch-size", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         # On its own line: a progress bar may hold the cursor.
