@@ -472,3 +472,16 @@ def test_bench_runtimes_scores_a_folders_root_and_refuses_other_classes(tmp_path
     scores = [line.split(" | ")[3] for line in table[2:]]
     assert len(table) == 5 and all(float(score) >= 0 for score in scores)  # keras, onnx, litert: a val mIoU each
     assert scores[1] == scores[2]  # the two exports run at one fixed size: one number
+
+
+def test_an_export_of_a_pairs_model_keeps_its_layout_so_it_is_run_as_the_keras_model():
+    # A pairs model's photos are stretched to its size (Segmenter keep_aspect follows info.layout);
+    # an export that forgot the layout would letterbox them instead: other ids for the same photo.
+    from pspnet.data.classes import CITYSCAPES
+    from pspnet.inference.export import _description
+    from pspnet.inference.runtimes import info_of
+
+    info = ModelInfo(head="classes", num_classes=19, preset="fast", image_size=SIZE, layout="pairs")
+    description = json.loads(json.dumps(_description(info, CITYSCAPES, "onnx", False, SIZE, "m.keras", 19, {})))
+    assert info_of(description).layout == "pairs"
+    assert info_of({**description, "layout": None}).layout is None  # older descriptions: as before

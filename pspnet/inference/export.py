@@ -426,6 +426,8 @@ def _description(info, table, format: str, quantized: bool, size, model_path, ch
         "ignore_index": table.ignore_index,
         "preset": info.preset,
         "trained_image_size": None if info.image_size is None else list(info.image_size),
+        # The layout it trained on: a pairs model's photos are stretched to its size, not letterboxed.
+        "layout": info.layout,
         "source": str(Path(model_path).resolve()),
         "pspnet_version": __version__,
         "check": check,

@@ -74,6 +74,7 @@ def info_of(description: dict, source: str | os.PathLike = "") -> ModelInfo:
             preset=description.get("preset"),
             image_size=parse_size(description.get("trained_image_size"), "trained_image_size"),
             pspnet_version=description.get("pspnet_version"),
+            layout=description.get("layout"),  # Segmenter's keep_aspect follows it, as for the .keras file
         )
     except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise ConfigError(f"export description lacks or garbles {error}: {source}") from None
