@@ -102,6 +102,25 @@ def test_single_plain_photo_keeps_its_size(any_size_model, pairs, tmp_path):
     assert _read(out / "street_ids.png").shape == (40, 48)
 
 
+def test_a_redo_that_fails_mid_write_keeps_the_pictures_whole(any_size_model, pairs, tmp_path, monkeypatch):
+    # The same model may redo its folder; a write cut short (full disk, Ctrl-C) must leave the old
+    # picture, not a truncated PNG under its name, and no temporary file.
+    out = tmp_path / "out"
+    config = PredictConfig(any_size_model, pairs / "1.jpg", out, with_truth=True, verbose=False)
+    predict(config)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    write_bytes = Path.write_bytes
+
+    def half_then_full_disk(self, data):
+        write_bytes(self, bytes(data)[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        predict(config)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_native_size_and_pairs_never(any_size_model, pairs, tmp_path):
     out = tmp_path / "out"
     result = predict(PredictConfig(any_size_model, pairs / "1.jpg", out, native=True, pairs="never", verbose=False))

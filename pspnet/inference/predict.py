@@ -79,7 +79,7 @@ import numpy as np
 
 from pspnet.data.inputs import PAIRS, InputImage, is_video, list_inputs, read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.fileio import atomic_write_text
+from pspnet.fileio import atomic_write, atomic_write_text
 from pspnet.inference.segmenter import Segmenter, check_run_options, parse_scales, parse_slide
 
 MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
@@ -132,15 +132,21 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
     Encoded, then written by Python: cv2.imwrite only answers False, where a
     failed write's OSError names its reason (read-only folder, full disk).
+    Atomic: a redo cut short keeps the old picture, never a truncated one.
     """
     encoded, data = cv2.imencode(".png", image)
     if not encoded:
         raise DataError(f"cannot encode {path} as PNG")
-    path.write_bytes(data.tobytes())
+    atomic_write(path, lambda temporary: temporary.write_bytes(data.tobytes()))
 
 
 def _write_rgb(path: Path, image: np.ndarray) -> None:
     _write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def _write_figure(path: Path, figure) -> None:
+    """Saves a matplotlib figure as a PNG, atomically (the temporary keeps .png: savefig's format)."""
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=100), suffix=".png")
 
 
 def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig, classes) -> list[Path]:
@@ -174,7 +180,7 @@ def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config:
         pictures.append(
             (
                 out_dir / f"{name}_panel.png",
-                lambda path: three_panel(photo, truth, train_ids, classes=classes).savefig(path, dpi=100),
+                lambda path: _write_figure(path, three_panel(photo, truth, train_ids, classes=classes)),
             )
         )
     for path, write in pictures:
@@ -183,11 +189,15 @@ def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config:
 
 
 def _write_inputs_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    """Writes ``inputs.csv``: file, read_as, notes (one row per input)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("file", "read_as", "notes"))
-        writer.writerows(rows)
+    """Writes ``inputs.csv``: file, read_as, notes (one row per input); atomically, as the pictures."""
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(("file", "read_as", "notes"))
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def _check_owner(out_dir: Path, model: Path) -> None:
