@@ -509,6 +509,15 @@ def test_one_name_in_two_folders_gets_the_folders_name():
     assert list(output_names(paths).values()) == ["a_1_jpg", "b_1_jpg", "2", "x"]
 
 
+def test_names_that_still_clash_are_numbered_not_shared():
+    # a.jpg and a.png become a_jpg and a_png, which a_jpg.png already is: one picture would overwrite another.
+    from pspnet.inference.predict import output_names
+
+    names = output_names([Path("d/a.jpg"), Path("d/a.png"), Path("d/a_jpg.png"), Path("d/d_a_jpg_2.png")])
+    assert len(set(names.values())) == 4
+    assert output_names([Path("x/a.jpg"), Path("y/a.jpg"), Path("x/y_a_jpg.png")])[Path("x/a.jpg")] == "x_a_jpg"
+
+
 def test_sliding_windows_scales_and_flips_predict_as_evaluate_does(tmp_path, capsys):
     from pspnet.cli import predict_main
 

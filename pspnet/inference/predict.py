@@ -115,11 +115,29 @@ class PredictConfig:
 def output_names(paths: list[Path]) -> dict[Path, str]:
     """The NAME of each input's pictures: its stem (a Cityscapes photo's without ``_leftImg8bit``),
     or, where two inputs share a stem (``1.jpg``, ``1.png``), its file name with the dot as ``_``
-    (``1_jpg``), and where that is shared too (``a/1.jpg``, ``b/1.jpg``) its folder's name before it."""
+    (``1_jpg``), and where that is shared too (``a/1.jpg``, ``b/1.jpg``) its folder's name before it;
+    one still shared (``a.jpg``, ``a.png`` and ``a_jpg.png`` of one folder) gets a number after the first."""
     stems = Counter(_stem(path) for path in paths)
     names = {path: _stem(path) if stems[_stem(path)] == 1 else path.name.replace(".", "_") for path in paths}
     shared = Counter(names.values())
-    return {path: name if shared[name] == 1 else f"{path.parent.name}_{name}" for path, name in names.items()}
+    names = {path: name if shared[name] == 1 else f"{path.parent.name}_{name}" for path, name in names.items()}
+    return _numbered(names)
+
+
+def _numbered(names: dict[Path, str]) -> dict[Path, str]:
+    """``names`` with each repeat of a name numbered (``NAME_2``, ...), never onto a name in use:
+    two inputs of one name would write one set of pictures, the second over the first."""
+    seen, taken, unique = set(), set(names.values()), {}
+    for path, name in names.items():
+        if name in seen:
+            number = 2
+            while f"{name}_{number}" in taken:
+                number += 1
+            name = f"{name}_{number}"
+            taken.add(name)
+        seen.add(name)
+        unique[path] = name
+    return unique
 
 
 def _stem(path: Path) -> str:
