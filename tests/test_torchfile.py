@@ -119,6 +119,18 @@ def test_a_pickle_naming_any_other_global_is_rejected_unexecuted(tmp_path):
         read_state_dict(path)
 
 
+def test_a_file_of_the_zip_format_is_named_with_how_to_resave_it(tmp_path):
+    # torch.save's default since PyTorch 1.6: a zip archive, which this reader does not read.
+    import zipfile
+
+    path = tmp_path / "new.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("new/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("new/version", "3\n")
+    with pytest.raises(DataError, match=r"zip format.*_use_new_zipfile_serialization=False"):
+        read_state_dict(path)
+
+
 def test_a_truncated_file_is_refused_before_any_array_is_made(tmp_path):
     path = tmp_path / "cut.pth"
     path.write_bytes(old_format_file({"w": np.zeros(100, np.float32)}, truncate=10))

@@ -32,6 +32,7 @@ from pspnet.errors import DataError, first_line
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch.serialization's
 PROTOCOL_VERSION = 1001
+ZIP_MAGIC = b"PK\x03\x04"  # what a file of the newer zip format starts with
 
 # The storage types a state dict may name, and their element types.
 STORAGE_DTYPES = {
@@ -142,6 +143,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
     """``read_state_dict`` of the file's bytes; raises DataError (or anything a malformed file provokes)."""
+    if data.startswith(ZIP_MAGIC):  # torch.save's default since 1.6; its pickle fails with a cryptic error
+        raise DataError(
+            "a PyTorch file of the zip format (torch.save's default since 1.6), not of the old format read "
+            "here; resave it with torch.save(torch.load(path), new_path, _use_new_zipfile_serialization=False): "
+            f"{path}"
+        )
     stream = io.BytesIO(data)
     unpickler = _StateDictUnpickler(stream)
 
