@@ -121,7 +121,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         path: the ``.pth`` file.
 
     Returns:
-        name -> NumPy array (a copy, in the file's dtype and shape), in the file's order.
+        name -> NumPy array (in the file's dtype and shape), in the file's order. Each
+        storage is copied once, and its tensors are views of that copy, so tensors that
+        share a storage in the file share memory here, as in PyTorch.
 
     Raises:
         DataError: a missing, truncated or malformed file, or one that names
@@ -183,7 +185,7 @@ def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
         size = count * storage.dtype.itemsize
         if count != storage.count or position + 8 + size > len(data):
             raise DataError(f"truncated or inconsistent: storage {key} needs {size} bytes: {path}")
-        values[key] = np.frombuffer(data, storage.dtype, count=count, offset=position + 8)
+        values[key] = np.frombuffer(data, storage.dtype, count=count, offset=position + 8).copy()
         position += 8 + size
 
     tensors: dict[str, np.ndarray] = {}
@@ -195,10 +197,11 @@ def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
             raise DataError(f"tensor {name!r} {problem}: {path}")
         flat = values[spec.storage.key]
         itemsize = flat.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            flat[spec.offset :], shape=spec.shape, strides=tuple(s * itemsize for s in spec.stride), writeable=False
+        # A view of the storage's one copy, not a copy of its own: a pickle can name one
+        # tensor any number of times for a few bytes each, and copies would add up past any file.
+        tensors[str(name)] = np.lib.stride_tricks.as_strided(
+            flat[spec.offset :], shape=spec.shape, strides=tuple(s * itemsize for s in spec.stride)
         )
-        tensors[str(name)] = np.array(view)  # at most the storage's size: the view reads no element twice
     return tensors
 
 
