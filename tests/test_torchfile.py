@@ -119,6 +119,18 @@ def test_a_pickle_naming_any_other_global_is_rejected_unexecuted(tmp_path):
         read_state_dict(path)
 
 
+def test_a_file_of_the_zip_format_is_named_with_how_to_resave_it(tmp_path):
+    # torch.save's default since PyTorch 1.6: a zip archive, which this reader does not read.
+    import zipfile
+
+    path = tmp_path / "new.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("new/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("new/version", "3\n")
+    with pytest.raises(DataError, match=r"zip format.*_use_new_zipfile_serialization=False"):
+        read_state_dict(path)
+
+
 def test_a_truncated_file_is_refused_before_any_array_is_made(tmp_path):
     path = tmp_path / "cut.pth"
     path.write_bytes(old_format_file({"w": np.zeros(100, np.float32)}, truncate=10))
@@ -185,6 +197,22 @@ def test_a_zero_stride_view_is_one_line_and_allocates_nothing_large(tmp_path, wr
     assert message.startswith("DataError: ") and message.endswith(f": {path}")
     assert "tensor 'w'" in message and "60000x60000" in message
     assert int(peak.removeprefix("peak bytes: ")) < 1 << 20  # a few copies of the file, no array
+
+
+def test_one_tensor_under_many_names_costs_its_storage_once(tmp_path):
+    # A pickle names a tensor it built again for 5 bytes (LONG_BINGET): 1000 names of one
+    # 4 MiB tensor would be 4 GiB of copies from a 4 MiB file.
+    data = old_format_file({"w": np.arange(1 << 20, dtype=np.float32)})
+    end = data.index(b"Ru.")  # the last tensor's REDUCE, then SETITEMS and STOP of the state dict
+    memo = struct.pack("<I", 9999)
+    names = b"".join(_unicode(f"w{index}") + b"j" + memo for index in range(1000))  # LONG_BINGET
+    path = tmp_path / "many-names.pth"
+    path.write_bytes(data[:end] + b"Rr" + memo + names + data[end + 1 :])  # LONG_BINPUT after the REDUCE
+    (peak,) = _read_in_child(path)  # no DataError: a MemoryError was one
+    assert int(peak.removeprefix("peak bytes: ")) < 4 * path.stat().st_size
+    state = read_state_dict(path)
+    assert len(state) == 1001
+    np.testing.assert_array_equal(state["w999"], np.arange(1 << 20, dtype=np.float32))
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from pspnet.errors import DataError, first_line
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch.serialization's
 PROTOCOL_VERSION = 1001
+ZIP_MAGIC = b"PK\x03\x04"  # what a file of the newer zip format starts with
 
 # The storage types a state dict may name, and their element types.
 STORAGE_DTYPES = {
@@ -120,7 +121,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         path: the ``.pth`` file.
 
     Returns:
-        name -> NumPy array (a copy, in the file's dtype and shape), in the file's order.
+        name -> NumPy array (in the file's dtype and shape), in the file's order. Each
+        storage is copied once, and its tensors are views of that copy, so tensors that
+        share a storage in the file share memory here, as in PyTorch.
 
     Raises:
         DataError: a missing, truncated or malformed file, or one that names
@@ -142,6 +145,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
     """``read_state_dict`` of the file's bytes; raises DataError (or anything a malformed file provokes)."""
+    if data.startswith(ZIP_MAGIC):  # torch.save's default since 1.6; its pickle fails with a cryptic error
+        raise DataError(
+            "a PyTorch file of the zip format (torch.save's default since 1.6), not of the old format read "
+            "here; resave it with torch.save(torch.load(path), new_path, _use_new_zipfile_serialization=False): "
+            f"{path}"
+        )
     stream = io.BytesIO(data)
     unpickler = _StateDictUnpickler(stream)
 
@@ -176,7 +185,7 @@ def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
         size = count * storage.dtype.itemsize
         if count != storage.count or position + 8 + size > len(data):
             raise DataError(f"truncated or inconsistent: storage {key} needs {size} bytes: {path}")
-        values[key] = np.frombuffer(data, storage.dtype, count=count, offset=position + 8)
+        values[key] = np.frombuffer(data, storage.dtype, count=count, offset=position + 8).copy()
         position += 8 + size
 
     tensors: dict[str, np.ndarray] = {}
@@ -188,10 +197,11 @@ def _read(path: Path, data: bytes) -> dict[str, np.ndarray]:
             raise DataError(f"tensor {name!r} {problem}: {path}")
         flat = values[spec.storage.key]
         itemsize = flat.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            flat[spec.offset :], shape=spec.shape, strides=tuple(s * itemsize for s in spec.stride), writeable=False
+        # A view of the storage's one copy, not a copy of its own: a pickle can name one
+        # tensor any number of times for a few bytes each, and copies would add up past any file.
+        tensors[str(name)] = np.lib.stride_tricks.as_strided(
+            flat[spec.offset :], shape=spec.shape, strides=tuple(s * itemsize for s in spec.stride)
         )
-        tensors[str(name)] = np.array(view)  # at most the storage's size: the view reads no element twice
     return tensors
 
 
