@@ -214,3 +214,17 @@ def test_bad_input_stops_pspnet_train_in_one_line_before_anything_is_written(tmp
     assert status != 0 and len(lines) == 1, lines
     assert problem in lines[0] and ("scene_002.png" in lines[0] or "stray.png" in lines[0])
     assert not out.exists()
+
+
+def test_a_rerun_after_the_classes_changed_is_refused_naming_them_not_a_damaged_file(tmp_path):
+    data, run = make_folders(tmp_path / "set", train=2, val=1, height=32, width=32), tmp_path / "run"
+    one_epoch = {**TINY, "image_size": 32, "steps_per_epoch": 1}
+    train(TrainConfig(data=str(data), out=str(run), **one_epoch))
+    described = json.loads((data / "dataset.json").read_text())
+    described["classes"][0]["name"] = "renamed"  # same count: the weights would even load
+    (data / "dataset.json").write_text(json.dumps(described))
+    committed = sorted(p.name for p in (run / "backup").iterdir())
+    with pytest.raises(ConfigError, match="classes changed") as caught:
+        train(TrainConfig(data=str(data), out=str(run), **{**one_epoch, "epochs": 2}))
+    assert "damaged" not in str(caught.value) and "-> renamed" in str(caught.value)
+    assert sorted(p.name for p in (run / "backup").iterdir()) == committed

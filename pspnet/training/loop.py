@@ -97,7 +97,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         config = _settled_precision(config, run.saved)  # "auto" -> a dtype policy, before it is written
         start = time.time()
         splits = _load_splits(config, data_folder)
-        resume = ResumeState(run.folder / "backup", restore_dir=run.path / "backup")
+        resume = ResumeState(run.folder / "backup", restore_dir=run.path / "backup", class_names=splits.classes.names)
         with peers_watched(placement), distribution(config.distribute, placement) as replicas:
             keras.utils.set_random_seed(config.seed)
             if config.batch_size % replicas:

@@ -41,14 +41,19 @@ class ResumeState(keras.callbacks.Callback):
         backup_dir: folder of the state (``RUN/backup``).
         restore_dir: folder to restore from (default ``backup_dir``; a
             multi-worker non-chief reads the chief's).
+        class_names: the data set's classes, in index order; a resume whose
+            classes are not the committed ones is refused.
     """
 
     STATE = "state.json"
 
-    def __init__(self, backup_dir: str | Path, restore_dir: str | Path | None = None):
+    def __init__(
+        self, backup_dir: str | Path, restore_dir: str | Path | None = None, class_names: Sequence[str] | None = None
+    ):
         super().__init__()
         self.backup_dir = Path(backup_dir)
         self.restore_dir = Path(restore_dir or backup_dir)
+        self.class_names = None if class_names is None else [str(name) for name in class_names]
         self.state = read_state(self.restore_dir)
         self.history: list[dict[str, Any]] = list(self.state.get("history", []))
 
@@ -68,6 +73,7 @@ class ResumeState(keras.callbacks.Callback):
         Returns:
             The number of finished epochs: ``fit(initial_epoch=...)``.
         """
+        self._check_classes()
         name = self.state.get("weights")
         if name:
             if model.optimizer is not None and not model.optimizer.built:
@@ -90,6 +96,20 @@ class ResumeState(keras.callbacks.Callback):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
         return self.epochs_done
 
+    def _check_classes(self) -> None:
+        """Refuses to resume on other classes: the weights would load (same count) or fail as if damaged."""
+        saved = self.state.get("class_names")  # absent in the states of older runs
+        if saved is None or self.class_names is None or saved == self.class_names:
+            return
+        if len(saved) != len(self.class_names):
+            change = f"{len(saved)} classes, now {len(self.class_names)}"
+        else:
+            change = ", ".join(f"{a} -> {b}" for a, b in zip(saved, self.class_names) if a != b)
+        raise ConfigError(
+            f"the data set's classes changed since this run began ({change}): {self.restore_dir / self.STATE}; "
+            "train into another --out, or give the data its old classes"
+        )
+
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **{key: _plain(value) for key, value in (logs or {}).items()}}
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
@@ -106,6 +126,8 @@ class ResumeState(keras.callbacks.Callback):
             "generators": [keras.ops.convert_to_numpy(v).tolist() for v in _generator_variables(self.model)],
             "history": self.history,
         }
+        if self.class_names is not None:
+            state["class_names"] = self.class_names
         atomic_write_text(self.backup_dir / self.STATE, json.dumps(state, indent=1, allow_nan=True))  # the commit
         self.state = state
         for stale in self.backup_dir.glob("epoch-*.weights.h5"):
