@@ -241,6 +241,22 @@ def test_failing_first_input_leaves_no_output_folder(any_size_model, pairs, tmp_
     assert not (tmp_path / "new").exists()
 
 
+def test_an_output_folder_that_is_read_as_input_is_refused(any_size_model, pairs, tmp_path):
+    # Written into the input folder, 1.jpg's 1_color.png would replace the photo 1_color.png, and a
+    # second run would predict the first run's pictures; a sub-folder of a Cityscapes-style root is read too.
+    mine = pairs / "1_color.png"
+    cv2.imwrite(str(mine), np.full((32, 32, 3), 7, np.uint8))
+    before = mine.read_bytes()
+    with pytest.raises(ConfigError, match=re.escape(f"the output folder is read as input: {pairs}")):
+        predict(PredictConfig(any_size_model, pairs, pairs, verbose=False))
+    assert mine.read_bytes() == before and not (pairs / MANIFEST).exists()
+    root = tmp_path / "root"
+    make_pairs(root / "city", 1, size=32)
+    with pytest.raises(ConfigError, match="the output folder is read as input"):
+        predict(PredictConfig(any_size_model, root, root / "out", verbose=False))
+    assert not (root / "out").exists()
+
+
 def test_skip_bad_with_no_usable_image_is_an_error_and_no_folder(any_size_model, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()

@@ -236,6 +236,22 @@ def _check_config(config: PredictConfig) -> None:
     _check_owner(out_dir, Path(config.model))
 
 
+def _check_apart(out_dir: Path, source: Path, paths: list[Path]) -> None:
+    """Refuses an output folder that an input folder is read from.
+
+    Its pictures would replace input photos of the same names (``1_color.png``
+    beside ``1.jpg``), and the next run would predict them; a folder read one
+    level down (a Cityscapes split) reads a new sub-folder too. A single file's
+    folder may take its pictures: only they are read.
+    """
+    if not source.is_dir():
+        return
+    read = {path.parent.resolve() for path in paths}
+    out = out_dir.resolve()
+    if out in read or (source.resolve() not in read and out.parent == source.resolve()):
+        raise ConfigError(f"the output folder is read as input: {out_dir}; choose another --out")
+
+
 def _load(config: PredictConfig):
     """The model as a Segmenter and its class table.
 
@@ -431,6 +447,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     if is_video(config.input):
         return _predict_video(config, Path(config.input))
     paths = list_inputs(config.input)  # check the input before the (slow) model load
+    _check_apart(Path(config.out), Path(config.input), paths)
     if config.every != 1 or config.colour_video:
         warnings.warn(
             "--every and --colour-video apply to videos only; ignored for images", PspnetWarning, stacklevel=2
