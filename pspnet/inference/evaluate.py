@@ -155,6 +155,12 @@ def _check_out_dir(out_dir: Path, model: Path, split: Path) -> None:
     """Refuses a training run's folder (its metrics.json is training's) and a folder
     holding the scores of another model or data set (two folders named ``val``
     give one default folder); the same model on the same data may replace its own."""
+    # A file at or above it would fail the first write, after the whole scoring.
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"the output folder is a file: {folder}")
+            break
     if (out_dir / "config.json").is_file() and (out_dir / "backup").is_dir():
         raise ConfigError(
             f"{out_dir} is a training run folder; evaluation would overwrite its metrics.json. "
