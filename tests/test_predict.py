@@ -257,6 +257,27 @@ def test_an_output_folder_that_is_read_as_input_is_refused(any_size_model, pairs
     assert not (root / "out").exists()
 
 
+def test_a_folder_claimed_by_another_model_during_the_load_is_refused(any_size_model, pairs, tmp_path, monkeypatch):
+    # Two pspnet-predict of two models on one new --out both passed the check before either wrote.
+    import json
+
+    from pspnet.inference import predict as module
+
+    out, other = tmp_path / "out", tmp_path / "other.keras"
+    load = module._load
+
+    def load_while_another_claims(config):
+        loaded = load(config)
+        out.mkdir()
+        (out / MANIFEST).write_text(json.dumps({"model": str(other.resolve())}))
+        return loaded
+
+    monkeypatch.setattr(module, "_load", load_while_another_claims)
+    with pytest.raises(ConfigError, match=re.escape(f"{out} holds the predictions of {other.resolve()}")):
+        predict(PredictConfig(any_size_model, pairs, out, verbose=False))
+    assert sorted(path.name for path in out.iterdir()) == [MANIFEST]
+
+
 def test_skip_bad_with_no_usable_image_is_an_error_and_no_folder(any_size_model, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()

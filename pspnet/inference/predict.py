@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ import numpy as np
 
 from pspnet.data.inputs import PAIRS, InputImage, is_video, list_inputs, read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.fileio import atomic_write_text
+from pspnet.fileio import temporary_name
 from pspnet.inference.segmenter import Segmenter, check_run_options, parse_scales, parse_slide
 
 MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
@@ -215,10 +216,26 @@ def _check_owner(out_dir: Path, model: Path) -> None:
 
 
 def _claim(out_dir: Path, model: Path) -> None:
-    """Makes the output folder and writes its ``MANIFEST`` (once): the model its pictures are of."""
+    """Makes the output folder and writes its ``MANIFEST`` (once): the model its pictures are of.
+
+    Another pspnet-predict may have claimed the folder since ``_check_owner``
+    (during the model load): the manifest is linked into place, never over
+    another, and the owner checked again.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / MANIFEST).is_file():
-        atomic_write_text(out_dir / MANIFEST, json.dumps({"model": str(model.resolve())}, indent=2) + "\n")
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        temporary = temporary_name(manifest)
+        temporary.write_text(json.dumps({"model": str(model.resolve())}, indent=2) + "\n")
+        try:
+            os.link(temporary, manifest)  # fails where one exists, unlike a rename
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: a rename, as before
+            os.replace(temporary, manifest)
+        finally:
+            temporary.unlink(missing_ok=True)
+    _check_owner(out_dir, model)
 
 
 def _check_config(config: PredictConfig) -> None:
