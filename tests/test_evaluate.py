@@ -361,6 +361,25 @@ def test_an_output_path_at_or_under_a_file_is_refused_before_scoring(split, orac
     assert taken.read_text() == "mine\n"
 
 
+def test_scores_another_run_wrote_during_the_scoring_are_not_replaced(split, oracle_path, tmp_path, monkeypatch):
+    # Two runs of two models on one --out both passed the check before the (long) scoring.
+    from pspnet.inference import evaluate as module
+
+    out, other = tmp_path / "eval", tmp_path / "other.keras"
+    theirs = json.dumps({"model": str(other), "data": str(split), "model_file": str(other), "data_folder": str(split)})
+    score = module._score
+
+    def score_while_another_writes(*args):
+        out.mkdir()
+        (out / "metrics.json").write_text(theirs)
+        return score(*args)
+
+    monkeypatch.setattr(module, "_score", score_while_another_writes)
+    with pytest.raises(ConfigError, match=re.escape(f"{out} holds the scores of {other}")):
+        evaluate(EvalConfig(oracle_path, split, out=out, verbose=False))
+    assert (out / "metrics.json").read_text() == theirs
+
+
 def test_bad_flag_is_one_usage_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["--model", "m.keras", "--data", "d", "--batch-size", "two"])

@@ -301,6 +301,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         raise DataError(f"no images in {split.folder}")
     confusion, seconds = _score(segmenter, photos, truths, config.verbose)
     results = _results(config, split, segmenter, confusion, classes, len(photos), seconds)
+    # Again: another evaluation may have written its scores there during this one's.
+    _check_out_dir(out_dir, Path(config.model), split.folder)
     _write_results(out_dir, results, confusion, classes)
     results["out"] = str(out_dir)
     if config.verbose:
