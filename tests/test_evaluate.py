@@ -356,7 +356,7 @@ def test_an_output_path_at_or_under_a_file_is_refused_before_scoring(split, orac
     taken = tmp_path / "notes.txt"
     taken.write_text("mine\n")
     for out in (taken, taken / "eval"):
-        with pytest.raises(ConfigError, match=re.escape(f"the output folder is a file: {taken}")):
+        with pytest.raises(ConfigError, match=re.escape(f"not a folder: {taken}")):
             evaluate(EvalConfig(oracle_path, split, out=out, verbose=False))
     assert taken.read_text() == "mine\n"
 

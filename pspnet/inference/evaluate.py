@@ -159,7 +159,7 @@ def _check_out_dir(out_dir: Path, model: Path, split: Path) -> None:
     for folder in (out_dir, *out_dir.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise ConfigError(f"the output folder is a file: {folder}")
+                raise ConfigError(f"not a folder: {folder}")
             break
     if (out_dir / "config.json").is_file() and (out_dir / "backup").is_dir():
         raise ConfigError(
