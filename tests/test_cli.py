@@ -506,6 +506,19 @@ def test_bench_refuses_an_unwritable_json_before_measuring(read_only, capsys, mo
     _read_only_line(capsys.readouterr().err, "pspnet-bench", read_only / "rows.json")
 
 
+def test_bench_refuses_a_json_path_that_is_a_folder_before_measuring(tmp_path, capsys, monkeypatch):
+    # The probe beside it was writable, so the folder was found by the rename after the measurement.
+    import pspnet.bench.models
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the --json file was checked")
+
+    monkeypatch.setattr(pspnet.bench.models, "benchmark_models", measured)
+    status = cli.bench_main(["models", "--presets", "fast", "--json", str(tmp_path)])
+    assert status == EXIT_ERROR
+    assert_one_error_line(capsys.readouterr().err, "pspnet-bench", f"--json is a folder: {tmp_path}")
+
+
 # TensorFlow's C++ start-up lines, written when a fixture first runs a model (not the command's).
 TENSORFLOW_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "W0000 ", "E0000 ")
 

@@ -89,6 +89,16 @@ def test_inspect_split(tiny_pairs, tmp_path, capsys):
     assert sum(shares) == pytest.approx(100.0, abs=0.2)
 
 
+def test_inspect_negative_far_is_a_usage_error_before_the_report(tiny_pairs, tmp_path, capsys):
+    # It was refused after the split was read and half its report printed, with exit status 1.
+    with pytest.raises(SystemExit) as exit_info:
+        data_main(["inspect", str(tiny_pairs / "val"), "--far", "-5", "--no-cache", "--quiet"])
+    assert exit_info.value.code == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, "--far", "-5", prog="pspnet-data inspect")
+
+
 def test_inspect_data_folder_shows_both_splits(tiny_pairs, tmp_path, capsys):
     status, out, err = run(capsys, "inspect", tiny_pairs, "--cache-dir", tmp_path / "c", "--quiet")
     assert status == 0, err

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from pspnet.cli import evaluate_main  # noqa: E402
+from pspnet.errors import ConfigError  # noqa: E402
 from pspnet.inference.evaluate import EvalConfig, evaluate, format_table  # noqa: E402
 from pspnet.models.modelfile import describe_model  # noqa: E402
 from pspnet.palette import CLASS_NAMES, CLASSES, NUM_CLASSES  # noqa: E402
@@ -345,6 +346,38 @@ def test_bad_data_path_and_corrupt_model_file_are_one_line(split, tmp_path, caps
     assert error.startswith("pspnet-evaluate: error: model file is damaged")
     assert error.endswith("corrupt.keras")
     assert "\n" not in error
+
+
+def test_an_output_path_at_or_under_a_file_is_refused_before_scoring(split, oracle_path, tmp_path, monkeypatch):
+    # Found only at the first write, it cost the whole (hours long, with --slide) scoring first.
+    from pspnet.inference import evaluate as module
+
+    monkeypatch.setattr(module, "_score", lambda *args: pytest.fail("scored before the output was checked"))
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    for out in (taken, taken / "eval"):
+        with pytest.raises(ConfigError, match=re.escape(f"not a folder: {taken}")):
+            evaluate(EvalConfig(oracle_path, split, out=out, verbose=False))
+    assert taken.read_text() == "mine\n"
+
+
+def test_scores_another_run_wrote_during_the_scoring_are_not_replaced(split, oracle_path, tmp_path, monkeypatch):
+    # Two runs of two models on one --out both passed the check before the (long) scoring.
+    from pspnet.inference import evaluate as module
+
+    out, other = tmp_path / "eval", tmp_path / "other.keras"
+    theirs = json.dumps({"model": str(other), "data": str(split), "model_file": str(other), "data_folder": str(split)})
+    score = module._score
+
+    def score_while_another_writes(*args):
+        out.mkdir()
+        (out / "metrics.json").write_text(theirs)
+        return score(*args)
+
+    monkeypatch.setattr(module, "_score", score_while_another_writes)
+    with pytest.raises(ConfigError, match=re.escape(f"{out} holds the scores of {other}")):
+        evaluate(EvalConfig(oracle_path, split, out=out, verbose=False))
+    assert (out / "metrics.json").read_text() == theirs
 
 
 def test_bad_flag_is_one_usage_line(capsys):

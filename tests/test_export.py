@@ -251,6 +251,23 @@ def test_an_existing_output_is_never_replaced(models, tmp_path, capsys):
     assert not description_path(out).exists()
 
 
+def test_an_output_made_during_the_conversion_is_not_replaced(models, tmp_path, monkeypatch, capsys):
+    # Checked only at the start, it was renamed over after minutes of conversion (another export, a user's copy).
+    import pspnet.inference.export as module
+
+    out, convert = tmp_path / "m.onnx", module._convert
+
+    def convert_while_another_writes(*args):
+        built = convert(*args)
+        out.write_bytes(b"someone else's")
+        return built
+
+    monkeypatch.setattr(module, "_convert", convert_while_another_writes)
+    assert export_main(["--model", str(models["fast"]), "--format", "onnx", "--out", str(out)]) == 1
+    assert f"{out} exists" in capsys.readouterr().err and out.read_bytes() == b"someone else's"
+    assert not description_path(out).exists()
+
+
 @keras.saving.register_keras_serializable("pspnet_test")
 class Spectrum(keras.layers.Layer):
     """The magnitude of a 2-D FFT: an op no ONNX or LiteRT converter knows."""

@@ -260,6 +260,43 @@ def test_failing_first_input_leaves_no_output_folder(any_size_model, pairs, tmp_
     assert not (tmp_path / "new").exists()
 
 
+def test_an_output_folder_that_is_read_as_input_is_refused(any_size_model, pairs, tmp_path):
+    # Written into the input folder, 1.jpg's 1_color.png would replace the photo 1_color.png, and a
+    # second run would predict the first run's pictures; a sub-folder of a Cityscapes-style root is read too.
+    mine = pairs / "1_color.png"
+    cv2.imwrite(str(mine), np.full((32, 32, 3), 7, np.uint8))
+    before = mine.read_bytes()
+    with pytest.raises(ConfigError, match=re.escape(f"the output folder is read as input: {pairs}")):
+        predict(PredictConfig(any_size_model, pairs, pairs, verbose=False))
+    assert mine.read_bytes() == before and not (pairs / MANIFEST).exists()
+    root = tmp_path / "root"
+    make_pairs(root / "city", 1, size=32)
+    with pytest.raises(ConfigError, match="the output folder is read as input"):
+        predict(PredictConfig(any_size_model, root, root / "out", verbose=False))
+    assert not (root / "out").exists()
+
+
+def test_a_folder_claimed_by_another_model_during_the_load_is_refused(any_size_model, pairs, tmp_path, monkeypatch):
+    # Two pspnet-predict of two models on one new --out both passed the check before either wrote.
+    import json
+
+    from pspnet.inference import predict as module
+
+    out, other = tmp_path / "out", tmp_path / "other.keras"
+    load = module._load
+
+    def load_while_another_claims(config):
+        loaded = load(config)
+        out.mkdir()
+        (out / MANIFEST).write_text(json.dumps({"model": str(other.resolve())}))
+        return loaded
+
+    monkeypatch.setattr(module, "_load", load_while_another_claims)
+    with pytest.raises(ConfigError, match=re.escape(f"{out} holds the predictions of {other.resolve()}")):
+        predict(PredictConfig(any_size_model, pairs, out, verbose=False))
+    assert sorted(path.name for path in out.iterdir()) == [MANIFEST]
+
+
 def test_skip_bad_with_no_usable_image_is_an_error_and_no_folder(any_size_model, tmp_path):
     folder = tmp_path / "bad"
     folder.mkdir()

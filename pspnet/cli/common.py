@@ -188,6 +188,8 @@ def _check_writable(path: str | None) -> None:
     not after it.
     """
     if path is not None:
+        if Path(path).is_dir():  # the probe beside it would pass; the final rename would not
+            raise ConfigError(f"--json is a folder: {path}")
         probe = temporary_name(path)
         probe.touch()
         probe.unlink()

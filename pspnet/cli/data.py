@@ -77,7 +77,7 @@ def _add_inspect_parser(commands, layouts: Sequence[str]) -> None:
     inspect.add_argument(
         "--skip-bad", action="store_true", help="leave unusable files out, with a warning, and list them as problems"
     )
-    inspect.add_argument("--far", type=int, default=None, help="distance counted as far from the palette (30)")
+    inspect.add_argument("--far", type=_count, default=None, help="distance counted as far from the palette (30)")
     inspect.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

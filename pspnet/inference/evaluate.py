@@ -155,6 +155,12 @@ def _check_out_dir(out_dir: Path, model: Path, split: Path) -> None:
     """Refuses a training run's folder (its metrics.json is training's) and a folder
     holding the scores of another model or data set (two folders named ``val``
     give one default folder); the same model on the same data may replace its own."""
+    # A file at or above it would fail the first write, after the whole scoring.
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"not a folder: {folder}")
+            break
     if (out_dir / "config.json").is_file() and (out_dir / "backup").is_dir():
         raise ConfigError(
             f"{out_dir} is a training run folder; evaluation would overwrite its metrics.json. "
@@ -295,6 +301,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         raise DataError(f"no images in {split.folder}")
     confusion, seconds = _score(segmenter, photos, truths, config.verbose)
     results = _results(config, split, segmenter, confusion, classes, len(photos), seconds)
+    # Again: another evaluation may have written its scores there during this one's.
+    _check_out_dir(out_dir, Path(config.model), split.folder)
     _write_results(out_dir, results, confusion, classes)
     results["out"] = str(out_dir)
     if config.verbose:

@@ -102,6 +102,7 @@ def export(
         built = _convert(serving, format, work, size, calibration_photos)
         check = {"images": images, **_check(built, format, quantize, photos, expected)}
         description = _description(info, classes, format, quantize, size, model_path, expected.shape[-1], check)
+        _refuse_existing(out)  # again: made during the conversion (another export, a copy)?
         os.replace(built, out)  # the artefact first: a description never points at nothing
         atomic_write_text(description_path(out), json.dumps(description, indent=2) + "\n")
         return description, check
@@ -161,15 +162,20 @@ def _check_options(format: str, quantize: bool, calibration, out: Path) -> Path:
     return out
 
 
+def _refuse_existing(out: Path) -> None:
+    """Raises ConfigError when the artefact or its description exists."""
+    for path in (out, description_path(out)):
+        if path.exists():
+            raise ConfigError(f"{path} exists (pspnet-export never replaces files; choose another --out)")
+
+
 def _check_out(out: Path, format: str) -> None:
     suffix = SUFFIXES[format]
     if suffix and out.suffix != suffix:
         raise ConfigError(f"--out for --format {format} must end in {suffix}: {out}")
     if not suffix and out.suffix in (".onnx", ".tflite", ".keras", ".json"):
         raise ConfigError(f"--out for --format saved_model is a folder, not a {out.suffix} file: {out}")
-    for path in (out, description_path(out)):
-        if path.exists():
-            raise ConfigError(f"{path} exists (pspnet-export never replaces files; choose another --out)")
+    _refuse_existing(out)
     for folder in (out.parent, *out.parent.parents):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"the output folder {folder} is a file: {out}")

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ import numpy as np
 
 from pspnet.data.inputs import PAIRS, InputImage, is_video, list_inputs, read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.fileio import atomic_write, atomic_write_text
+from pspnet.fileio import atomic_write, temporary_name
 from pspnet.inference.segmenter import Segmenter, check_run_options, parse_scales, parse_slide
 
 MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
@@ -243,10 +244,26 @@ def _check_owner(out_dir: Path, model: Path) -> None:
 
 
 def _claim(out_dir: Path, model: Path) -> None:
-    """Makes the output folder and writes its ``MANIFEST`` (once): the model its pictures are of."""
+    """Makes the output folder and writes its ``MANIFEST`` (once): the model its pictures are of.
+
+    Another pspnet-predict may have claimed the folder since ``_check_owner``
+    (during the model load): the manifest is linked into place, never over
+    another, and the owner checked again.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / MANIFEST).is_file():
-        atomic_write_text(out_dir / MANIFEST, json.dumps({"model": str(model.resolve())}, indent=2) + "\n")
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        temporary = temporary_name(manifest)
+        temporary.write_text(json.dumps({"model": str(model.resolve())}, indent=2) + "\n")
+        try:
+            os.link(temporary, manifest)  # fails where one exists, unlike a rename
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: a rename, as before
+            os.replace(temporary, manifest)
+        finally:
+            temporary.unlink(missing_ok=True)
+    _check_owner(out_dir, model)
 
 
 def _check_config(config: PredictConfig) -> None:
@@ -262,6 +279,22 @@ def _check_config(config: PredictConfig) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"the output folder is a file: {out_dir}")
     _check_owner(out_dir, Path(config.model))
+
+
+def _check_apart(out_dir: Path, source: Path, paths: list[Path]) -> None:
+    """Refuses an output folder that an input folder is read from.
+
+    Its pictures would replace input photos of the same names (``1_color.png``
+    beside ``1.jpg``), and the next run would predict them; a folder read one
+    level down (a Cityscapes split) reads a new sub-folder too. A single file's
+    folder may take its pictures: only they are read.
+    """
+    if not source.is_dir():
+        return
+    read = {path.parent.resolve() for path in paths}
+    out = out_dir.resolve()
+    if out in read or (source.resolve() not in read and out.parent == source.resolve()):
+        raise ConfigError(f"the output folder is read as input: {out_dir}; choose another --out")
 
 
 def _load(config: PredictConfig):
@@ -459,6 +492,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     if is_video(config.input):
         return _predict_video(config, Path(config.input))
     paths = list_inputs(config.input)  # check the input before the (slow) model load
+    _check_apart(Path(config.out), Path(config.input), paths)
     if config.every != 1 or config.colour_video:
         warnings.warn(
             "--every and --colour-video apply to videos only; ignored for images", PspnetWarning, stacklevel=2
