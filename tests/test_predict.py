@@ -18,7 +18,8 @@ from conftest import REPO, make_pairs
 
 from pspnet.data.inputs import read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.inference.predict import MANIFEST, PredictConfig, predict
+from pspnet.inference.predict import PredictConfig, predict
+from pspnet.inference.predict_folder import MANIFEST
 from pspnet.palette import NUM_CLASSES
 
 SUFFIXES = ("color", "overlay", "ids")
@@ -540,7 +541,7 @@ def test_a_cityscapes_split_folder_is_read_one_level_of_cities_down(tmp_path):
 
 
 def test_one_name_in_two_folders_gets_the_folders_name():
-    from pspnet.inference.predict import output_names
+    from pspnet.inference.predict_folder import output_names
 
     paths = [Path("a/1.jpg"), Path("b/1.jpg"), Path("b/2.png"), Path("c/x_leftImg8bit.png")]
     assert list(output_names(paths).values()) == ["a_1_jpg", "b_1_jpg", "2", "x"]
@@ -548,7 +549,7 @@ def test_one_name_in_two_folders_gets_the_folders_name():
 
 def test_names_that_still_clash_are_numbered_not_shared():
     # a.jpg and a.png become a_jpg and a_png, which a_jpg.png already is: one picture would overwrite another.
-    from pspnet.inference.predict import output_names
+    from pspnet.inference.predict_folder import output_names
 
     names = output_names([Path("d/a.jpg"), Path("d/a.png"), Path("d/a_jpg.png"), Path("d/d_a_jpg_2.png")])
     assert len(set(names.values())) == 4

@@ -66,27 +66,29 @@ Outputs are always at the photo's size. Models with the seed's colour
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pspnet.data.inputs import PAIRS, InputImage, is_video, list_inputs, read_input
 from pspnet.errors import ConfigError, DataError, PspnetWarning
-from pspnet.fileio import atomic_write, temporary_name
+from pspnet.inference.predict_folder import (
+    check_apart,
+    check_owner,
+    claim,
+    output_names,
+    write_figure,
+    write_inputs_csv,
+    write_png,
+    write_rgb,
+)
 from pspnet.inference.segmenter import Segmenter, check_run_options, parse_scales, parse_slide
 
-MANIFEST = "predictions.json"  # in the output folder: {"model": the resolved model path}
-PREDICTION_FILES = ("inputs.csv", "*_ids.png", "*_overlay.*", "labelIds")  # what a folder of predictions holds
 LABEL_IDS_FOLDER = "labelIds"  # OUT/labelIds/NAME_labelIds.png: official label ids, alone for the official script
-CITYSCAPES_PHOTO = "_leftImg8bit"  # the end of a Cityscapes photo's stem, left out of NAME
 
 
 @dataclass
@@ -113,61 +115,6 @@ class PredictConfig:
     tta_flip: bool = False  # average with the mirror image's probabilities
 
 
-def output_names(paths: list[Path]) -> dict[Path, str]:
-    """The NAME of each input's pictures: its stem (a Cityscapes photo's without ``_leftImg8bit``),
-    or, where two inputs share a stem (``1.jpg``, ``1.png``), its file name with the dot as ``_``
-    (``1_jpg``), and where that is shared too (``a/1.jpg``, ``b/1.jpg``) its folder's name before it;
-    one still shared (``a.jpg``, ``a.png`` and ``a_jpg.png`` of one folder) gets a number after the first."""
-    stems = Counter(_stem(path) for path in paths)
-    names = {path: _stem(path) if stems[_stem(path)] == 1 else path.name.replace(".", "_") for path in paths}
-    shared = Counter(names.values())
-    names = {path: name if shared[name] == 1 else f"{path.parent.name}_{name}" for path, name in names.items()}
-    return _numbered(names)
-
-
-def _numbered(names: dict[Path, str]) -> dict[Path, str]:
-    """``names`` with each repeat of a name numbered (``NAME_2``, ...), never onto a name in use:
-    two inputs of one name would write one set of pictures, the second over the first."""
-    seen, taken, unique = set(), set(names.values()), {}
-    for path, name in names.items():
-        if name in seen:
-            number = 2
-            while f"{name}_{number}" in taken:
-                number += 1
-            name = f"{name}_{number}"
-            taken.add(name)
-        seen.add(name)
-        unique[path] = name
-    return unique
-
-
-def _stem(path: Path) -> str:
-    stem = path.stem
-    return stem[: -len(CITYSCAPES_PHOTO)] if stem.endswith(CITYSCAPES_PHOTO) and stem != CITYSCAPES_PHOTO else stem
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    """Writes a BGR or single-channel uint8 image as a PNG.
-
-    Encoded, then written by Python: cv2.imwrite only answers False, where a
-    failed write's OSError names its reason (read-only folder, full disk).
-    Atomic: a redo cut short keeps the old picture, never a truncated one.
-    """
-    encoded, data = cv2.imencode(".png", image)
-    if not encoded:
-        raise DataError(f"cannot encode {path} as PNG")
-    atomic_write(path, lambda temporary: temporary.write_bytes(data.tobytes()))
-
-
-def _write_rgb(path: Path, image: np.ndarray) -> None:
-    _write_png(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
-def _write_figure(path: Path, figure) -> None:
-    """Saves a matplotlib figure as a PNG, atomically (the temporary keeps .png: savefig's format)."""
-    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=100), suffix=".png")
-
-
 def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config: PredictConfig, classes) -> list[Path]:
     """Writes the pictures of one image in the colours of ``classes``; returns their paths."""
     from pspnet.inference.viz import colorize, overlay, three_panel
@@ -175,12 +122,12 @@ def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config:
     # Made on the first write: a run that fails on its first input leaves no empty folder.
     out_dir.mkdir(parents=True, exist_ok=True)
     pictures = [
-        (out_dir / f"{name}_color.png", lambda path: _write_rgb(path, colorize(train_ids, classes=classes))),
+        (out_dir / f"{name}_color.png", lambda path: write_rgb(path, colorize(train_ids, classes=classes))),
         (
             out_dir / f"{name}_overlay.png",
-            lambda path: _write_rgb(path, overlay(photo, train_ids, alpha=config.alpha, classes=classes)),
+            lambda path: write_rgb(path, overlay(photo, train_ids, alpha=config.alpha, classes=classes)),
         ),
-        (out_dir / f"{name}_ids.png", lambda path: _write_png(path, np.ascontiguousarray(train_ids, np.uint8))),
+        (out_dir / f"{name}_ids.png", lambda path: write_png(path, np.ascontiguousarray(train_ids, np.uint8))),
     ]
     if config.label_ids:
         from pspnet.palette import train_id_to_label_id
@@ -189,7 +136,7 @@ def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config:
         pictures.append(
             (
                 out_dir / LABEL_IDS_FOLDER / f"{name}_labelIds.png",
-                lambda path: _write_png(path, train_id_to_label_id()[train_ids]),
+                lambda path: write_png(path, train_id_to_label_id()[train_ids]),
             )
         )
     if config.with_truth:
@@ -199,71 +146,12 @@ def _save_outputs(out_dir: Path, name: str, photo, train_ids, truth_rgb, config:
         pictures.append(
             (
                 out_dir / f"{name}_panel.png",
-                lambda path: _write_figure(path, three_panel(photo, truth, train_ids, classes=classes)),
+                lambda path: write_figure(path, three_panel(photo, truth, train_ids, classes=classes)),
             )
         )
     for path, write in pictures:
         write(path)
     return [path for path, _ in pictures]
-
-
-def _write_inputs_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    """Writes ``inputs.csv``: file, read_as, notes (one row per input); atomically, as the pictures."""
-
-    def write(temporary: Path) -> None:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(("file", "read_as", "notes"))
-            writer.writerows(rows)
-
-    atomic_write(path, write)
-
-
-def _check_owner(out_dir: Path, model: Path) -> None:
-    """Refuses an output folder holding the predictions of another model, or of an unknown one.
-
-    Raises:
-        ConfigError: its ``MANIFEST`` names another model or is unreadable, or
-            it holds predictions without one.
-    """
-    manifest = out_dir / MANIFEST
-    if manifest.is_file():
-        try:
-            owner = Path(json.loads(manifest.read_text())["model"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ConfigError(f"unreadable {MANIFEST} ({error}); choose another --out: {manifest}") from None
-        if owner != model.resolve():
-            raise ConfigError(
-                f"{out_dir} holds the predictions of {owner}; choose another --out (nothing was replaced): {manifest}"
-            )
-        return
-    if out_dir.is_dir() and any(next(out_dir.glob(pattern), None) for pattern in PREDICTION_FILES):
-        raise ConfigError(
-            f"{out_dir} holds predictions of an unknown model (no {MANIFEST}); choose another --out: {out_dir}"
-        )
-
-
-def _claim(out_dir: Path, model: Path) -> None:
-    """Makes the output folder and writes its ``MANIFEST`` (once): the model its pictures are of.
-
-    Another pspnet-predict may have claimed the folder since ``_check_owner``
-    (during the model load): the manifest is linked into place, never over
-    another, and the owner checked again.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / MANIFEST
-    if not manifest.is_file():
-        temporary = temporary_name(manifest)
-        temporary.write_text(json.dumps({"model": str(model.resolve())}, indent=2) + "\n")
-        try:
-            os.link(temporary, manifest)  # fails where one exists, unlike a rename
-        except FileExistsError:
-            pass
-        except OSError:  # a file system without hard links: a rename, as before
-            os.replace(temporary, manifest)
-        finally:
-            temporary.unlink(missing_ok=True)
-    _check_owner(out_dir, model)
 
 
 def _check_config(config: PredictConfig) -> None:
@@ -278,23 +166,7 @@ def _check_config(config: PredictConfig) -> None:
     out_dir = Path(config.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"the output folder is a file: {out_dir}")
-    _check_owner(out_dir, Path(config.model))
-
-
-def _check_apart(out_dir: Path, source: Path, paths: list[Path]) -> None:
-    """Refuses an output folder that an input folder is read from.
-
-    Its pictures would replace input photos of the same names (``1_color.png``
-    beside ``1.jpg``), and the next run would predict them; a folder read one
-    level down (a Cityscapes split) reads a new sub-folder too. A single file's
-    folder may take its pictures: only they are read.
-    """
-    if not source.is_dir():
-        return
-    read = {path.parent.resolve() for path in paths}
-    out = out_dir.resolve()
-    if out in read or (source.resolve() not in read and out.parent == source.resolve()):
-        raise ConfigError(f"the output folder is read as input: {out_dir}; choose another --out")
+    check_owner(out_dir, Path(config.model))
 
 
 def _load(config: PredictConfig):
@@ -364,11 +236,11 @@ def _predict_video(config: PredictConfig, path: Path) -> dict[str, Any]:
         )
     finally:
         if out_dir.is_dir():  # predict_video wrote something, maybe before a truncated video's error
-            _claim(out_dir, Path(config.model))
+            claim(out_dir, Path(config.model))
     result = {**result, "read_as": {str(path): "video"}}
     if out_dir.is_dir():
         notes = f"every {config.every} frames" if config.every > 1 else ""
-        _write_inputs_csv(out_dir / "inputs.csv", [(str(path), "video", notes)])
+        write_inputs_csv(out_dir / "inputs.csv", [(str(path), "video", notes)])
         result["inputs_csv"] = str(out_dir / "inputs.csv")
     return result
 
@@ -403,7 +275,7 @@ class _Predictions:
             train_ids = self.segmenter.predict_ids(np.stack([item.photo for _, item in group]), size)  # (B, H, W)
             for (path, item), ids in zip(group, train_ids):
                 if not self.written:
-                    _claim(self.out_dir, Path(self.config.model))
+                    claim(self.out_dir, Path(self.config.model))
                 self.written.extend(
                     _save_outputs(
                         self.out_dir, self.names[path], item.photo, ids, item.label_rgb, self.config, self.classes
@@ -492,7 +364,7 @@ def predict(config: PredictConfig) -> dict[str, Any]:
     if is_video(config.input):
         return _predict_video(config, Path(config.input))
     paths = list_inputs(config.input)  # check the input before the (slow) model load
-    _check_apart(Path(config.out), Path(config.input), paths)
+    check_apart(Path(config.out), Path(config.input), paths)
     if config.every != 1 or config.colour_video:
         warnings.warn(
             "--every and --colour-video apply to videos only; ignored for images", PspnetWarning, stacklevel=2
@@ -527,7 +399,7 @@ def _finish(config: PredictConfig, paths: list[Path], predictions: _Predictions)
         else (str(path), "skipped", skipped[path])
         for path in paths
     ]
-    _write_inputs_csv(out_dir / "inputs.csv", rows)
+    write_inputs_csv(out_dir / "inputs.csv", rows)
     kinds = {str(path): kind for path, (kind, _) in read_as.items()}
     if config.verbose:
         print(predictions.sizes_line())
